@@ -1,0 +1,206 @@
+"""Named message channels over one transport, and the dispatcher that routes
+incoming frames to them.
+
+Every strategy and the application get their own channel; a frame for a
+channel nobody handles is answered with an error, a frame that fails to
+decode is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from itertools import count
+from typing import Any
+
+import anyio
+
+from .contracts import Handler, Message, MessageStream, Transport
+from .errors import RemoteError, RequestTimeout, TransportError
+from .wire import Codec, Envelope, Kind, WireError
+
+log = logging.getLogger("hedgeplug.channels")
+
+StreamOpener = Callable[[Message, MessageStream], Any]
+
+
+class Dispatcher:
+    """Owns the codec and the channel table of one node."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        codec: Codec,
+        sender: str,
+        counters: dict[str, int],
+        self_address: Callable[[], str],
+    ) -> None:
+        self.transport = transport
+        self.codec = codec
+        self.sender = sender
+        self.counters = counters
+        self._self_address = self_address
+        self._handlers: dict[str, Handler] = {}
+        self._stream_handlers: dict[str, Callable[[Message, MessageStream], Any]] = {}
+        self._channels: dict[str, NodeChannel] = {}
+        self._ids = count(1)
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.counters[what] = self.counters.get(what, 0) + n
+
+    def channel(self, name: str) -> NodeChannel:
+        ch = self._channels.get(name)
+        if ch is None:
+            ch = self._channels[name] = NodeChannel(self, name)
+        return ch
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def envelope(self, channel: str, payload: Any, kind: Kind = Kind.MESSAGE, msg_id: int | None = None) -> bytes:
+        return self.codec.encode(
+            Envelope(self.codec.cluster, self.sender, channel, msg_id or self.next_id(), kind, payload)
+        )
+
+    # ------------------------------------------------------------ inbound
+
+    async def on_frame(self, data: bytes, peer: str) -> bytes | None:
+        try:
+            env = self.codec.decode(data)
+        except WireError as exc:
+            self.count(f"drop.{exc.reason}")
+            log.debug("dropped frame from %s: %s", peer, exc)
+            return None
+        if env.kind is not Kind.MESSAGE:
+            self.count("drop.unexpected-reply")
+            return None
+        handler = self._handlers.get(env.channel)
+        if handler is None:
+            self.count("drop.no-handler")
+            return self.envelope(env.channel, f"no handler for channel {env.channel!r}", Kind.ERROR, env.msg_id)
+        msg = Message(env.sender, env.channel, env.payload, env.msg_id)
+        try:
+            result = handler(msg)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            self.count("handler-errors")
+            log.warning("handler for channel %r raised: %r", env.channel, exc)
+            return self.envelope(env.channel, f"{type(exc).__name__}: {exc}", Kind.ERROR, env.msg_id)
+        try:
+            return self.envelope(env.channel, result, Kind.REPLY, env.msg_id)
+        except Exception as exc:  # unencodable or oversized reply
+            self.count("reply-errors")
+            return self.envelope(env.channel, f"reply could not be sent: {exc}", Kind.ERROR, env.msg_id)
+
+    async def on_stream(self, stream: MessageStream) -> None:
+        try:
+            with anyio.fail_after(10):
+                first = await stream.receive()
+            env = self.codec.decode(first)
+        except WireError as exc:
+            self.count(f"drop.{exc.reason}")
+            await stream.aclose()
+            return
+        except Exception:
+            self.count("drop.stream-open")
+            await stream.aclose()
+            return
+        handler = self._stream_handlers.get(env.channel)
+        if handler is None:
+            self.count("drop.no-stream-handler")
+            await stream.aclose()
+            return
+        try:
+            result = handler(Message(env.sender, env.channel, env.payload, env.msg_id), stream)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            self.count("handler-errors")
+            log.warning("stream handler for channel %r raised: %r", env.channel, exc)
+        finally:
+            await stream.aclose()
+
+    # ------------------------------------------------------------ outbound
+
+    async def request(self, address: str, channel: str, payload: Any, timeout: float) -> Any:
+        msg_id = self.next_id()
+        if address == self._self_address():
+            return await self._local(channel, payload, msg_id)
+        frame = self.envelope(channel, payload, Kind.MESSAGE, msg_id)
+        raw = await self.transport.request(address, frame, timeout)
+        if not raw:
+            raise RemoteError(f"{address} sent no reply on channel {channel!r}")
+        try:
+            env = self.codec.decode(raw)
+        except WireError as exc:
+            self.count(f"drop.{exc.reason}")
+            raise TransportError(f"unreadable reply from {address}: {exc}") from None
+        if env.kind is Kind.ERROR:
+            raise RemoteError(f"{address}: {env.payload}")
+        return env.payload
+
+    async def _local(self, channel: str, payload: Any, msg_id: int) -> Any:
+        handler = self._handlers.get(channel)
+        if handler is None:
+            raise RemoteError(f"no handler for channel {channel!r}")
+        try:
+            result = handler(Message(self.sender, channel, payload, msg_id))
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            raise RemoteError(f"{type(exc).__name__}: {exc}") from exc
+        return result
+
+    async def send(self, address: str, channel: str, payload: Any) -> None:
+        if address == self._self_address():
+            handler = self._handlers.get(channel)
+            if handler is not None:
+                try:
+                    result = handler(Message(self.sender, channel, payload, self.next_id()))
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:
+                    log.warning("local handler for %r raised: %r", channel, exc)
+            return
+        try:
+            frame = self.envelope(channel, payload)
+        except Exception as exc:
+            self.count("send-errors")
+            log.warning("cannot send on %r: %s", channel, exc)
+            return
+        await self.transport.send(address, frame)
+
+    async def open_stream(self, address: str, channel: str, payload: Any = None) -> MessageStream:
+        stream = await self.transport.open_stream(address)
+        await stream.send(self.envelope(channel, payload))
+        return stream
+
+
+class NodeChannel:
+    """The Channel a plugin or the application gets from `context.channel(name)`."""
+
+    def __init__(self, dispatcher: Dispatcher, name: str) -> None:
+        self._d = dispatcher
+        self.name = name
+
+    def handle(self, handler: Handler) -> None:
+        self._d._handlers[self.name] = handler
+
+    def handle_streams(self, handler: Callable[[Message, MessageStream], Any]) -> None:
+        self._d._stream_handlers[self.name] = handler
+
+    async def request(self, address: str, payload: Any, timeout: float) -> Any:
+        try:
+            return await self._d.request(address, self.name, payload, timeout)
+        except TimeoutError as exc:
+            if isinstance(exc, RequestTimeout):
+                raise
+            raise RequestTimeout(f"no reply from {address} on {self.name!r} within {timeout}s") from None
+
+    async def send(self, address: str, payload: Any) -> None:
+        await self._d.send(address, self.name, payload)
+
+    async def open_stream(self, address: str, payload: Any = None) -> MessageStream:
+        return await self._d.open_stream(address, self.name, payload)

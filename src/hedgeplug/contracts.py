@@ -1,0 +1,292 @@
+"""The interfaces of the four plugin kinds and the node context they receive.
+
+These are typing Protocols: a plugin implements them by shape, it never
+subclasses anything from the core. Optional capabilities (watch, rows) are
+separate runtime-checkable protocols; the core asks `isinstance(backend,
+Watchable)` and falls back when a backend does not opt in.
+
+Every factory is called as ``factory(options, context)`` where `options` is an
+instance of the attrs class the plugin registered for its config section and
+`context` is the `NodeContext` of the node being built.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from random import Random
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from .view import Member, View
+
+# ---------------------------------------------------------------- lock
+
+
+@attrs.frozen
+class Lease:
+    """The lock record as the store holds it.
+
+    `token` is the fencing token: it strictly increases every time the holder
+    changes (it may stay the same across renewals by one holder).
+    `remaining` is the store-clock time left when the record was read.
+    """
+
+    lock: str
+    holder: str
+    address: str
+    token: int
+    ttl: float
+    remaining: float
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@runtime_checkable
+class LockBackend(Protocol):
+    """One lock name in one store. All methods make a single attempt.
+
+    Store trouble is raised as `hedgeplug.errors.StoreError`; "somebody else
+    holds it" is not an error but a None result.
+    """
+
+    async def acquire(self, holder: str, address: str, ttl: float) -> Lease | None:
+        """Take the lock if it is free or expired by the store's clock; never waits for a holder."""
+
+    async def renew(self, lease: Lease, ttl: float) -> Lease | None:
+        """Extend our lease; None means it is lost (expired and taken, or token moved on)."""
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lock up so the next contender can take it at once."""
+
+    async def current(self) -> Lease | None:
+        """Who holds the lock now (None when free or expired)."""
+
+    async def aclose(self) -> None:
+        """Free connections and threads."""
+
+
+@runtime_checkable
+class Watchable(Protocol):
+    """Optional: a backend that can notify lock changes."""
+
+    def watch(self) -> AsyncIterator[None]:
+        """Yield (best effort, possibly spuriously) whenever the lock record may have changed."""
+
+
+@attrs.frozen
+class Row:
+    """One record of the optional row storage capability."""
+
+    key: str
+    value: bytes
+    version: int
+
+
+@runtime_checkable
+class RowStorage(Protocol):
+    """Optional: small versioned records beside the lock (for key/value log, semaphore).
+
+    Versions start at 1 and increase by one on every successful write;
+    `expect=0` means "create only", `expect=None` means unconditional.
+    """
+
+    async def row_get(self, key: str) -> Row | None: ...
+
+    async def row_put(self, key: str, value: bytes, *, expect: int | None = None) -> Row | None:
+        """Write; None when `expect` did not match the stored version."""
+
+    async def row_delete(self, key: str, *, expect: int | None = None) -> bool: ...
+
+    async def row_scan(self, prefix: str) -> list[Row]: ...
+
+
+# ---------------------------------------------------------------- transport
+
+# A frame handler receives the raw bytes of one frame and the transport's
+# description of the peer; for a request it returns the reply bytes (None or
+# b"" means "no reply", which the requester sees as an empty reply).
+FrameHandler = Callable[[bytes, str], Awaitable[bytes | None]]
+
+
+@runtime_checkable
+class MessageStream(Protocol):
+    """Ordered, reliable messages both ways with backpressure."""
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def receive(self) -> bytes:
+        """Next message; raises anyio.EndOfStream when the peer closed."""
+
+    async def aclose(self) -> None: ...
+
+
+StreamHandler = Callable[[MessageStream], Awaitable[None]]
+
+
+@attrs.define
+class TransportStats:
+    """Counters every transport keeps; drops are counted by reason."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dropped: dict[str, int] = attrs.Factory(dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Moves opaque frames between addresses.
+
+    Life cycle: `bind()` once (returns the address others reach this node at),
+    then `serve(...)` runs as a task until cancelled, then `aclose()`.
+    """
+
+    stats: TransportStats
+    max_frame: int
+
+    async def bind(self) -> str: ...
+
+    async def serve(self, on_frame: FrameHandler, on_stream: StreamHandler) -> None: ...
+
+    async def request(self, address: str, data: bytes, timeout: float) -> bytes:
+        """Send a frame and wait for its reply; TransportError / RequestTimeout on failure."""
+
+    async def send(self, address: str, data: bytes) -> None:
+        """Best effort one-way frame; network failures are counted, not raised."""
+
+    async def open_stream(self, address: str) -> MessageStream: ...
+
+    async def aclose(self) -> None: ...
+
+
+# ---------------------------------------------------------------- messages
+
+
+@attrs.frozen
+class Message:
+    """A decoded message handed to a channel handler."""
+
+    sender: str
+    channel: str
+    payload: Any
+    msg_id: int
+
+
+Handler = Callable[[Message], Awaitable[Any]]
+
+
+class Channel(Protocol):
+    """A named message channel of one node (each strategy uses its own)."""
+
+    name: str
+
+    def handle(self, handler: Handler) -> None:
+        """Install the handler for requests and one-way messages on this channel."""
+
+    async def request(self, address: str, payload: Any, timeout: float) -> Any:
+        """Send and wait for the handler's return value (RemoteError if it raised)."""
+
+    async def send(self, address: str, payload: Any) -> None:
+        """One-way, best effort."""
+
+
+# ---------------------------------------------------------------- node context
+
+
+class NodeContext(Protocol):
+    """What every plugin gets from its node: identity, clock, randomness,
+    leader knowledge, channels, and a way to publish views.
+
+    Protocol code takes time only from `now()`/`sleep()` and randomness only
+    from `random`; that is what lets the simulator replay a run from a seed.
+    """
+
+    id: str
+    cluster: str
+    lock_name: str
+    meta: Mapping[str, str]
+    random: Random
+    log: logging.Logger
+
+    @property
+    def address(self) -> str: ...
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    @property
+    def leader(self) -> Lease | None:
+        """Newest lease this node knows of (from the store); may be a little stale."""
+
+    @property
+    def is_leader(self) -> bool:
+        """True only while this node holds a lease that is valid by the election's rule."""
+
+    @property
+    def newest_token(self) -> int:
+        """Highest fencing token this node has seen."""
+
+    async def wait_leader_change(self) -> None:
+        """Return after the known leader (holder or token) changes."""
+
+    async def read_leader(self) -> Lease | None:
+        """Ask the store now who holds the lease."""
+
+    @property
+    def view(self) -> View: ...
+
+    def publish_view(self, view: View) -> None:
+        """Make `view` the node's view (observers and events fire on changes)."""
+
+    def channel(self, name: str) -> Channel: ...
+
+    def count(self, what: str, n: int = 1) -> None:
+        """Add to a named counter (shown in status)."""
+
+    def transport_for(self, member: Member) -> str:
+        """The address to reach `member` at (its advertised address)."""
+
+
+# ---------------------------------------------------------------- membership
+
+
+@runtime_checkable
+class Membership(Protocol):
+    """Keeps the view. `run` is a task of the node, cancelled at shutdown
+    after `leave` was awaited (bounded by the node's stop timeout)."""
+
+    async def run(self) -> None: ...
+
+    async def leave(self) -> None: ...
+
+
+# ---------------------------------------------------------------- broadcast
+
+
+@attrs.frozen
+class Reply:
+    """One member's answer to a broadcast: either `payload` or `error` is set."""
+
+    member: str
+    address: str
+    ok: bool
+    payload: Any = None
+    error: str | None = None
+
+
+@runtime_checkable
+class Broadcast(Protocol):
+    """Delivers a payload on a channel to a set of members."""
+
+    def deliver(
+        self, channel: str, payload: Any, targets: Sequence[Member], timeout: float
+    ) -> AsyncIterator[Reply]:
+        """Yield replies as they arrive; errors per member are replies with ok=False."""

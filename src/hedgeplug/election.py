@@ -1,0 +1,240 @@
+"""The lease loop every node runs over its lock backend.
+
+Safety rule: a node counts itself leader only until
+``t_sent + ttl * (1 - margin)``, where t_sent is its own clock reading when it
+SENT the renewal (or acquisition) that succeeded. The store starts its ttl
+no earlier than it received the request, so the node's belief always ends
+before the store could give the lease to anyone else, whatever pauses or
+outages happen in between. A renewal that fails, errs, or has not answered
+by that instant ends the leadership.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from .config import LockSettings
+from .contracts import Lease, LockBackend, Watchable
+
+log = logging.getLogger("hedgeplug.election")
+
+LeaderCallback = Callable[[Lease | None, Lease | None], None]
+
+
+class Election:
+    def __init__(
+        self,
+        lock: LockBackend,
+        settings: LockSettings,
+        *,
+        holder: str,
+        address: Callable[[], str],
+        now: Callable[[], float],
+        on_change: LeaderCallback,
+        count: Callable[[str], None] = lambda what: None,
+        contend: bool = True,
+    ) -> None:
+        self.lock = lock
+        self.settings = settings
+        self.holder = holder
+        self._address = address
+        self._now = now
+        self._on_change = on_change
+        self._count = count
+        self.contend = contend  # False: observe the leader but never take the lease
+        self._lease: Lease | None = None  # ours, while we lead
+        self._valid_until = 0.0
+        self._known: Lease | None = None  # newest lease read from the store
+        self.newest_token = 0
+        self._wake = anyio.Event()
+        self._changed = anyio.Event()
+        self._stopping = False
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def ttl(self) -> float:
+        return self.settings.ttl
+
+    @property
+    def validity(self) -> float:
+        return self.settings.ttl * (1.0 - self.settings.margin)
+
+    @property
+    def is_leader(self) -> bool:
+        return self._lease is not None and self._now() < self._valid_until
+
+    @property
+    def lease(self) -> Lease | None:
+        """Our own lease while we lead, else None."""
+        return self._lease if self.is_leader else None
+
+    @property
+    def leader(self) -> Lease | None:
+        """Best knowledge of who leads: our lease while valid, else the store's last answer."""
+        if self.is_leader:
+            return self._lease
+        known = self._known
+        if known is not None and known.holder == self.holder:
+            return None  # our own lapsed lease says nothing about who leads now
+        return known
+
+    async def wait_change(self) -> None:
+        await self._changed.wait()
+
+    def _set_known(self, lease: Lease | None) -> None:
+        before = self._identity(self._known)
+        self._known = lease
+        if lease is not None and lease.token > self.newest_token:
+            self.newest_token = lease.token
+        if self._identity(lease) != before:
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    def _publish(self, previous: Lease | None) -> None:
+        current = self.leader
+        if self._identity(current) != self._identity(previous):
+            try:
+                self._on_change(current, previous)
+            except Exception:  # the node's callback must not break the election
+                log.exception("leader change callback failed")
+
+    @staticmethod
+    def _identity(lease: Lease | None) -> tuple[str, int] | None:
+        return None if lease is None else (lease.holder, lease.token)
+
+    def poke(self) -> None:
+        """Wake the contender loop now (a watch fired, or a test wants a fresh read)."""
+        self._wake.set()
+
+    # ------------------------------------------------------------ loop
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            if isinstance(self.lock, Watchable):
+                tg.start_soon(self._watch)
+            tg.start_soon(self._expiry_watchdog)
+            while True:
+                if self._lease is not None:
+                    await self._renew_once()
+                else:
+                    await self._observe_or_contend()
+
+    async def _renew_once(self) -> None:
+        lease = self._lease
+        assert lease is not None
+        sent_at = self._now()
+        deadline = self._valid_until
+        renewed: Lease | None = None
+        with anyio.move_on_after(max(0.0, deadline - sent_at)):
+            try:
+                renewed = await self.lock.renew(lease, self.ttl)
+            except Exception as exc:
+                self._count("renew-errors")
+                log.warning("%s: renewal failed: %s", self.holder, exc)
+        previous = self.leader
+        if renewed is None or self._now() >= deadline or renewed.holder != self.holder:
+            self._count("step-downs")
+            log.warning("%s: stepping down (lease %s lost or renewal late)", self.holder, lease.token)
+            self._lease = None
+            self._valid_until = 0.0
+            self._set_known(None)
+            self._publish(previous)
+            return
+        self._lease = renewed
+        self._valid_until = sent_at + self.validity
+        self._set_known(renewed)
+        self._publish(previous)
+        await self._sleep_until(sent_at + self.settings.renew_every)
+
+    async def _observe_or_contend(self) -> None:
+        previous = self.leader
+        sent_at = self._now()
+        current: Lease | None = self._known
+        with anyio.move_on_after(self.settings.retry_every):
+            try:
+                current = await self.lock.current()
+                if self.contend and not self._stopping and (current is None or current.holder == self.holder):
+                    sent_at = self._now()
+                    got = await self.lock.acquire(self.holder, self._address(), self.ttl)
+                    if got is not None and self._now() < sent_at + self.validity:
+                        self._lease = got
+                        self._valid_until = sent_at + self.validity
+                        self._count("acquired")
+                        log.info("%s: leader with token %s", self.holder, got.token)
+                        current = got
+            except Exception as exc:
+                self._count("store-errors")
+                log.warning("%s: lock store error: %s", self.holder, exc)
+        self._set_known(current)
+        self._publish(previous)
+        if self._lease is not None:
+            await self._sleep_until(sent_at + self.settings.renew_every)
+            return
+        # Wait for the retry period, or less when a watch says something changed.
+        self._wake = anyio.Event()
+        with anyio.move_on_after(self.settings.retry_every):
+            await self._wake.wait()
+
+    async def _sleep_until(self, t: float) -> None:
+        delay = t - self._now()
+        if delay > 0:
+            await anyio.sleep(delay)
+
+    async def _expiry_watchdog(self) -> None:
+        # is_leader turns false by itself at valid_until; this makes sure the
+        # change is also *announced* then, not only at the next renewal.
+        while True:
+            if self._lease is not None:
+                delay = self._valid_until - self._now()
+                if delay <= 0:
+                    previous = self._lease
+                    self._lease = None
+                    self._set_known(None)
+                    self._count("step-downs")
+                    self._publish(previous)
+                    continue
+                await anyio.sleep(min(delay, self.settings.renew_every))
+            else:
+                await anyio.sleep(self.settings.renew_every)
+
+    async def _watch(self) -> None:
+        assert isinstance(self.lock, Watchable)
+        while True:
+            try:
+                async for _ in self.lock.watch():
+                    self._wake.set()
+            except Exception as exc:
+                self._count("watch-errors")
+                log.debug("%s: watch ended: %s", self.holder, exc)
+            await anyio.sleep(self.settings.retry_every)
+
+    # ------------------------------------------------------------ stop
+
+    async def release(self, timeout: float) -> None:
+        """Give the lease up (graceful stop); bounded by `timeout`."""
+        self._stopping = True
+        lease, previous = self._lease, self.leader
+        self._lease = None
+        self._valid_until = 0.0
+        if lease is None:
+            return
+        with anyio.move_on_after(timeout):
+            try:
+                await self.lock.release(lease)
+                self._count("released")
+            except Exception as exc:
+                log.warning("%s: release failed (lease will expire): %s", self.holder, exc)
+        self._set_known(None)
+        self._publish(previous)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "is_leader": self.is_leader,
+            "valid_for": max(0.0, self._valid_until - self._now()) if self.is_leader else 0.0,
+            "newest_token": self.newest_token,
+        }
