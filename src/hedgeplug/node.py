@@ -19,6 +19,7 @@ from random import Random
 from typing import Any
 
 import anyio
+import attrs
 from anyio.abc import TaskGroup
 
 from .channels import Dispatcher, NodeChannel
@@ -300,6 +301,15 @@ class Node:
             op = msg.payload.get("op") if isinstance(msg.payload, dict) else None
             if op == "status":
                 return self.status()
+            # send/broadcast on behalf of a shell client (`hedgeplug send|broadcast`).
+            if op in ("send", "broadcast"):
+                timeout = msg.payload.get("timeout", 5.0)
+                if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 300:
+                    raise HedgeplugError("control timeout must be a number of seconds in (0, 300]")
+                if op == "send":
+                    return await self.send(msg.payload.get("payload"), timeout=float(timeout))
+                replies = await self.broadcast_all(msg.payload.get("payload"), timeout=float(timeout))
+                return [attrs.asdict(r) for r in replies]
             raise HedgeplugError(f"unknown control operation {op!r}")
 
         d.channel(APP_SEND).handle(on_send)
