@@ -1,0 +1,67 @@
+"""Broadcast `direct`: concurrent fan-out of one request per member, replies
+yielded as they arrive. A member that fails or times out becomes a Reply
+with ok=False and the error text; nothing is raised for it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anyio
+import attrs
+
+from hedgeplug.contracts import NodeContext, Reply
+from hedgeplug.hookspecs import hookimpl
+from hedgeplug.view import Member
+
+
+@attrs.frozen
+class DirectOptions:
+    concurrency: int = attrs.field(
+        default=64,
+        validator=attrs.validators.ge(1),
+        metadata={"help": "requests in flight at once"},
+    )
+
+
+class DirectBroadcast:
+    def __init__(self, options: DirectOptions, ctx: NodeContext) -> None:
+        self.options = options
+        self.ctx = ctx
+
+    async def deliver(
+        self, channel: str, payload: Any, targets: Sequence[Member], timeout: float
+    ) -> AsyncIterator[Reply]:
+        if not targets:
+            return
+        ch = self.ctx.channel(channel)
+        limiter = anyio.CapacityLimiter(self.options.concurrency)
+        send, receive = anyio.create_memory_object_stream[Reply](math.inf)
+
+        async def one(member: Member) -> None:
+            async with limiter:
+                try:
+                    with anyio.fail_after(timeout):
+                        answer = await ch.request(member.address, payload, timeout)
+                    reply = Reply(member.id, member.address, True, answer)
+                except TimeoutError:
+                    reply = Reply(member.id, member.address, False, error=f"no reply within {timeout}s")
+                except Exception as exc:
+                    reply = Reply(member.id, member.address, False, error=f"{type(exc).__name__}: {exc}")
+            send.send_nowait(reply)
+
+        async with anyio.create_task_group() as tg, receive:
+            for member in targets:
+                tg.start_soon(one, member)
+            for _ in range(len(targets)):
+                yield await receive.receive()
+
+
+def make(options: DirectOptions, ctx: NodeContext) -> DirectBroadcast:
+    return DirectBroadcast(options, ctx)
+
+
+@hookimpl
+def hedgeplug_register_broadcasts(register: Any) -> None:
+    register("direct", make, DirectOptions)

@@ -1,0 +1,365 @@
+"""Membership `heartbeat`: the leader owns the view.
+
+Followers find the leader in the lock store and heartbeat it every
+`interval`. The leader adds a member on its first beat, removes it after
+`missed` intervals without one (or at once on a goodbye), stamps every new
+view with (its fencing token, seq) and pushes only the change to every
+member. A member that missed a change catches up from its next beat's reply
+(the changes since its version, or the whole view). A node ignores any view
+stamped with a token lower than the newest lease token it has seen, so a
+deposed leader cannot overwrite its successor's view.
+
+Bounds (interval I, missed M, lease ttl T): join within one round trip of
+the first beat; graceful leave within one round trip; crash detection within
+M*I + I/2; after a leader crash an agreed view within about T + 2*I.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import anyio
+import attrs
+
+from hedgeplug.config import Duration
+from hedgeplug.contracts import NodeContext
+from hedgeplug.hookspecs import hookimpl
+from hedgeplug.view import Member, View, ViewVersion
+
+CHANNEL = "heartbeat"
+DELTA_LOG = 64  # changes the leader keeps to answer a lagging member with a delta
+
+
+@attrs.frozen
+class HeartbeatOptions:
+    interval: Duration = attrs.field(
+        default=Duration(1.0), validator=attrs.validators.gt(0), metadata={"help": "heartbeat period"}
+    )
+    missed: int = attrs.field(
+        default=3,
+        validator=attrs.validators.ge(1),
+        metadata={"help": "beats a member may miss before the leader removes it"},
+    )
+    timeout: Duration | None = attrs.field(
+        default=None, metadata={"help": "heartbeat request timeout; default: the interval"}
+    )
+
+
+@attrs.frozen
+class _Change:
+    seq: int
+    joined: tuple[Member, ...]
+    left: tuple[str, ...]
+
+
+class _LeaderState:
+    """What the leader knows while it holds one token."""
+
+    def __init__(self, token: int, members: dict[str, Member], now: float) -> None:
+        self.token = token
+        self.seq = 1
+        self.members = members
+        self.last_seen = {mid: now for mid in members}
+        self.changes: deque[_Change] = deque(maxlen=DELTA_LOG)
+
+    @property
+    def version(self) -> ViewVersion:
+        return ViewVersion(self.token, self.seq)
+
+    def view(self) -> View:
+        return View(tuple(self.members.values()), self.version)
+
+    def apply(self, joined: list[Member], left: list[str]) -> _Change | None:
+        joined = [m for m in joined if self.members.get(m.id) != m]
+        left = [mid for mid in left if mid in self.members]
+        if not joined and not left:
+            return None
+        for m in joined:
+            self.members[m.id] = m
+        for mid in left:
+            del self.members[mid]
+            self.last_seen.pop(mid, None)
+        self.seq += 1
+        change = _Change(self.seq, tuple(joined), tuple(left))
+        self.changes.append(change)
+        return change
+
+    def changes_since(self, version: ViewVersion) -> list[_Change] | None:
+        """The changes after `version`, or None when a full view is needed."""
+        if version.token != self.token or version.seq > self.seq:
+            return None
+        if version.seq == self.seq:
+            return []
+        wanted = [c for c in self.changes if c.seq > version.seq]
+        if not wanted or wanted[0].seq != version.seq + 1:
+            return None
+        return wanted
+
+
+def _members_wire(members: Any) -> list[Any]:
+    return [m.to_wire() for m in members]
+
+
+class Heartbeat:
+    def __init__(self, options: HeartbeatOptions, ctx: NodeContext) -> None:
+        self.options = options
+        self.ctx = ctx
+        self.channel = ctx.channel(CHANNEL)
+        self.channel.handle(self._on_message)
+        self._lead: _LeaderState | None = None
+        self._last_leader: str | None = None  # holder we last saw before taking over
+        self._beat_now = anyio.Event()
+        self._leaving = False
+        self._tg: Any = None  # the strategy's task group, for background pushes
+
+    @property
+    def interval(self) -> float:
+        return self.options.interval
+
+    @property
+    def request_timeout(self) -> float:
+        return self.options.timeout or self.options.interval
+
+    def _me(self) -> Member:
+        return Member(self.ctx.id, self.ctx.address, dict(self.ctx.meta))
+
+    # ------------------------------------------------------------ main loop
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._watch_leader)
+            while True:
+                if self.ctx.is_leader and not self._leaving:
+                    await self._lead_round()
+                    await self._wait(self.interval / 2)
+                else:
+                    self._lead = None
+                    lease = self.ctx.leader
+                    if lease is not None and lease.holder != self.ctx.id:
+                        self._last_leader = lease.holder
+                    await self._follow_round()
+                    await self._wait(self.interval)
+
+    async def _wait(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._beat_now.wait()
+        self._beat_now = anyio.Event()
+
+    async def _watch_leader(self) -> None:
+        # Beat the new leader at once instead of waiting for the next round.
+        while True:
+            await self.ctx.wait_leader_change()
+            self._beat_now.set()
+
+    # ------------------------------------------------------------ follower
+
+    async def _follow_round(self) -> None:
+        lease = self.ctx.leader
+        if lease is None or lease.holder == self.ctx.id or self._leaving:
+            return
+        beat = {"op": "beat", "m": self._me().to_wire(), "v": list(self.ctx.view.version.as_tuple())}
+        try:
+            reply = await self.channel.request(lease.address, beat, self.request_timeout)
+        except Exception as exc:
+            self.ctx.count("heartbeat.beat-failures")
+            self.ctx.log.debug("heartbeat to %s failed: %s", lease.address, exc)
+            return
+        self._apply_reply(reply)
+
+    def _apply_reply(self, reply: Any) -> None:
+        try:
+            if not isinstance(reply, dict) or reply.get("not_leader"):
+                return
+            if "members" in reply:
+                self._accept_full(ViewVersion(*reply["v"]), reply["members"])
+            elif "changes" in reply:
+                for seq, joined, left in reply["changes"]:
+                    self._accept_change(ViewVersion(reply["v"][0], seq - 1), ViewVersion(reply["v"][0], seq), joined, left)
+        except (TypeError, ValueError, KeyError) as exc:
+            self.ctx.count("heartbeat.drop.malformed")
+            self.ctx.log.debug("malformed heartbeat reply: %s", exc)
+
+    def _accept_full(self, version: ViewVersion, members: Any) -> None:
+        if version.token < self.ctx.newest_token:
+            self.ctx.count("heartbeat.stale-views")
+            return
+        if version <= self.ctx.view.version:
+            return  # we already have this view or a newer one
+        self.ctx.publish_view(View(tuple(Member.from_wire(m) for m in members), version))
+
+    def _accept_change(self, base: ViewVersion, version: ViewVersion, joined: Any, left: Any) -> None:
+        current = self.ctx.view
+        if version.token < self.ctx.newest_token:
+            self.ctx.count("heartbeat.stale-views")
+            return
+        if current.version != base:
+            return  # not the next change for us: the next beat's reply catches us up
+        members = {m.id: m for m in current.members}
+        for raw in joined:
+            m = Member.from_wire(raw)
+            members[m.id] = m
+        for mid in left:
+            members.pop(mid, None)
+        self.ctx.publish_view(View(tuple(members.values()), version))
+
+    # ------------------------------------------------------------ leader
+
+    def _take_over(self, token: int) -> _LeaderState:
+        now = self.ctx.now()
+        members = {m.id: m for m in self.ctx.view.live}
+        # The previous holder lost the lease: it crashed or stepped down. If it
+        # is alive it beats us and comes back within one interval.
+        if self._last_leader and self._last_leader != self.ctx.id:
+            members.pop(self._last_leader, None)
+        me = self._me()
+        members[me.id] = me
+        state = _LeaderState(token, members, now)
+        self.ctx.log.info("leading view %s with %d members", state.version, len(members))
+        return state
+
+    async def _lead_round(self) -> None:
+        lease = self.ctx.leader
+        if lease is None:
+            return
+        if self._lead is None or self._lead.token != lease.token:
+            self._lead = self._take_over(lease.token)
+            self._publish_and_push_full()
+            return
+        lead = self._lead
+        now = self.ctx.now()
+        lead.last_seen[self.ctx.id] = now
+        deadline = self.options.missed * self.interval
+        gone = sorted(mid for mid, seen in lead.last_seen.items() if now - seen > deadline)
+        if gone:
+            self.ctx.count("heartbeat.removed", len(gone))
+            self._change([], gone)
+
+    def _change(self, joined: list[Member], left: list[str]) -> None:
+        """Apply a change to the leader's view, publish it, push it to the others."""
+        lead = self._lead
+        assert lead is not None
+        change = lead.apply(joined, left)
+        if change is None:
+            return
+        self.ctx.publish_view(lead.view())
+        push = {
+            "op": "change",
+            "base": [lead.token, change.seq - 1],
+            "v": [lead.token, change.seq],
+            "joined": _members_wire(change.joined),
+            "left": list(change.left),
+        }
+        # New members get the whole view in their beat's reply instead.
+        self._push(push, exclude={m.id for m in change.joined})
+
+    def _publish_and_push_full(self) -> None:
+        lead = self._lead
+        assert lead is not None
+        view = lead.view()
+        self.ctx.publish_view(view)
+        self._push({"op": "view", "v": [lead.token, lead.seq], "members": _members_wire(view.members)})
+
+    def _push(self, payload: dict[str, Any], exclude: set[str] | None = None) -> None:
+        lead, tg = self._lead, self._tg
+        if lead is None or tg is None:
+            return
+        for m in sorted(lead.members.values(), key=lambda m: m.id):
+            if m.id != self.ctx.id and (exclude is None or m.id not in exclude):
+                tg.start_soon(self.channel.send, m.address, payload)
+
+    def _full_reply(self) -> dict[str, Any]:
+        lead = self._lead
+        assert lead is not None
+        return {"v": [lead.token, lead.seq], "members": _members_wire(lead.members.values())}
+
+    # ------------------------------------------------------------ inbound
+
+    async def _on_message(self, msg: Any) -> Any:
+        payload = msg.payload
+        if not isinstance(payload, dict):
+            self.ctx.count("heartbeat.drop.malformed")
+            return None
+        op = payload.get("op")
+        try:
+            if op == "beat":
+                return self._on_beat(Member.from_wire(payload["m"]), ViewVersion(*payload["v"]))
+            if op == "leave":
+                return self._on_leave(str(payload["id"]))
+            if op == "change":
+                self._accept_change(
+                    ViewVersion(*payload["base"]), ViewVersion(*payload["v"]),
+                    payload["joined"], payload["left"],
+                )
+                return None
+            if op == "view":
+                self._accept_full(ViewVersion(*payload["v"]), payload["members"])
+                return None
+        except (TypeError, ValueError, KeyError) as exc:
+            self.ctx.count("heartbeat.drop.malformed")
+            self.ctx.log.debug("malformed heartbeat message from %s: %s", msg.sender, exc)
+            return None
+        self.ctx.count("heartbeat.drop.unknown-op")
+        return None
+
+    def _on_beat(self, member: Member, version: ViewVersion) -> Any:
+        lease = self.ctx.leader
+        if not self.ctx.is_leader or self._leaving or lease is None:
+            return {"not_leader": True}
+        if self._lead is None or self._lead.token != lease.token:
+            return {"not_leader": True}  # taking over; the full view is pushed next round
+        lead = self._lead
+        lead.last_seen[member.id] = self.ctx.now()
+        if lead.members.get(member.id) != member:
+            self._change([member], [])
+        changes = lead.changes_since(version)
+        if changes is None:
+            return self._full_reply()
+        return {
+            "v": [lead.token, lead.seq],
+            "changes": [[c.seq, _members_wire(c.joined), list(c.left)] for c in changes],
+        }
+
+    def _on_leave(self, member_id: str) -> Any:
+        if self.ctx.is_leader and self._lead is not None and member_id in self._lead.members:
+            self._change([], [member_id])
+        return True
+
+    # ------------------------------------------------------------ leave
+
+    async def leave(self) -> None:
+        self._leaving = True
+        lease = self.ctx.leader
+        if self.ctx.is_leader and self._lead is not None:
+            # Tell everyone we are gone before the lease is released.
+            lead = self._lead
+            change = lead.apply([], [self.ctx.id])
+            if change is not None:
+                payload = {
+                    "op": "change",
+                    "base": [lead.token, change.seq - 1],
+                    "v": [lead.token, change.seq],
+                    "joined": [],
+                    "left": [self.ctx.id],
+                }
+                with anyio.move_on_after(self.request_timeout):
+                    async with anyio.create_task_group() as tg:
+                        for m in sorted(lead.members.values(), key=lambda m: m.id):
+                            tg.start_soon(self.channel.send, m.address, payload)
+            return
+        if lease is not None:
+            with anyio.move_on_after(self.request_timeout):
+                try:
+                    await self.channel.request(lease.address, {"op": "leave", "id": self.ctx.id}, self.request_timeout)
+                except Exception as exc:
+                    self.ctx.log.debug("goodbye to leader failed: %s", exc)
+
+
+def make(options: HeartbeatOptions, ctx: NodeContext) -> Heartbeat:
+    return Heartbeat(options, ctx)
+
+
+@hookimpl
+def hedgeplug_register_memberships(register: Any) -> None:
+    register("heartbeat", make, HeartbeatOptions)
