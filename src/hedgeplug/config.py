@@ -393,6 +393,7 @@ def load_config(
         layers[section][key.strip()] = (value, f"override {target.strip()}", True)
 
     node = build_options(NodeSettings, layers["node"], errors, "node", "the node")
+    missing_plugin = False
     sections: dict[str, Section | None] = {}
     for kind in ("lock", "transport", "membership", "broadcast"):
         raw = dict(layers[kind])
@@ -409,14 +410,16 @@ def load_config(
             raw = {k: v for k, v in raw.items() if k not in core_keys}
             core_raw["use"] = (use, use_raw[1], False)
             core = build_options(LockSettings, core_raw, errors, kind, "the election")
-        try:
-            impl = registry.get(kind, use)
-        except Exception as exc:
-            errors.add(f"{use_raw[1]} [{kind}] use", str(exc))
+        impl = registry.find(kind, use)
+        if impl is None:
+            errors.add(f"{use_raw[1]} [{kind}] use", registry.missing_message(kind, use))
+            missing_plugin = True
             sections[kind] = None
             continue
         options = build_options(impl.options, raw, errors, kind, f"{kind} {use!r} ({impl.distribution})")
         sections[kind] = Section(use, options, core)
+    if missing_plugin:
+        errors.lines.extend(registry.failure_lines())
     errors.raise_if_any()
     assert node is not None
     return Config(

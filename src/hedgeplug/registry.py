@@ -170,13 +170,16 @@ class Registry:
         except KeyError:
             raise PluginError(self._missing_message(kind, name)) from None
 
+    def find(self, kind: str, name: str) -> Implementation | None:
+        return self._impls.get((kind, name))
+
     def names(self, kind: str) -> list[str]:
         return sorted(n for (k, n) in self._impls if k == kind)
 
     def implementations(self) -> list[Implementation]:
         return sorted(self._impls.values(), key=lambda i: (KINDS.index(i.kind), i.name))
 
-    def _missing_message(self, kind: str, name: str) -> str:
+    def _missing_message(self, kind: str, name: str, *, with_failures: bool = True) -> str:
         installed = self.names(kind)
         msg = f"no {kind} named {name!r} is installed"
         if installed:
@@ -190,9 +193,19 @@ class Registry:
         }.get(name)
         if hint:
             msg += f" (the distribution {hint} provides it: pip install {hint})"
-        for f in self.failures:
-            msg += f"\n  plugin {f.entry_point!r} from {f.distribution} failed to load: {f.error}"
+        if with_failures:
+            msg += "".join("\n  " + line for line in self.failure_lines())
         return msg
+
+    def missing_message(self, kind: str, name: str) -> str:
+        """Why `use = name` in section `kind` cannot be satisfied (without load failures)."""
+        return self._missing_message(kind, name, with_failures=False)
+
+    def failure_lines(self) -> list[str]:
+        return [
+            f"plugin {f.entry_point!r} from {f.distribution} failed to load: {f.error}"
+            for f in self.failures
+        ]
 
     # ------------------------------------------------------------ observers
 

@@ -111,7 +111,7 @@ class Codec:
                 raise WireError("sealed", "frame is sealed but no cluster key is configured")
             body = frame[HEADER_SIZE:]
         try:
-            fields = msgpack.unpackb(body, raw=False, strict_map_key=False, max_buffer_size=len(body))
+            fields = msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception as exc:
             raise WireError("decode", type(exc).__name__) from None
         if not isinstance(fields, list) or len(fields) != 6:

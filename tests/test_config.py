@@ -1,0 +1,123 @@
+"""Config loading: defaults, precedence, and messages that name what was wrong."""
+
+import pytest
+
+from hedgeplug.config import load_config, parse_duration, parse_size
+from hedgeplug.errors import ConfigError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "hedgeplug.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_run_on_the_embedded_store():
+    cfg = load_config(env={})
+    assert (cfg.lock.use, cfg.transport.use, cfg.membership.use, cfg.broadcast.use) == (
+        "sqlite", "tcp", "heartbeat", "direct",
+    )
+    assert cfg.election.ttl == 5.0
+    assert cfg.node.lock == cfg.node.cluster
+
+
+@pytest.mark.parametrize(
+    "text,seconds",
+    [("500ms", 0.5), ("3s", 3.0), ("1m", 60.0), ("1.5m", 90.0), ("2h", 7200.0), ("7", 7.0), (2, 2.0)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "3 sec", "-1s", "fast", True, -3])
+def test_bad_durations(bad):
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+def test_sizes():
+    assert parse_size("1MiB") == 1 << 20
+    assert parse_size("64KiB") == 65536
+    assert parse_size(1500) == 1500
+    with pytest.raises(ValueError, match="size"):
+        parse_size("lots")
+
+
+def test_file_values_and_plugin_options(tmp_path):
+    p = write(tmp_path, """
+[node]
+cluster = "orders"
+meta = { zone = "a" }
+[lock]
+ttl = "3s"
+margin = 0.3
+[membership]
+interval = "250ms"
+missed = 4
+""")
+    cfg = load_config(p, env={})
+    assert cfg.node.cluster == "orders"
+    assert cfg.node.meta == {"zone": "a"}
+    assert cfg.election.ttl == 3.0 and cfg.election.margin == 0.3
+    assert cfg.election.renew_every == 0.75
+    assert cfg.membership.options.interval == 0.25
+    assert cfg.membership.options.missed == 4
+
+
+def test_precedence_file_env_override(tmp_path):
+    p = write(tmp_path, '[lock]\nttl = "3s"\n[membership]\nmissed = 4\n')
+    env = {"HEDGEPLUG_LOCK_TTL": "4s", "HEDGEPLUG_MEMBERSHIP_MISSED": "5", "HEDGEPLUG_LOAD_PLUGINS": "x"}
+    cfg = load_config(p, env=env, overrides=["lock.ttl=6s", "node.meta=a=1,b=2"])
+    assert cfg.election.ttl == 6.0
+    assert cfg.membership.options.missed == 5
+    assert cfg.node.meta == {"a": "1", "b": "2"}
+
+
+def test_unknown_key_names_file_section_key_and_allowed(tmp_path):
+    p = write(tmp_path, '[lock]\ntll = "3s"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(p, env={})
+    text = str(info.value)
+    assert str(p) in text and "[lock] tll" in text and "allowed keys" in text and "ttl" in text
+
+
+def test_bad_value_names_key_and_what_is_allowed(tmp_path):
+    p = write(tmp_path, '[lock]\nttl = "soon"\n[membership]\nmissed = "many"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(p, env={})
+    text = str(info.value)
+    assert "[lock] ttl" in text and "duration" in text
+    assert "[membership] missed" in text and "integer" in text
+
+
+def test_validator_failure_names_key(tmp_path):
+    p = write(tmp_path, "[lock]\nmargin = 1.5\n")
+    with pytest.raises(ConfigError, match=r"\[lock\] margin.*fraction"):
+        load_config(p, env={})
+
+
+def test_unknown_section_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[lokc\].*unknown section"):
+        load_config(write(tmp_path, "[lokc]\nx = 1\n"), env={})
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[lock\n"), env={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", env={})
+
+
+def test_unknown_plugin_lists_installed(tmp_path):
+    p = write(tmp_path, '[lock]\nuse = "zookeeper"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(p, env={})
+    assert "no lock named 'zookeeper'" in str(info.value)
+    assert "sqlite" in str(info.value)
+
+
+def test_bad_env_value_names_variable():
+    with pytest.raises(ConfigError, match="HEDGEPLUG_LOCK_TTL"):
+        load_config(env={"HEDGEPLUG_LOCK_TTL": "forever"})
+
+
+def test_bad_override_form():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(env={}, overrides=["ttl"])
