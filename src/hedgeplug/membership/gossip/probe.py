@@ -1,0 +1,145 @@
+"""Failure detection: probe one member per period, round-robin over a
+shuffled list, directly and then through others.
+
+A probe is a direct ping with `probe_timeout`; without an ack, up to
+`indirect_checks` other members ping the target for us and answer ack or
+nack. Only when nobody got an ack by the end of the period is the target
+suspected. The nacks tell us whether our own messages get through: a relay
+that does not even answer counts against our local health (Lifeguard), and
+all our timeouts grow with it.
+"""
+
+from __future__ import annotations
+
+from random import Random
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from hedgeplug.view import Member
+
+from . import messages as wire
+
+if TYPE_CHECKING:
+    from .protocol import Gossip
+
+# A relay answers with a nack before the asker gives up on it (memberlist uses 80%).
+RELAY_SHARE = 0.8
+
+
+class ProbeOrder:
+    """Round-robin over the members, reshuffled on every pass so each is
+    probed once per pass in an order no one can predict or synchronise on."""
+
+    def __init__(self, random: Random) -> None:
+        self._random = random
+        self._order: list[str] = []
+        self._next = 0
+
+    def next(self, candidates: dict[str, Member]) -> Member | None:
+        for _ in range(2):
+            while self._next < len(self._order):
+                member_id = self._order[self._next]
+                self._next += 1
+                if member_id in candidates:
+                    return candidates[member_id]
+            self._order = sorted(candidates)
+            self._random.shuffle(self._order)
+            self._next = 0
+            if not self._order:
+                return None
+        return None
+
+
+class Prober:
+    def __init__(self, gossip: Gossip) -> None:
+        self.gossip = gossip
+        self.order = ProbeOrder(gossip.ctx.random)
+
+    async def run(self) -> None:
+        g = self.gossip
+        s = g.settings
+        # Start at a random point of the first period so nodes do not probe in lockstep.
+        await g.ctx.sleep(g.ctx.random.uniform(0, s.probe_interval))
+        while True:
+            started = g.ctx.now()
+            try:
+                await self.probe_next()
+            except Exception:
+                g.count("errors")
+                g.ctx.log.exception("gossip probe failed")
+            period = g.awareness.scale(s.probe_interval)
+            await g.ctx.sleep(max(0.0, started + period - g.ctx.now()))
+
+    async def probe_next(self) -> bool | None:
+        g = self.gossip
+        if g.leaving or g.table is None:
+            return None
+        target = self.order.next({m.id: m for m in g.table.live_others()})
+        if target is None:
+            return None
+        return await self.probe(target)
+
+    async def ping(self, address: str, target: str, timeout: float) -> bool:
+        g = self.gossip
+        reply = await g.request(address, {"t": wire.PING, "to": target, "u": g.piggyback()}, timeout)
+        if not isinstance(reply, dict) or reply.get("t") != wire.ACK:
+            return False
+        try:
+            g.absorb(reply.get("u"))
+        except wire.BadPayload as exc:
+            g.count(f"drop.{exc.reason}")
+        return reply.get("ok") is True
+
+    async def probe(self, target: Member) -> bool:
+        """One probe of `target`; True when it answered directly or through others."""
+        g = self.gossip
+        s = g.settings
+        started = g.ctx.now()
+        if await self.ping(target.address, target.id, g.awareness.scale(s.probe_timeout)):
+            g.awareness.apply(-1)
+            g.count("probe.ok")
+            return True
+        assert g.table is not None
+        others = [m for m in g.table.live_others() if m.id != target.id]
+        relays = g.ctx.random.sample(others, min(s.indirect_checks, len(others)))
+        deadline = started + g.awareness.scale(s.probe_interval)
+        acked = False
+        nacks = 0
+        request = {"t": wire.PING_REQ, "to": target.id, "addr": target.address}
+
+        async def ask(relay: Member, scope: anyio.CancelScope) -> None:
+            nonlocal acked, nacks
+            reply = await g.request(relay.address, request, max(0.01, deadline - g.ctx.now()))
+            if isinstance(reply, dict) and reply.get("t") == wire.ACK:
+                if reply.get("ok") is True:
+                    acked = True
+                    scope.cancel()
+                else:
+                    nacks += 1
+
+        if relays:
+            async with anyio.create_task_group() as tg:
+                for relay in relays:
+                    tg.start_soon(ask, relay, tg.cancel_scope)
+        if acked:
+            g.count("probe.indirect-ok")
+            return True
+        # Relays that did not even nack suggest the trouble is on our side.
+        g.awareness.apply(len(relays) - nacks if relays else 1)
+        g.count("probe.failed")
+        g.suspect(target)
+        return False
+
+    async def relay(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Ping a member for someone else; ack or nack before they give up."""
+        g = self.gossip
+        target = wire.field_text(payload, "to")
+        address = wire.field_text(payload, "addr")
+        known = g.table.get(target) if g.table else None
+        if known is None or known.address != address:
+            # Only ping addresses we know for that member: a peer cannot aim us elsewhere.
+            g.count("drop.relay-unknown")
+            return {"t": wire.ACK, "ok": False}
+        ok = await self.ping(address, target, g.settings.probe_timeout * RELAY_SHARE)
+        return {"t": wire.ACK, "ok": ok}

@@ -1,0 +1,297 @@
+"""The running `gossip` membership: owns the member table and wires the
+concerns together (probing, suspicion, dissemination, full-state exchange,
+anchoring on the lease holder), answers peers, and publishes the view.
+
+Every record that wins against the table is queued for dissemination, so
+news spreads on the next messages whoever learned it first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+
+from hedgeplug.contracts import Message, NodeContext
+from hedgeplug.view import Member, MemberState, View, ViewVersion
+
+from . import messages as wire
+from .anchor import Anchor
+from .awareness import Awareness
+from .probe import Prober
+from .pushpull import PushPull
+from .queue import TransmitQueue
+from .state import MemberTable
+from .suspicion import Suspicions
+
+if TYPE_CHECKING:
+    from .plugin import Settings
+
+CHANNEL = "gossip"
+
+
+class Gossip:
+    """SWIM with Lifeguard, anchored on the lock's lease holder."""
+
+    def __init__(self, settings: Settings, ctx: NodeContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.channel = ctx.channel(CHANNEL)
+        self.queue = TransmitQueue(settings.retransmit_mult)
+        self.awareness = Awareness(settings.awareness_max_multiplier)
+        self.suspicions = Suspicions(settings.suspicion_mult, settings.suspicion_max_timeout_mult)
+        self.prober = Prober(self)
+        self.pushpull = PushPull(self)
+        self.anchor = Anchor(self)
+        self.table: MemberTable | None = None
+        self.leaving = False
+        self._dirty = False
+        self._view = View()
+        self._view_seq = 0
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self) -> MemberTable:
+        """Create the table once the node's address is known and start answering peers."""
+        if self.table is None:
+            me = Member(self.ctx.id, self.ctx.address, dict(self.ctx.meta))
+            self.table = MemberTable(me, self.ctx.now())
+            self._dirty = True
+            self.publish()
+            self.channel.handle(self.handle)
+        return self.table
+
+    async def run(self) -> None:
+        self.start()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.prober.run)
+            tg.start_soon(self._gossip_loop)
+            tg.start_soon(self.pushpull.run)
+            tg.start_soon(self.anchor.run)
+
+    async def leave(self) -> None:
+        """Tell everyone we leave, then keep gossiping the goodbye for a moment."""
+        table = self.table
+        if table is None or self.leaving:
+            return
+        self.leaving = True
+        me = attrs.evolve(table.me, state=MemberState.LEFT)
+        table.set_self(me, self.ctx.now())
+        self.enqueue(me, me.id)
+        self._dirty = True
+        self.publish()
+        goodbye = {"t": wire.GOSSIP, "u": [wire.record_to_wire(me, me.id)]}
+        with anyio.move_on_after(self.settings.leave_wait):
+            # A goodbye to every live member is cheap and makes the leave visible in one round.
+            for member in table.live_others():
+                await self._send(member.address, goodbye)
+        await self.ctx.sleep(self.settings.leave_wait)
+
+    async def set_meta(self, meta: dict[str, str]) -> None:
+        """Change this node's metadata: a new incarnation carries it to everyone."""
+        table = self.start()
+        me = attrs.evolve(table.me, meta=meta, incarnation=table.me.incarnation + 1)
+        table.set_self(me, self.ctx.now())
+        self.enqueue(me, me.id)
+        self._dirty = True
+        self.publish()
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def me(self) -> Member:
+        assert self.table is not None
+        return self.table.me
+
+    @property
+    def view(self) -> View:
+        return self._view
+
+    def cluster_size(self) -> int:
+        return self.table.live_count() if self.table else 1
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.ctx.count(f"gossip.{what}", n)
+
+    def enqueue(self, member: Member, origin: str) -> None:
+        self.queue.push(member.id, wire.record_to_wire(member, origin))
+
+    def piggyback(self) -> list[list[Any]]:
+        return self.queue.take(self.settings.packet_budget, self.cluster_size())
+
+    def apply(self, member: Member, origin: str, *, from_state: bool = False) -> None:
+        """Merge one record from a peer (or our own verdict) into the table."""
+        table = self.start()
+        now = self.ctx.now()
+        if member.id == table.me_id:
+            self._about_me(member)
+            return
+        current = table.get(member.id)
+        if from_state and member.state is MemberState.DEAD and current is not None and current.live:
+            # Another node's table is not first-hand evidence: start our own
+            # suspicion instead of believing the death outright.
+            member = attrs.evolve(member, state=MemberState.SUSPECT)
+        if (
+            member.state is MemberState.SUSPECT
+            and current is not None
+            and current.state is MemberState.SUSPECT
+            and current.incarnation == member.incarnation
+        ):
+            if self.suspicions.confirm(member.id, member.incarnation, origin):
+                self.count("suspect.confirmed")
+                self.enqueue(member, origin)
+            return
+        change = table.apply(member, now)
+        if change is None:
+            return
+        after = change.after
+        if after.state is MemberState.SUSPECT:
+            self.suspicions.cancel(after.id)
+            self.suspicions.start(
+                after.id,
+                after.incarnation,
+                origin,
+                now,
+                self.cluster_size(),
+                self.settings.probe_interval,
+            )
+        else:
+            self.suspicions.cancel(after.id)
+        if change.state_changed and after.state is MemberState.DEAD:
+            self.count("dead")
+        self.enqueue(after, origin)
+        self._dirty = True
+
+    def _about_me(self, record: Member) -> None:
+        assert self.table is not None
+        me = self.table.me
+        if self.leaving:
+            return
+        accused = record.state is not MemberState.ALIVE and record.incarnation >= me.incarnation
+        outdated = record.state is MemberState.ALIVE and record.incarnation > me.incarnation
+        if not (accused or outdated):
+            return
+        # Refute with an incarnation nobody has used for us yet.
+        me = attrs.evolve(me, state=MemberState.ALIVE, incarnation=record.incarnation + 1)
+        self.table.set_self(me, self.ctx.now())
+        self.enqueue(me, me.id)
+        if accused:
+            self.awareness.apply(1)  # being suspected hints that we are the slow one
+            self.count("refuted")
+        self._dirty = True
+
+    def absorb(self, records: Any, *, from_state: bool = False) -> None:
+        """Apply a list of wire records from a peer; bad ones are counted and skipped."""
+        good, bad = wire.records_from_wire(records)
+        if bad:
+            self.count("drop.record", bad)
+        for member, origin in good:
+            self.apply(member, origin, from_state=from_state)
+        self.publish()
+
+    def suspect(self, member: Member) -> None:
+        """Our own probe failed: accuse `member` at the incarnation we know."""
+        current = self.table.get(member.id) if self.table else None
+        if current is None or not current.live or current.incarnation != member.incarnation:
+            return
+        self.count("suspect")
+        self.apply(attrs.evolve(current, state=MemberState.SUSPECT), self.me.id)
+        self.publish()
+
+    def expire_suspicions(self) -> None:
+        assert self.table is not None
+        for s in self.suspicions.expired(self.ctx.now()):
+            current = self.table.get(s.member)
+            if current and current.state is MemberState.SUSPECT and current.incarnation == s.incarnation:
+                self.apply(attrs.evolve(current, state=MemberState.DEAD), self.me.id)
+        for gone in self.table.forget_gone(self.ctx.now(), self.settings.dead_retention):
+            self.suspicions.cancel(gone.id)
+            self.queue.discard(gone.id)
+            self._dirty = True
+
+    def publish(self) -> None:
+        if not self._dirty or self.table is None:
+            return
+        self._dirty = False
+        members = tuple(sorted(self.table.members(), key=lambda m: m.id))
+        if members == self._view.members:
+            return
+        self._view_seq += 1
+        self._view = View(members, ViewVersion(0, self._view_seq))
+        self.ctx.publish_view(self._view)
+
+    # ------------------------------------------------------------ messages
+
+    async def handle(self, msg: Message) -> Any:
+        payload = msg.payload
+        try:
+            kind = wire.message_type(payload)
+            if kind == wire.PING:
+                return self._on_ping(payload)
+            if kind == wire.PING_REQ:
+                return await self.prober.relay(payload)
+            if kind == wire.GOSSIP:
+                self.absorb(payload.get("u"))
+                return None
+            if kind == wire.PUSH_PULL:
+                return self.pushpull.answer(payload)
+            if kind == wire.DIGEST:
+                return {"t": wire.DIGEST, "d": self._view.digest()}
+        except wire.BadPayload as exc:
+            self.count(f"drop.{exc.reason}")
+            self.ctx.log.debug("gossip: dropped payload from %s: %s", msg.sender, exc)
+        return None
+
+    def _on_ping(self, payload: dict[str, Any]) -> dict[str, Any]:
+        target = wire.field_text(payload, "to")
+        self.absorb(payload.get("u"))
+        if target != self.me.id:
+            self.count("drop.wrong-target")
+            return {"t": wire.ACK, "ok": False}
+        return {"t": wire.ACK, "ok": True, "u": self.piggyback()}
+
+    async def _send(self, address: str, payload: Any) -> None:
+        try:
+            await self.channel.send(address, payload)
+        except Exception as exc:  # best effort by contract; never let a send kill a loop
+            self.count("send-errors")
+            self.ctx.log.debug("gossip: send to %s failed: %s", address, exc)
+
+    async def request(self, address: str, payload: Any, timeout: float) -> Any:
+        """A request that returns None instead of raising on any failure or timeout."""
+        with anyio.move_on_after(timeout):
+            try:
+                return await self.channel.request(address, payload, timeout)
+            except Exception as exc:
+                self.ctx.log.debug("gossip: request to %s failed: %s", address, exc)
+        return None
+
+    # ------------------------------------------------------------ dissemination
+
+    async def _gossip_loop(self) -> None:
+        s = self.settings
+        while True:
+            await self.ctx.sleep(s.gossip_interval)
+            try:
+                await self.gossip_round()
+            except Exception:
+                self.count("errors")
+                self.ctx.log.exception("gossip round failed")
+
+    async def gossip_round(self) -> None:
+        table = self.start()
+        self.expire_suspicions()
+        self.publish()
+        if not len(self.queue):
+            return
+        now = self.ctx.now()
+        candidates = table.live_others() + table.recently_gone(now, self.settings.dead_retention)
+        if not candidates:
+            return
+        k = min(self.settings.gossip_nodes, len(candidates))
+        for target in self.ctx.random.sample(candidates, k):
+            records = self.piggyback()
+            if not records:
+                break
+            await self._send(target.address, {"t": wire.GOSSIP, "u": records})
