@@ -1,0 +1,120 @@
+"""The `hedgeplug` command.
+
+Each subcommand is a module with `HELP` (one line), `add_arguments(parser)`
+and `run(args) -> int`. COMMANDS maps the subcommand name to that module's
+import path ("package.module", or "package.module:object" when one module
+serves several commands); other parts of hedgeplug add theirs by adding a row.
+Modules are imported when the parser is built, so a missing optional
+module (marked optional below) only hides its command.
+
+Exit status: 0 success; 1 a node could not be reached or refused the
+request; 2 a user mistake (bad arguments, bad configuration, unknown plugin);
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import HedgeplugError, NoLeader, RemoteError, TransportError
+
+# name -> (import path, optional)
+COMMANDS: dict[str, tuple[str, bool]] = {
+    "run": ("hedgeplug.cli.run", False),
+    "status": ("hedgeplug.cli.status", False),
+    "send": ("hedgeplug.cli.send", False),
+    "broadcast": ("hedgeplug.cli.broadcast", False),
+    "plugins": ("hedgeplug.cli.plugins", False),
+    "demo": ("hedgeplug.cli.demo", False),
+    "sim": ("hedgeplug.sim.cli", True),
+    "bench": ("hedgeplug.sim.cli:bench", True),
+}
+
+EXIT_OK = 0
+EXIT_UNREACHABLE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _load_command(path: str, optional: bool) -> Any | None:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Hide only the command whose own module is absent, never a broken import inside it.
+        if optional and exc.name is not None and module_name.startswith(exc.name):
+            return None
+        raise
+    target = getattr(module, attr, None) if attr else module
+    if target is None or not hasattr(target, "add_arguments") or not hasattr(target, "run"):
+        return None if optional else _broken(path)
+    return target
+
+
+def _broken(path: str) -> None:
+    raise HedgeplugError(f"command module {path} lacks add_arguments/run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hedgeplug",
+        description="Cluster coordination: a leader through a lease lock, one agreed member list.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"hedgeplug {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (path, optional) in COMMANDS.items():
+        command = _load_command(path, optional)
+        if command is None:
+            continue
+        help_text = getattr(command, "HELP", "")
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_arguments(sp)
+        sp.set_defaults(_command=command)
+    return parser
+
+
+def _leaf_errors(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        leaves: list[BaseException] = []
+        for inner in exc.exceptions:
+            leaves.extend(_leaf_errors(inner))
+        return leaves
+    return [exc]
+
+
+def _classify(exc: BaseException) -> tuple[int, str] | None:
+    """Exit status and message for errors a user can cause; None for real bugs."""
+    leaves = _leaf_errors(exc)
+    for leaf in leaves:
+        if isinstance(leaf, KeyboardInterrupt):
+            return EXIT_INTERRUPTED, "interrupted"
+    for leaf in leaves:
+        if isinstance(leaf, TransportError | RemoteError | NoLeader):
+            return EXIT_UNREACHABLE, str(leaf)
+        if isinstance(leaf, HedgeplugError):
+            return EXIT_USAGE, str(leaf)
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return int(args._command.run(args) or 0)
+    except SystemExit as exc:  # argparse's own usage errors exit 2 with a message
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except BaseException as exc:
+        verdict = _classify(exc)
+        if verdict is None:
+            raise
+        status, message = verdict
+        if status != EXIT_INTERRUPTED:
+            print(f"hedgeplug: error: {message}", file=sys.stderr, flush=True)
+        return status

@@ -1,0 +1,138 @@
+"""Helpers the subcommands share: argument checks, the control client, output."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+
+from ..config import load_config, parse_duration
+from ..control import ControlClient
+from ..errors import HedgeplugError
+from ..registry import Registry
+
+T = TypeVar("T")
+
+
+class UsageError(HedgeplugError):
+    """A command-line argument is wrong; the message says which and why."""
+
+
+def parse_address(text: str, what: str = "--address") -> str:
+    """HOST:PORT with a numeric port; IPv6 hosts in brackets ([::1]:4000)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise UsageError(f"{what} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:7700")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"{what} {text!r}: the port must be a number from 0 to 65535")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if ":" in bare and not host.startswith("["):
+        raise UsageError(f"{what} {text!r}: write IPv6 addresses in brackets, e.g. [::1]:7700")
+    if ":" in bare:
+        try:
+            ipaddress.IPv6Address(bare)
+        except ValueError:
+            raise UsageError(f"{what} {text!r}: {bare!r} is not an IPv6 address") from None
+    return text
+
+
+def address_type(what: str) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        try:
+            return parse_address(text, what)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
+
+
+def duration_type(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """--address, cluster/key (or a config to read them from) and --timeout."""
+    parser.add_argument(
+        "--address",
+        "-a",
+        required=True,
+        type=address_type("--address"),
+        help="HOST:PORT of a running node (its 'listening on' line)",
+    )
+    parser.add_argument("--cluster", help="cluster name (default: from --config, else 'hedgeplug')")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--key", help="cluster key, if the cluster uses one")
+    group.add_argument(
+        "--config", "-c", help="read cluster name, key and transport from this TOML file"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=duration_type,
+        default=5.0,
+        help="how long to wait for the node (default 5s)",
+    )
+
+
+def client_from_args(args: argparse.Namespace) -> ControlClient:
+    registry = Registry.load()
+    cluster, key, transport = "hedgeplug", "", "tcp"
+    if args.config:
+        config = load_config(args.config, registry=registry)
+        cluster, key, transport = config.node.cluster, config.node.key, config.transport.use
+    if args.cluster:
+        cluster = args.cluster
+    if args.key:
+        key = args.key
+    return ControlClient(cluster=cluster, key=key, transport=transport, registry=registry)
+
+
+def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Commands run on trio, the default backend."""
+    return anyio.run(fn, *args, backend="trio")
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str), flush=True)
+
+
+def show_value(value: Any) -> str:
+    """A reply as a human reads it: text as is, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return value.hex()
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def eprint(*parts: Any) -> None:
+    print(*parts, file=sys.stderr, flush=True)

@@ -1,0 +1,58 @@
+"""`hedgeplug status`: ask a running node who leads and whom it sees."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .common import add_client_arguments, client_from_args, print_json, run_async, table
+
+HELP = "ask a running node for its leader, token and member view"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_client_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the full status as JSON")
+
+
+def render(status: dict[str, Any]) -> str:
+    leader = status.get("leader") or {}
+    leader_id = leader.get("id")
+    lines = [
+        f"node     {status.get('id')} at {status.get('address')} (cluster {status.get('cluster')})",
+        "leader   "
+        + (
+            f"{leader_id} at {leader.get('address')}, token {status.get('token')}"
+            if leader_id
+            else "none known"
+        ),
+        f"is lead  {'yes' if status.get('is_leader') else 'no'}",
+        f"view     version {status.get('view_version')}, {len(status.get('members', []))} members, "
+        f"digest {status.get('view_digest')}",
+        "",
+    ]
+    rows = [
+        [
+            m.get("id", "?"),
+            m.get("address", "?"),
+            m.get("state", ""),
+            "leader" if m.get("id") == leader_id else "",
+        ]
+        for m in status.get("members", [])
+    ]
+    lines.append(table(rows, ["ID", "ADDRESS", "STATE", "ROLE"]))
+    return "\n".join(lines)
+
+
+async def _fetch(args: argparse.Namespace) -> dict[str, Any]:
+    async with client_from_args(args) as client:
+        return await client.status(args.address, args.timeout)
+
+
+def run(args: argparse.Namespace) -> int:
+    status = run_async(_fetch, args)
+    if args.json:
+        print_json(status)
+    else:
+        print(render(status), flush=True)
+    return 0

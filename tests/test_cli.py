@@ -1,0 +1,278 @@
+"""The `hedgeplug` command: argument and configuration errors, plugin
+listing, and status/send/broadcast against real `hedgeplug run` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from hedgeplug.cli import main
+from hedgeplug.testing.processes import ProcessCluster
+
+CLI_TIMEOUT = 60  # seconds for one command-line invocation on a busy machine
+
+
+def hedgeplug(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the command as a real process, the way a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "hedgeplug", *args],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        env=env,
+    )
+
+
+def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stdout, result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------ plugins
+
+
+def test_plugins_table_lists_every_builtin_with_distribution_and_version(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for kind, name in [
+        ("lock", "sqlite"),
+        ("lock", "memory"),
+        ("transport", "tcp"),
+        ("membership", "heartbeat"),
+        ("broadcast", "direct"),
+    ]:
+        line = next((ln for ln in out.splitlines() if ln.split()[:2] == [kind, name]), None)
+        assert line is not None, f"{kind} {name} missing from:\n{out}"
+        assert "hedgeplug" in line and "0.1.0" in line
+
+
+def test_plugins_json_has_kind_name_distribution_version_and_failures(capsys):
+    assert main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    names = {(i["kind"], i["name"]) for i in data["implementations"]}
+    assert {("lock", "sqlite"), ("transport", "tcp"), ("membership", "heartbeat")} <= names
+    assert all(
+        {"kind", "name", "distribution", "version"} <= set(i) for i in data["implementations"]
+    )
+    assert data["failures"] == []
+
+
+def test_plugins_names_a_broken_distribution_and_keeps_the_rest(tmp_path):
+    # A real (if tiny) installed distribution whose entry point fails to import.
+    site = tmp_path / "site"
+    dist_info = site / "hedgeplug_broken_demo-9.9.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: hedgeplug-broken-demo\nVersion: 9.9\n"
+    )
+    (dist_info / "entry_points.txt").write_text("[hedgeplug]\nbroken = hedgeplug_broken_demo\n")
+    (site / "hedgeplug_broken_demo.py").write_text(
+        "raise RuntimeError('this plugin is broken on purpose')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    result = hedgeplug("plugins", env=env)
+    no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    assert "failed to load" in result.stdout
+    assert "hedgeplug-broken-demo" in result.stdout
+    assert "broken on purpose" in result.stdout
+    assert "sqlite" in result.stdout  # the working plugins are still listed
+
+
+# ------------------------------------------------------------ configuration errors
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hedgeplug.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[lock]\nttl = "3s"\ntll = "3s"\n', ["[lock] tll", "unknown key"]),
+        ('[lock]\nttl = "3 parsecs"\n', ["[lock] ttl", "duration"]),
+        ('[lock]\nttl = "3s\n', ["not valid TOML"]),
+        ('[transport]\nuse = "carrier-pigeon"\n', ["[transport] use", "carrier-pigeon", "tcp"]),
+        ('[membership]\ninterval = "-1s"\n', ["[membership] interval"]),
+        ('[nodes]\nid = "x"\n', ["[nodes]", "unknown section"]),
+    ],
+    ids=[
+        "unknown-key",
+        "bad-duration",
+        "bad-toml",
+        "unknown-plugin",
+        "negative-interval",
+        "bad-section",
+    ],
+)
+def test_bad_config_file_exits_2_naming_file_and_key(tmp_path, capsys, toml, expected):
+    path = write(tmp_path, toml)
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err
+    for text in expected:
+        assert text in err, err
+    assert err.startswith("hedgeplug: error:")
+
+
+def test_missing_config_file_exits_2(tmp_path, capsys):
+    missing = tmp_path / "nope.toml"
+    assert main(["run", "--config", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "does not exist" in err
+
+
+def test_bad_override_exits_2_naming_it(capsys):
+    assert main(["run", "--set", "lock.ttl"]) == 2
+    assert "lock.ttl" in capsys.readouterr().err
+    assert main(["run", "--set", "lock.ttl=soon"]) == 2
+    err = capsys.readouterr().err
+    assert "lock.ttl" in err and "soon" in err
+
+
+def test_config_error_in_a_real_process_has_no_traceback(tmp_path):
+    path = write(tmp_path, '[lock]\nttl = "fast"\n')
+    result = hedgeplug("run", "--config", str(path))
+    no_traceback(result)
+    assert result.returncode == 2
+    assert "[lock] ttl" in result.stderr and str(path) in result.stderr
+
+
+# ------------------------------------------------------------ argument errors
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["status"], "--address"),
+        (["status", "--address", "localhost"], "HOST:PORT"),
+        (["status", "--address", "127.0.0.1:99999"], "65535"),
+        (["status", "--address", "::1:80"], "brackets"),
+        (["status", "--address", "127.0.0.1:1", "--timeout", "soon"], "duration"),
+        (["run", "--log-level", "loud"], "--log-level"),
+        (["run", "--bind", "nowhere"], "--bind"),
+        (["demo", "--nodes", "0"], "at least 1"),
+        (["frobnicate"], "invalid choice"),
+        (["send", "--address", "127.0.0.1:1"], "PAYLOAD"),
+        (["send", "--address", "127.0.0.1:1", "--json-payload", "{oops"], "not valid JSON"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(capsys, argv, expected):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+
+
+def test_unreachable_node_exits_1_with_a_clear_message():
+    port = free_port()  # nothing listens there now
+    result = hedgeplug("status", "--address", f"127.0.0.1:{port}", "--timeout", "3s")
+    no_traceback(result)
+    assert result.returncode == 1, result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr
+
+
+# ------------------------------------------------------------ against real nodes
+
+
+@pytest.fixture(scope="module")
+def portal() -> Iterator[BlockingPortal]:
+    with start_blocking_portal("trio") as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def cluster(portal, tmp_path_factory) -> Iterator[ProcessCluster]:
+    """Three real `hedgeplug run` processes sharing one sqlite lock file."""
+    workdir = tmp_path_factory.mktemp("cli-cluster")
+    c = ProcessCluster(
+        workdir, cluster="cli-test", overrides=["lock.ttl=3s", "membership.interval=500ms"]
+    )
+    try:
+        portal.call(c.start, 3)
+        portal.call(c.wait_agreed, 30.0)
+        yield c
+    finally:
+        portal.call(c.aclose)
+
+
+def test_status_json_has_leader_token_and_members(cluster, portal):
+    node = cluster.nodes[0]
+    result = hedgeplug("status", "--address", node.address, "--cluster", "cli-test", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["id"] == node.id and status["address"] == node.address
+    assert status["leader"]["id"] in {n.id for n in cluster.nodes}
+    assert status["token"] >= 1
+    assert isinstance(status["is_leader"], bool) and status["view_version"]
+    assert {(m["id"], m["address"]) for m in status["members"]} == {
+        (n.id, n.address) for n in cluster.nodes
+    }
+
+
+def test_status_table_is_readable(cluster):
+    node = cluster.nodes[1]
+    result = hedgeplug("status", "--address", node.address, "--cluster", "cli-test")
+    assert result.returncode == 0, result.stderr
+    assert "leader" in result.stdout and "token" in result.stdout
+    for n in cluster.nodes:
+        assert n.id in result.stdout and n.address in result.stdout
+
+
+def test_send_reaches_the_leader_through_any_node(cluster, portal):
+    statuses = portal.call(cluster.statuses)
+    leader = cluster.leader_process(statuses)
+    assert leader is not None
+    follower = next(n for n in cluster.nodes if n is not leader)
+    result = hedgeplug(
+        "send", "--address", follower.address, "--cluster", "cli-test", "--json", "hello"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"node": leader.id, "payload": "hello"}
+
+
+def test_broadcast_returns_every_members_reply(cluster):
+    result = hedgeplug(
+        "broadcast",
+        "--address",
+        cluster.nodes[2].address,
+        "--cluster",
+        "cli-test",
+        "--json",
+        "--json-payload",
+        '{"n": 7}',
+    )
+    assert result.returncode == 0, result.stderr
+    replies = json.loads(result.stdout)
+    assert sorted(r["member"] for r in replies) == sorted(n.id for n in cluster.nodes)
+    assert all(r["ok"] and r["payload"]["payload"] == {"n": 7} for r in replies)
+    assert {r["payload"]["node"] for r in replies} == {n.id for n in cluster.nodes}
+    table = hedgeplug(
+        "broadcast", "--address", cluster.nodes[2].address, "--cluster", "cli-test", "hi"
+    )
+    assert table.returncode == 0 and "3 replies, 0 failed" in table.stdout
+
+
+def test_wrong_cluster_name_is_refused_clearly(cluster):
+    result = hedgeplug(
+        "status", "--address", cluster.nodes[0].address, "--cluster", "other", "--timeout", "2s"
+    )
+    no_traceback(result)
+    assert result.returncode == 1
+    assert cluster.nodes[0].address in result.stderr
