@@ -48,7 +48,7 @@ def _check_bind(_inst: Any, _attr: attrs.Attribute, value: str) -> None:
     try:
         parse_address(value, what="bind address")
     except TransportError as exc:
-        raise ValueError(f"bind {exc}") from None
+        raise ValueError(str(exc)) from None
 
 
 def _check_advertise(_inst: Any, _attr: attrs.Attribute, value: str) -> None:
@@ -56,7 +56,7 @@ def _check_advertise(_inst: Any, _attr: attrs.Attribute, value: str) -> None:
         try:
             parse_address(value, what="advertise address")
         except TransportError as exc:
-            raise ValueError(f"advertise {exc}") from None
+            raise ValueError(str(exc)) from None
 
 
 def _at_least(minimum: float) -> Callable[[Any, attrs.Attribute, Any], None]:

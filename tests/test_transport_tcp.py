@@ -1,0 +1,230 @@
+"""The tcp transport against real loopback sockets: the transport contract,
+then what only a socket transport has (pooling, raw bytes on the port)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import anyio
+import pytest
+
+from hedgeplug.config import ConfigError, load_config
+from hedgeplug.errors import TransportError
+from hedgeplug.testing.transport_contract import (
+    TransportContract,
+    dropped,
+    echo,
+    eventually,
+    server_and_client,
+    serving,
+)
+from hedgeplug.transport._framing import HEADER, FrameType, preamble
+from hedgeplug.transport.tcp import TcpOptions, TcpTransport
+
+
+def tcp(max_frame: int | None = None, **options: object) -> TcpTransport:
+    if max_frame is not None:
+        options["max_frame"] = max_frame
+    return TcpTransport(TcpOptions(**options))  # type: ignore[arg-type]
+
+
+def closed_port_address() -> str:
+    # A port that was free a moment ago; nothing listens on it now.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+async def raw_connection(address: str) -> anyio.abc.SocketStream:
+    host, _, port = address.rpartition(":")
+    return await anyio.connect_tcp(host.strip("[]"), int(port))
+
+
+async def read_until_closed(stream: anyio.abc.SocketStream, limit: float = 5) -> bytes:
+    """Everything the server writes until it closes the connection (bounded)."""
+    data = b""
+    with anyio.fail_after(limit):
+        while True:
+            try:
+                data += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
+                return data
+
+
+class TestTcpContract(TransportContract):
+    @pytest.fixture
+    def make_transport(self):
+        return tcp
+
+    @pytest.fixture
+    def unreachable_address(self) -> str:
+        return closed_port_address()
+
+    @pytest.fixture
+    def send_garbage(self):
+        async def deliver(address: str) -> None:
+            stream = await raw_connection(address)
+            await stream.send(b"GET / HTTP/1.1\r\nHost: nope\r\n\r\n")
+            await read_until_closed(stream)
+            await stream.aclose()
+
+        return deliver
+
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_one_connection_carries_a_hundred_requests() -> None:
+    async with server_and_client(tcp) as (server, client, address):
+        for i in range(50):
+            assert await client.request(address, b"%d" % i, 5) == b"echo:%d" % i
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(client.request, address, b"%d" % i, 5)
+        for i in range(10):
+            await client.send(address, b"one-way %d" % i)
+        assert await client.request(address, b"last", 5) == b"echo:last"
+        assert server.accepted == 1
+
+
+async def test_ipv6_loopback() -> None:
+    server, client = tcp(bind="[::1]:0"), tcp(bind="[::1]:0")
+    async with serving(server) as address, serving(client):
+        assert address.startswith("[::1]:")
+        assert await client.request(address, b"six", 5) == b"echo:six"
+
+
+async def test_advertise_replaces_the_host_and_keeps_the_bound_port() -> None:
+    transport = tcp(advertise="localhost")
+    async with serving(transport) as address:
+        assert address == f"localhost:{transport.port}"
+
+
+async def test_huge_length_prefix_closes_only_that_connection() -> None:
+    async with server_and_client(tcp) as (server, client, address):
+        raw = await raw_connection(address)
+        await raw.send(preamble(b"F") + struct.pack("!IBI", 0xFFFFFFFF, FrameType.ONEWAY, 0))
+        assert await read_until_closed(raw) == b""
+        await raw.aclose()
+        assert server.stats.dropped.get("frame-too-large") == 1
+        assert await client.request(address, b"alive", 5) == b"echo:alive"
+
+
+async def test_oversized_request_header_gets_an_error_reply_naming_the_limit() -> None:
+    async with serving(tcp(max_frame=4096)) as address:
+        raw = await raw_connection(address)
+        await raw.send(preamble(b"F") + HEADER.pack(1 << 20, FrameType.REQUEST, 7))
+        data = await read_until_closed(raw)
+        await raw.aclose()
+    length, kind, request_id = HEADER.unpack_from(data)
+    assert (kind, request_id) == (FrameType.ERROR, 7)
+    assert b"exceeds the limit of 4096 bytes" in data[HEADER.size : HEADER.size + length]
+
+
+@pytest.mark.parametrize(
+    ("garbage", "reason"),
+    [
+        (b"\x00" * 64, "bad-preamble"),
+        (preamble(b"X") + b"\x00" * 16, "bad-preamble"),
+        (preamble(b"F") + struct.pack("!IBI", 3, 99, 1) + b"abc", "bad-frame"),
+        (preamble(b"F") + struct.pack("!IBI", 10, FrameType.REQUEST, 1) + b"abc", "truncated-frame"),
+    ],
+    ids=["zeros", "bad-purpose", "unknown-type", "truncated"],
+)
+async def test_raw_garbage_is_counted_by_reason(garbage: bytes, reason: str) -> None:
+    async with server_and_client(tcp) as (server, client, address):
+        raw = await raw_connection(address)
+        await raw.send(garbage)
+        await raw.send_eof()
+        await read_until_closed(raw)
+        await raw.aclose()
+        await eventually(lambda: server.stats.dropped.get(reason) == 1)
+        assert await client.request(address, b"alive", 5) == b"echo:alive"
+
+
+async def test_silent_connection_is_dropped_after_connect_timeout() -> None:
+    async with serving(tcp(connect_timeout=0.2)) as address:
+        raw = await raw_connection(address)
+        started = anyio.current_time()
+        await read_until_closed(raw)
+        assert anyio.current_time() - started < 3
+        await raw.aclose()
+
+
+async def test_connections_over_the_limit_are_refused_and_counted() -> None:
+    server = tcp(max_connections=2)
+    async with serving(server) as address:
+        first, second = await raw_connection(address), await raw_connection(address)
+        await eventually(lambda: server.accepted == 2)
+        third = await raw_connection(address)
+        assert await read_until_closed(third) == b""
+        assert server.stats.dropped.get("too-many-connections") == 1
+        for stream in (first, second, third):
+            await stream.aclose()
+
+
+async def test_idle_connection_is_closed_and_reopened_on_demand() -> None:
+    server, client = tcp(), tcp(idle_timeout=0.2)
+    async with serving(server) as address, serving(client):
+        assert await client.request(address, b"1", 5) == b"echo:1"
+        await eventually(lambda: not client._pool)
+        assert await client.request(address, b"2", 5) == b"echo:2"
+        assert server.accepted == 2
+
+
+async def test_pooled_connection_to_a_restarted_peer_is_replaced() -> None:
+    client = tcp()
+    async with serving(client):
+        first = tcp()
+        async with serving(first) as address:
+            assert await client.request(address, b"before", 5) == b"echo:before"
+        # A new server on the same port; the pooled connection is now dead.
+        second = tcp(bind=address)
+        async with serving(second):
+            assert await client.request(address, b"after", 5) == b"echo:after"
+            assert second.accepted == 1
+
+
+async def test_reply_larger_than_the_limit_becomes_an_error() -> None:
+    async def huge(data: bytes, peer: str) -> bytes:
+        return b"z" * 8192
+
+    async with server_and_client(tcp, huge, server_max_frame=4096) as (server, client, address):
+        with pytest.raises(TransportError, match="reply of 8192 bytes"):
+            await client.request(address, b"go", 5)
+        assert server.stats.dropped.get("reply-too-large") == 1
+
+
+async def test_bind_to_a_port_in_use_names_the_address() -> None:
+    async with serving(tcp()) as address:
+        with pytest.raises(TransportError, match=address.replace(".", r"\.")):
+            await tcp(bind=address).bind()
+
+
+async def test_request_to_a_malformed_address_is_a_clear_error() -> None:
+    async with serving(tcp()):
+        client = tcp()
+        async with serving(client):
+            with pytest.raises(TransportError, match="expected host:port"):
+                await client.request("no-port-here", b"x", 1)
+            await client.send("no-port-here", b"x")
+            assert dropped(client) == 1
+
+
+def test_bad_options_are_config_errors_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"\[transport\] max_frame: expected a size"):
+        load_config(data={"transport": {"use": "tcp", "max_frame": "huge"}}, env={})
+    with pytest.raises(ConfigError, match=r"\[transport\] bind: .*expected host:port"):
+        load_config(data={"transport": {"use": "tcp", "bind": "localhost"}}, env={})
+    config = load_config(
+        data={"transport": {"use": "tcp", "max_frame": "64KiB", "idle_timeout": "500ms"}}, env={}
+    )
+    assert config.transport.options == TcpOptions(max_frame=65536, idle_timeout=0.5)
+
+
+async def test_serving_handler_can_be_echo_on_both_backends() -> None:
+    # Smallest end-to-end check kept separate so a failure here points at setup.
+    async with server_and_client(tcp, echo) as (_, client, address):
+        assert await client.request(address, b"x", 5) == b"echo:x"
