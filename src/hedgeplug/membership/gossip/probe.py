@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from hedgeplug.view import Member
+from hedgeplug.view import Member, MemberState
 
 from . import messages as wire
 
@@ -82,7 +82,13 @@ class Prober:
 
     async def ping(self, address: str, target: str, timeout: float) -> bool:
         g = self.gossip
-        reply = await g.request(address, {"t": wire.PING, "to": target, "u": g.piggyback()}, timeout)
+        records = g.piggyback()
+        known = g.table.get(target) if g.table else None
+        if known is not None and known.state is MemberState.SUSPECT:
+            # Tell a suspect it is suspected: it can refute at once instead of
+            # waiting for the accusation to reach it by chance.
+            records.insert(0, wire.record_to_wire(known, g.me.id))
+        reply = await g.request(address, {"t": wire.PING, "to": target, "u": records}, timeout)
         if not isinstance(reply, dict) or reply.get("t") != wire.ACK:
             return False
         try:
