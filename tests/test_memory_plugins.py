@@ -7,11 +7,13 @@ virtual clock.
 
 from __future__ import annotations
 
+from itertools import count
+
 import anyio
 import pytest
 
 from hedgeplug.errors import FrameTooLarge, RequestTimeout, StoreError, TransportError
-from hedgeplug.lock.memory import MemoryLock, new_store
+from hedgeplug.lock.memory import MemoryLock, get_store, new_store
 from hedgeplug.transport.memory import (
     Latency,
     LinkFaults,
@@ -562,3 +564,55 @@ def test_bad_options_are_clear_config_errors() -> None:
         hedgeplug.load_config(data={"lock": {"use": "memory", "latency": "soon"}}, env={})
     with pytest.raises(hedgeplug.ConfigError, match="allowed keys"):
         hedgeplug.load_config(data={"transport": {"use": "memory", "netwrok": "x"}}, env={})
+
+
+# ---------------------------------------------------------------- the shared lock contract
+
+try:
+    from hedgeplug.testing.lock_contract import (
+        LockBackendContract,
+        RowStorageContract,
+        StallContract,
+        StoreOutageContract,
+        WatchableContract,
+    )
+except ImportError:  # the contract suite is optional in a partial checkout
+    LockBackendContract = None  # type: ignore[assignment,misc]
+
+if LockBackendContract is not None:
+    _contract_stores = count(1)
+
+    class TestMemoryLockContract(
+        LockBackendContract,
+        WatchableContract,
+        RowStorageContract,
+        StoreOutageContract,
+        StallContract,
+    ):
+        @pytest.fixture
+        def store_name(self) -> str:
+            name = f"contract-{next(_contract_stores)}"
+            new_store(name)
+            return name
+
+        @pytest.fixture
+        def make_lock(self, store_name: str):  # noqa: ANN201
+            clients = count(1)
+            return lambda: _lock(store_name, f"client-{next(clients)}")
+
+        @pytest.fixture
+        def store_control(self, store_name: str):  # noqa: ANN201
+            store = get_store(store_name)
+
+            class Control:
+                def stop(self) -> None:
+                    store.set_down(True)
+
+                def start(self) -> None:
+                    store.set_down(False)
+
+            return Control()
+
+        @pytest.fixture
+        def store_stall(self, store_name: str):  # noqa: ANN201
+            return get_store(store_name)

@@ -55,6 +55,7 @@ class MemoryStore:
         self._rows: dict[str, Row] = {}
         self._changed: dict[str, anyio.Event] = {}
         self._paused: dict[str, anyio.Event] = {}
+        self._stalled: anyio.Event | None = None  # set while every call hangs
         self._rate = 1.0
         self._rate_since = 0.0  # real (loop) time when the rate was set
         self._rate_base = 0.0  # store time at that moment
@@ -89,6 +90,16 @@ class MemoryStore:
         event = self._paused.pop(client, None)
         if event is not None:
             event.set()
+
+    def stall(self) -> None:
+        """Make every call hang (a store that accepts requests but does not answer)."""
+        if self._stalled is None:
+            self._stalled = anyio.Event()
+
+    def resume(self) -> None:
+        if self._stalled is not None:
+            self._stalled.set()
+            self._stalled = None
 
     # ------------------------------------------------------------ change notification
 
@@ -146,6 +157,13 @@ class MemoryStore:
         if rec is not None and rec.holder == lease.holder and rec.token == lease.token:
             del self._locks[lease.lock]
             self._notify(lease.lock)
+
+    def expires_in(self, lock: str) -> float | None:
+        """Loop-clock seconds until the live lease of `lock` expires (None if free)."""
+        rec = self._live(lock)
+        if rec is None:
+            return None
+        return (rec.expires - self.now()) / self._rate + 1e-6
 
     def current(self, lock: str) -> Lease | None:
         rec = self._live(lock)
@@ -216,9 +234,12 @@ class MemoryLock:
         paused = store._paused.get(self.client)
         if paused is not None:
             await paused.wait()
+        if store._stalled is not None:
+            await store._stalled.wait()
         delay = self.latency + store.latency
-        if delay > 0:
-            await anyio.sleep(delay / 2)
+        # Even an instant store call yields to the scheduler, as real I/O does;
+        # without it one task could loop on the lock and starve the others.
+        await anyio.sleep(delay / 2)
         if store.down:
             raise StoreError(f"memory store {store.name!r} is down")
 
@@ -251,10 +272,15 @@ class MemoryLock:
         return got
 
     async def watch(self) -> AsyncIterator[None]:
+        store = self.store
         while not self._closed:
-            if self.store.down:
-                raise StoreError(f"memory store {self.store.name!r} is down")
-            await self.store.changed(self.lock).wait()
+            if store.down:
+                raise StoreError(f"memory store {store.name!r} is down")
+            changed = store.changed(self.lock)
+            # An expiry changes the lock without any call: wake at that moment too.
+            expires_in = store.expires_in(self.lock)
+            with anyio.move_on_after(expires_in if expires_in is not None else float("inf")):
+                await changed.wait()
             yield
 
     async def row_get(self, key: str) -> Row | None:
