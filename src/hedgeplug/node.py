@@ -424,8 +424,12 @@ async def _await(coro: Any) -> None:
 
 
 async def _call(handler: Callable[..., Any], payload: Any, sender: str) -> Any:
-    params = inspect.signature(handler).parameters
-    result = handler(payload, sender) if len(params) >= 2 else handler(payload)
+    # A handler takes (payload) or (payload, sender): parameters with defaults don't count.
+    required = [
+        p for p in inspect.signature(handler).parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    result = handler(payload, sender) if len(required) >= 2 else handler(payload)
     if inspect.isawaitable(result):
         result = await result
     return result
