@@ -1,0 +1,269 @@
+"""The sqlite lock backend: the lock contract with several backend instances
+on one database file, real OS processes contending on one file, and the
+errors a user gets for a bad path or a corrupt file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from hedgeplug.errors import StoreError
+from hedgeplug.lock.sqlite import SqliteOptions, default_path, make, open_lock
+from hedgeplug.registry import Registry
+from hedgeplug.testing.lock_contract import (
+    Grant,
+    History,
+    LockBackendContract,
+    Observation,
+    Release,
+    Renewal,
+    RowStorageContract,
+    StallContract,
+    StoreOutageContract,
+    WatchableContract,
+    check_history,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A separate OS process that takes SQLite's write lock and holds it until its
+# stdin closes: to every backend that is a store it cannot write to.
+_HOLD_WRITE_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()
+conn.execute("COMMIT")
+"""
+
+
+class WriteLockHolder:
+    """stop()/start() and stall()/resume(): another process holding the database's write lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.proc: subprocess.Popen[str] | None = None
+
+    def stop(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_WRITE_LOCK, str(self.path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "locked"
+
+    def start(self) -> None:
+        if self.proc is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    stall = stop
+    resume = start
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "lock.sqlite"
+
+
+class TestSqliteContract(
+    LockBackendContract, WatchableContract, RowStorageContract, StoreOutageContract, StallContract
+):
+    ttl = 0.5
+    clock_slack = 0.005  # the store clock is this host's monotonic clock
+
+    @pytest.fixture
+    def make_lock(self, db_path: Path) -> Any:
+        # busy_timeout above the stall test's bound, so a prompt return proves the interrupt.
+        return lambda: open_lock(str(db_path), "contract", busy_timeout=2.0)
+
+    @pytest.fixture
+    def store_control(self, db_path: Path) -> Any:
+        holder = WriteLockHolder(db_path)
+        yield holder
+        holder.start()
+
+    @pytest.fixture
+    def store_stall(self, store_control: WriteLockHolder) -> Any:
+        return store_control
+
+
+def test_checker_catches_overlap_and_token_regression() -> None:
+    """The history checker must fail histories that break mutual exclusion."""
+    ok = History(
+        grants=[Grant("a", 1, 1.0, 0.0, 0.01), Grant("b", 2, 1.0, 1.2, 1.21)],
+        renewals=[Renewal("a", 1, 1.0, 0.1, 0.11)],
+    )
+    assert check_history(ok) == []
+    overlap = History(grants=[Grant("a", 1, 1.0, 0.0, 0.01), Grant("b", 2, 1.0, 0.5, 0.51)])
+    assert any("overlap" in p for p in check_history(overlap))
+    released = History(
+        grants=overlap.grants, releases=[Release("a", 1, 0.4)]
+    )
+    assert check_history(released) == []
+    late_renewal = History(
+        grants=[Grant("a", 1, 1.0, 0.0, 0.01), Grant("b", 2, 1.0, 1.2, 1.21)],
+        renewals=[Renewal("a", 1, 1.0, 1.5, 1.51)],
+    )
+    assert any("succeeded after" in p for p in check_history(late_renewal))
+    backwards = History(grants=[Grant("a", 5, 1.0, 0.0, 0.01), Grant("b", 3, 1.0, 2.0, 2.01)])
+    assert any("token went back" in p for p in check_history(backwards))
+    stale_read = History(
+        grants=[Grant("a", 1, 1.0, 0.0, 0.01), Grant("b", 2, 1.0, 2.0, 2.01)],
+        observations=[Observation("a", 1, 2.5, 2.51)],
+    )
+    assert any("went back" in p for p in check_history(stale_read))
+
+
+@pytest.mark.slow
+def test_os_processes_contending_on_one_file(db_path: Path, tmp_path: Path) -> None:
+    """Six real processes hammer one database file for three seconds."""
+    processes, seconds, ttl = 6, 3.0, 0.25
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.helpers.lock_contender", "sqlite", str(db_path),
+             "multi", f"proc-{i}", str(ttl), str(seconds), str(i)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=(tmp_path / f"proc-{i}.err").open("w"), text=True, cwd=ROOT, env=env,
+        )
+        for i in range(processes)
+    ]
+    start = time.monotonic() + 1.5  # time for every interpreter to import and open the file
+    merged = History()
+    try:
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(f"{start}\n")
+            p.stdin.close()
+        for i, p in enumerate(procs):
+            assert p.stdout is not None
+            out = p.stdout.read()  # bounded: the process stops at its deadline
+            assert p.wait(timeout=seconds + 20) == 0, (tmp_path / f"proc-{i}.err").read_text()
+            part = json.loads(out)
+            merged.grants += [Grant(**g) for g in part["grants"]]
+            merged.renewals += [Renewal(**r) for r in part["renewals"]]
+            merged.releases += [Release(**r) for r in part["releases"]]
+            merged.observations += [Observation(**o) for o in part["observations"]]
+            merged.store_errors += part["store_errors"]
+            merged.calls += part["calls"]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    problems = check_history(merged, clock_slack=0.005)
+    assert not problems, "\n".join(problems[:20])
+    holders = {g.holder for g in merged.grants}
+    assert len(merged.grants) >= 8 and len(holders) >= 3, (len(merged.grants), holders)
+    assert merged.store_errors <= merged.calls // 20, (merged.store_errors, merged.calls)
+    tokens = sorted(g.token for g in merged.grants)
+    assert len(set(tokens)) == len(tokens)
+
+
+# ------------------------------------------------------------ user mistakes
+
+
+def test_missing_directory_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "lock.sqlite"
+    with pytest.raises(StoreError, match=str(path)):
+        open_lock(str(path), "x")
+
+
+def test_directory_as_path_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="is a directory"):
+        open_lock(str(tmp_path), "x")
+
+
+@pytest.mark.anyio
+async def test_corrupt_file_is_a_store_error_naming_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.sqlite"
+    path.write_bytes(b"this is not a database, " * 200)
+    lock = open_lock(str(path), "x")
+    try:
+        with pytest.raises(StoreError, match=str(path)):
+            await lock.current()
+        with pytest.raises(StoreError, match=str(path)):
+            await lock.acquire("a", "addr", 1.0)
+    finally:
+        await lock.aclose()
+
+
+@pytest.mark.anyio
+async def test_file_readable_by_plain_sqlite(db_path: Path) -> None:
+    """One row per lock name, never deleted: a release keeps the row and its token."""
+    lock = open_lock(str(db_path), "rows")
+    try:
+        lease = await lock.acquire("a", "addr", 1.0)
+        assert lease is not None
+        await lock.release(lease)
+        again = await lock.acquire("b", "addr-b", 1.0)
+        assert again is not None and again.token == lease.token + 1
+    finally:
+        await lock.aclose()
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute("SELECT name, holder, token FROM hedgeplug_lease").fetchall()
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+    assert rows == [("rows", "b", lease.token + 1)]
+    assert mode == "wal"
+
+
+class _Ctx:
+    cluster = "my cluster/1"
+    lock_name = "my-lock"
+    id = "n1"
+
+
+def test_default_path_is_per_user_and_per_cluster(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    path = default_path("my cluster/1")
+    assert path == str(tmp_path / "hedgeplug" / "my_cluster_1.sqlite")
+    lock = make(SqliteOptions(), _Ctx())
+    assert lock.path == path and lock.lock_name == "my-lock"
+    assert os.path.isdir(tmp_path / "hedgeplug")
+    assert (os.stat(tmp_path / "hedgeplug").st_mode & 0o777) == 0o700
+
+
+def test_registered_through_the_entry_point() -> None:
+    impl = Registry.load().get("lock", "sqlite")
+    assert impl.options is SqliteOptions
+
+
+@pytest.mark.anyio
+async def test_calls_run_off_the_event_loop(db_path: Path) -> None:
+    """While a call waits on another process's write lock, the event loop keeps running."""
+    holder = WriteLockHolder(db_path)
+    lock = open_lock(str(db_path), "x", busy_timeout=0.5)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    holder.stop()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            with pytest.raises(StoreError, match="locked"):
+                await lock.acquire("a", "addr", 1.0)
+            tg.cancel_scope.cancel()
+    finally:
+        holder.start()
+        await lock.aclose()
+    assert ticks >= 20
