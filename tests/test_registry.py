@@ -135,3 +135,35 @@ def test_observer_that_raises_is_logged_with_its_name_and_disabled(caplog):
         observers.call("hedgeplug_node_started", node=None)
     assert calls.count("noisy") == 1 and calls.count("quiet") == 2
     assert "Noisy" in caplog.text and observers.errors == 1
+
+
+def test_each_registration_hook_registers_its_kind():
+    @attrs.frozen
+    class NoOptions:
+        pass
+
+    class Everything:
+        @staticmethod
+        @hookimpl
+        def hedgeplug_register_locks(register):
+            register("x-lock", lambda o, c: "lock", NoOptions)
+
+        @staticmethod
+        @hookimpl
+        def hedgeplug_register_transports(register):
+            register("x-transport", lambda o, c: "transport", NoOptions)
+
+        @staticmethod
+        @hookimpl
+        def hedgeplug_register_memberships(register):
+            register("x-membership", lambda o, c: "membership", NoOptions)
+
+        @staticmethod
+        @hookimpl
+        def hedgeplug_register_broadcasts(register):
+            register("x-broadcast", lambda o, c: "broadcast", NoOptions)
+
+    reg = Registry.load(only=[], extra=[Everything])
+    for kind in ("lock", "transport", "membership", "broadcast"):
+        impl = reg.get(kind, f"x-{kind}")
+        assert impl.factory(NoOptions(), None) == kind
