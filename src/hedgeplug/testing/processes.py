@@ -145,10 +145,15 @@ def _tail(path: Path, lines: int = 30) -> str:
 Status = dict[str, Any]
 
 
-def agreement(statuses: dict[str, Status | None], live_ids: set[str]) -> tuple[bool, str]:
+def agreement(
+    statuses: dict[str, Status | None], live_ids: set[str], external: frozenset[str] = frozenset()
+) -> tuple[bool, str]:
     """Whether every live node answered, all name the same leader (one of
-    them, which says it leads) and every view holds exactly the live set.
-    The second item says what is missing when they do not agree."""
+    them, which says it leads) and every view holds exactly the live set plus
+    the `external` ids (members that are not child processes, such as a
+    node inside the calling process). The second item says what is missing
+    when they do not agree."""
+    expected = live_ids | external
     missing = [i for i in sorted(live_ids) if statuses.get(i) is None]
     if missing:
         return False, f"no status from {', '.join(missing)}"
@@ -163,8 +168,8 @@ def agreement(statuses: dict[str, Status | None], live_ids: set[str]) -> tuple[b
         return False, f"{leader} does not hold a valid lease"
     for s in answered:
         ids = {m["id"] for m in s.get("members", [])}  # type: ignore[union-attr]
-        if ids != live_ids:
-            extra, lacking = sorted(ids - live_ids), sorted(live_ids - ids)
+        if ids != expected:
+            extra, lacking = sorted(ids - expected), sorted(expected - ids)
             return False, f"{s['id']} sees extra {extra} lacking {lacking}"  # type: ignore[index]
     digests = {s.get("view_digest") for s in answered}  # type: ignore[union-attr]
     if len(digests) != 1:
@@ -192,6 +197,7 @@ class ProcessCluster:
         self.extra_args = list(extra_args)
         self.status_timeout = status_timeout
         self.nodes: list[NodeProcess] = []
+        self.external: set[str] = set()  # member ids expected in views that are not children
         self.client = ControlClient(cluster=cluster, registry=self.registry)
         self._count = 0
 
@@ -284,7 +290,7 @@ class ProcessCluster:
 
     async def agreed(self) -> tuple[bool, str, dict[str, Status | None]]:
         statuses = await self.statuses()
-        ok, why = agreement(statuses, {n.id for n in self.live})
+        ok, why = agreement(statuses, {n.id for n in self.live}, frozenset(self.external))
         return ok, why, statuses
 
     async def wait_for(
@@ -312,8 +318,9 @@ class ProcessCluster:
     async def wait_agreed(self, timeout: float, poll: float = 0.05) -> float:
         """Seconds until one leader and one identical view holding exactly the live set."""
         live = {n.id for n in self.live}
+        external = frozenset(self.external)
         return await self.wait_for(
-            lambda s: agreement(s, live)[0],
+            lambda s: agreement(s, live, external)[0],
             timeout,
             poll=poll,
             describe=f"agreement among {sorted(live)}",
