@@ -208,6 +208,15 @@ class Network:
             arrivals.append(at)
         return arrivals
 
+    def inject(self, dst: str, payload: Any, src: str = "mem://injector") -> bool:
+        """Hand `payload` (anything, even not bytes) to the endpoint at `dst` as
+        if it came off the wire: how tests feed malformed input."""
+        target = self.endpoints.get(dst)
+        if target is None or target._closed:
+            return False
+        target._deliver(MemoryTransport(self, src, 1 << 30), payload, None, anyio.current_time())
+        return True
+
     def attach(self, endpoint: MemoryTransport) -> None:
         current = self.endpoints.get(endpoint.address)
         if current is not None and current is not endpoint:
@@ -222,6 +231,8 @@ class Network:
 
 
 _TIE_GAP = 1e-6
+BACKLOG = 1024  # frames an endpoint holds between bind and serve
+ACCEPT_WAIT = 5.0  # how long a stream open waits for a bound endpoint to start serving
 _networks: dict[str, Network] = {}
 
 
@@ -321,6 +332,7 @@ class MemoryTransport:
         self._pending: dict[int, _Pending] = {}
         self._ids = count(1)
         self._streams: set[MemoryStream] = set()
+        self._backlog: list[tuple[MemoryTransport, Any, int | None, float]] = []
         self._closed = False
 
     @property
@@ -338,6 +350,9 @@ class MemoryTransport:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                backlog, self._backlog = self._backlog, []
+                for item in backlog:
+                    tg.start_soon(self._arrive, *item)
                 await anyio.sleep_forever()
         finally:
             self._tg = None
@@ -349,8 +364,19 @@ class MemoryTransport:
             )
 
     def _target(self, address: str) -> MemoryTransport | None:
+        """The endpoint bound at `address` (serving or about to), if any."""
         target = self.network.endpoints.get(address)
-        return target if target is not None and target.serving else None
+        return None if target is None or target._closed else target
+
+    def _deliver(self, source: MemoryTransport, data: Any, rid: int | None, at: float) -> None:
+        """Start a frame's journey to this endpoint. Bound but not yet serving,
+        it waits in a bounded backlog, like connections on a listening socket."""
+        if self._tg is not None:
+            self._tg.start_soon(self._arrive, source, data, rid, at)
+        elif len(self._backlog) < BACKLOG:
+            self._backlog.append((source, data, rid, at))
+        else:
+            self.stats.drop("backlog-full")
 
     async def request(self, address: str, data: bytes, timeout: float) -> bytes:
         self._check_size(data)
@@ -369,8 +395,8 @@ class MemoryTransport:
                     await anyio.sleep_until(arrivals[0])
                     raise TransportError(f"nothing listens at {address}")
                 for at in arrivals:
-                    assert target is not None and target._tg is not None
-                    target._tg.start_soon(target._arrive, self, data, rid, at)
+                    assert target is not None
+                    target._deliver(self, data, rid, at)
                 await pending.done.wait()
         except TimeoutError:
             raise RequestTimeout(f"no reply from {address} within {timeout}s") from None
@@ -397,9 +423,8 @@ class MemoryTransport:
             if arrivals:
                 self.stats.drop("no-endpoint")
             return
-        assert target._tg is not None
         for at in arrivals:
-            target._tg.start_soon(target._arrive, self, data, None, at)
+            target._deliver(self, data, None, at)
 
     async def _arrive(
         self, source: MemoryTransport, data: bytes, rid: int | None, at: float
@@ -416,26 +441,44 @@ class MemoryTransport:
         await network.wait_thawed(self.address)  # a paused receiver reads it later
         if self._closed or self._on_frame is None:
             return
+        if not isinstance(data, bytes | bytearray):
+            self.stats.drop("malformed")  # only bytes travel; anything else is garbage
+            return
         if len(data) > self.max_frame:
             self.stats.drop("too-large")
+            if rid is not None:
+                await self._reply(
+                    source,
+                    rid,
+                    b"",
+                    f"{self.address} refused a frame of {len(data)} bytes (limit {self.max_frame})",
+                )
             return
         network.stats.delivered += 1
         self.stats.frames_in += 1
         self.stats.bytes_in += len(data)
         try:
-            reply = await self._on_frame(data, source.address)
-        except Exception:
+            reply = await self._on_frame(bytes(data), source.address)
+        except Exception as exc:
             self.stats.drop("handler-error")
-            reply = None
-        if rid is None:
+            if rid is not None:
+                await self._reply(
+                    source,
+                    rid,
+                    b"",
+                    f"handler at {self.address} failed: {type(exc).__name__}: {exc}",
+                )
             return
-        await self._reply(source, rid, reply or b"")
+        if rid is not None:
+            await self._reply(source, rid, reply or b"")
 
-    async def _reply(self, requester: MemoryTransport, rid: int, reply: bytes) -> None:
+    async def _reply(
+        self, requester: MemoryTransport, rid: int, reply: bytes, error: str | None = None
+    ) -> None:
         network = self.network
         if len(reply) > requester.max_frame:
             self.stats.drop("too-large")
-            return
+            reply, error = b"", f"reply of {len(reply)} bytes exceeds the requester's limit"
         arrivals = network.route(self.address, requester.address)
         if not arrivals:
             return
@@ -453,6 +496,7 @@ class MemoryTransport:
         requester.stats.frames_in += 1
         requester.stats.bytes_in += len(reply)
         pending.reply = reply
+        pending.error = error
         pending.done.set()
 
     async def open_stream(self, address: str) -> MemoryStream:
@@ -463,6 +507,10 @@ class MemoryTransport:
             raise TransportError(f"cannot open a stream to {address}: unreachable")
         await anyio.sleep_until(arrivals[0])
         target = self._target(address)
+        if target is not None and target._tg is None:
+            with anyio.move_on_after(ACCEPT_WAIT):  # bound, not serving yet: a queued connect
+                while target._tg is None and not target._closed:
+                    await anyio.sleep(0.001)
         if target is None or target._tg is None or target._on_stream is None:
             raise TransportError(f"cannot open a stream to {address}: nothing listens there")
         to_peer, peer_in = anyio.create_memory_object_stream[bytes](self.stream_buffer)
