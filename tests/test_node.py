@@ -329,3 +329,23 @@ def test_no_two_leaders_while_leadership_moves(backend):
         c.tg.cancel_scope.cancel()
 
     run(backend, body, n=4)
+
+
+def test_streams_carry_ordered_values_both_ways(backend):
+    async def body(c: Cluster):
+        await c.settle(5)
+
+        async def echo(message, stream):
+            assert message.payload == {"hello": "n1"}
+            async for value in stream:
+                await stream.send(value * 2)
+
+        c.nodes["n0"].channel("numbers").handle_streams(echo)
+        async with await c.nodes["n1"].open_stream("n0", "numbers", {"hello": "n1"}) as stream:
+            got = []
+            for i in range(50):
+                await stream.send(i)
+                got.append(await stream.receive())
+        assert got == [i * 2 for i in range(50)]
+
+    run(backend, body)

@@ -71,19 +71,24 @@ class BlockingNode:
 
     @property
     def is_leader(self) -> bool:
-        return self._node.is_leader
+        return self._read(lambda: self._node.is_leader)
 
     @property
     def leader(self) -> Lease | None:
-        return self._node.leader
+        return self._read(lambda: self._node.leader)
 
     @property
     def members(self) -> tuple[Member, ...]:
-        return self._node.members
+        return self._read(lambda: self._node.members)
 
     @property
     def view(self) -> View:
-        return self._node.view
+        return self._read(lambda: self._node.view)
+
+    def _read(self, getter: Callable[[], Any]) -> Any:
+        # Node state reads the event loop's clock, so read it on the loop's thread.
+        assert self._portal is not None, "the node is not started"
+        return self._portal.call(getter)
 
     def status(self) -> dict[str, Any]:
         assert self._portal is not None

@@ -113,7 +113,8 @@ class Dispatcher:
             await stream.aclose()
             return
         try:
-            result = handler(Message(env.sender, env.channel, env.payload, env.msg_id), stream)
+            sealed = SealedStream(stream, self, env.channel)
+            result = handler(Message(env.sender, env.channel, env.payload, env.msg_id), sealed)
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:
@@ -172,10 +173,53 @@ class Dispatcher:
             return
         await self.transport.send(address, frame)
 
-    async def open_stream(self, address: str, channel: str, payload: Any = None) -> MessageStream:
+    async def open_stream(self, address: str, channel: str, payload: Any = None) -> SealedStream:
         stream = await self.transport.open_stream(address)
         await stream.send(self.envelope(channel, payload))
-        return stream
+        return SealedStream(stream, self, channel)
+
+
+class SealedStream:
+    """A transport stream whose every message is an envelope of the node's
+    codec: with a cluster key, stream data is encrypted and authenticated like
+    any frame. Messages are msgpack-able values, not raw bytes."""
+
+    def __init__(self, stream: MessageStream, dispatcher: Dispatcher, channel: str) -> None:
+        self._stream = stream
+        self._d = dispatcher
+        self.channel = channel
+
+    async def send(self, payload: Any) -> None:
+        await self._stream.send(self._d.envelope(self.channel, payload))
+
+    async def receive(self) -> Any:
+        """The next value; anyio.EndOfStream when the peer closed."""
+        raw = await self._stream.receive()
+        try:
+            env = self._d.codec.decode(raw)
+        except WireError as exc:
+            self._d.count(f"drop.{exc.reason}")
+            await self._stream.aclose()
+            raise TransportError(f"stream on {self.channel!r} sent an unreadable message: {exc}") from None
+        return env.payload
+
+    def __aiter__(self) -> SealedStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> SealedStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 class NodeChannel:
@@ -202,5 +246,6 @@ class NodeChannel:
     async def send(self, address: str, payload: Any) -> None:
         await self._d.send(address, self.name, payload)
 
-    async def open_stream(self, address: str, payload: Any = None) -> MessageStream:
+    async def open_stream(self, address: str, payload: Any = None) -> SealedStream:
+        """An ordered stream to `address`; the peer's `handle_streams` handler gets it."""
         return await self._d.open_stream(address, self.name, payload)

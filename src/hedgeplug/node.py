@@ -22,9 +22,9 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup
 
-from .channels import Dispatcher, NodeChannel
+from .channels import Dispatcher, NodeChannel, SealedStream
 from .config import Config, load_config
-from .contracts import Lease, MessageStream, Reply
+from .contracts import Lease, Reply
 from .election import Election
 from .errors import HedgeplugError, NoLeader, RemoteError, TransportError
 from .events import Event, EventHub, LeaderChanged, MembersChanged
@@ -197,9 +197,10 @@ class Node:
         """An application channel (namespaced so it never collides with strategies)."""
         return self._dispatcher.channel(APP_PREFIX + name)
 
-    async def open_stream(self, target: str, channel: str = "stream", payload: Any = None) -> MessageStream:
-        """Open an ordered stream to a member (by id) or address; the peer's
-        `channel(name).handle_streams` handler receives it."""
+    async def open_stream(self, target: str, channel: str = "stream", payload: Any = None) -> SealedStream:
+        """Open an ordered stream of values to a member (by id) or address; the
+        peer's `node.channel(channel).handle_streams(handler)` receives it as
+        handler(message, stream)."""
         address = self._address_of(target)
         return await self._dispatcher.open_stream(address, APP_PREFIX + channel, payload)
 
