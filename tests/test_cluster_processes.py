@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -168,3 +169,44 @@ def test_a_new_process_is_in_every_view_within_one_interval(cluster, portal):
     ok, _, statuses = portal.call(cluster.agreed)
     assert ok and all(newcomer.id in {m["id"] for m in s["members"]} for s in statuses.values())
     print(f"join visible everywhere {elapsed:.2f}s after the process listened (bound {bound}s)")
+
+
+def test_hostile_datagrams_and_tcp_frames_leave_a_udp_node_intact(portal, tmp_path):
+    udp = ProcessCluster(
+        tmp_path,
+        cluster="proc-udp",
+        transport="udp",
+        overrides=[f"lock.ttl={TTL}s", f"membership.interval={INTERVAL}s"],
+    )
+    try:
+        portal.call(udp.start, 2)
+        statuses = agreed_statuses(udp, portal, 30.0)
+        target = udp.live[0]
+        before = statuses[target.id]
+        host, _, port = target.address.rpartition(":")
+        hostile = [
+            b"",  # empty datagram
+            os.urandom(300),  # not a hedgeplug datagram
+            b"HU\x01\x02" + b"\x00\x00\x00\x01" + os.urandom(100),  # request with a garbage body
+            b"HU\x07\x02" + b"\x00\x00\x00\x02",  # unknown layout version
+            b"HU\x01\x03" + b"\x00\x00\x00\x09" + b"reply nobody asked for",
+            os.urandom(60_000),  # far over the datagram limit
+        ]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for data in hostile:
+                sock.sendto(data, (host, int(port)))
+        _tcp_send_raw(target.address, os.urandom(256))  # the udp node's tcp side
+        after = None
+        for _ in range(20):  # datagrams are processed asynchronously; give them a moment
+            after = portal.call(udp.status_of, target)
+            if after is not None and total_drops(after) >= total_drops(before) + len(hostile) + 1:
+                break
+            portal.call(lambda: anyio.sleep(0.1))
+        assert after is not None, "udp node stopped answering:\n" + target.log_tail()
+        # Every datagram and the tcp garbage is one counted drop.
+        assert total_drops(after) >= total_drops(before) + len(hostile) + 1, json.dumps(after, indent=1)
+        assert target.process.returncode is None
+        statuses = agreed_statuses(udp, portal, 2 * INTERVAL + TOLERANCE)
+        assert statuses[target.id]["view_digest"] == before["view_digest"]
+    finally:
+        portal.call(udp.aclose)

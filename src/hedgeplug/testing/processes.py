@@ -189,16 +189,21 @@ class ProcessCluster:
         extra_args: Sequence[str] = (),
         registry: Registry | None = None,
         status_timeout: float = 2.0,
+        transport: str = "tcp",
     ) -> None:
         self.workdir = Path(workdir)
         self.cluster = cluster
         self.registry = registry or Registry.load()
-        self.overrides = [*lock_path_overrides(self.registry, self.workdir), *overrides]
+        self.overrides = [
+            *lock_path_overrides(self.registry, self.workdir),
+            f"transport.use={transport}",
+            *overrides,
+        ]
         self.extra_args = list(extra_args)
         self.status_timeout = status_timeout
         self.nodes: list[NodeProcess] = []
         self.external: set[str] = set()  # member ids expected in views that are not children
-        self.client = ControlClient(cluster=cluster, registry=self.registry)
+        self.client = ControlClient(cluster=cluster, transport=transport, registry=self.registry)
         self._count = 0
 
     async def __aenter__(self) -> ProcessCluster:
