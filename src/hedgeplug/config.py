@@ -115,7 +115,7 @@ class NodeSettings:
 class LockSettings:
     """[lock]: the store backend and the election's timings."""
 
-    use: str = "sqlite"
+    use: str = attrs.field(default="sqlite", metadata={"help": "lock backend name (see `hedgeplug plugins`)"})
     ttl: Duration = attrs.field(default=Duration(5.0), validator=_positive, metadata={"help": "lease time to live"})
     margin: float = attrs.field(default=0.25, validator=_fraction, metadata={"help": "leader counts itself leader only for ttl*(1-margin) after sending a renewal"})
     renew: Duration | None = attrs.field(default=None, validator=_positive, metadata={"help": "renewal period; default ttl/4"})
