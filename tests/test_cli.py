@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -276,3 +277,19 @@ def test_wrong_cluster_name_is_refused_clearly(cluster):
     no_traceback(result)
     assert result.returncode == 1
     assert cluster.nodes[0].address in result.stderr
+
+
+def test_run_logs_leader_and_members_and_stops_cleanly_on_sigint(portal, tmp_path):
+    single = ProcessCluster(tmp_path, cluster="cli-single")
+    try:
+        (node,) = portal.call(single.start, 1)
+        portal.call(single.wait_agreed, 30.0)
+        portal.call(node.signal, signal.SIGINT)
+        assert portal.call(single.wait_exit, node, 15.0) == 0, node.log_tail()
+        log = node.log_path.read_text()
+        assert f"leader: {node.id} at {node.address} token=" in log
+        assert f"members: joined {node.id}@{node.address}" in log
+        assert "stopping on SIGINT" in log and "stopped" in log
+        assert "Traceback" not in log
+    finally:
+        portal.call(single.aclose)

@@ -121,7 +121,7 @@ def render(
     leader = cluster.leader_process(statuses)
     leader_status = statuses.get(leader.id) if leader else None
     rows = []
-    for node in cluster.nodes:
+    for node in sorted(cluster.nodes, key=lambda n: (len(n.id), n.id)):
         s = statuses.get(node.id) if node.running else None
         if not node.running:
             rows.append([node.id, str(node.pid), node.address, "killed/stopped", "", "", "", ""])

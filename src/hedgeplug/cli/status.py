@@ -29,6 +29,7 @@ def render(status: dict[str, Any]) -> str:
         f"is lead  {'yes' if status.get('is_leader') else 'no'}",
         f"view     version {status.get('view_version')}, {len(status.get('members', []))} members, "
         f"digest {status.get('view_digest')}",
+        f"drops    {_drops(status)}",
         "",
     ]
     rows = [
@@ -42,6 +43,18 @@ def render(status: dict[str, Any]) -> str:
     ]
     lines.append(table(rows, ["ID", "ADDRESS", "STATE", "ROLE"]))
     return "\n".join(lines)
+
+
+def _drops(status: dict[str, Any]) -> str:
+    """Frames this node refused, by reason (wire checks and transport checks)."""
+    counted = {
+        k[len("drop.") :]: v for k, v in status.get("counters", {}).items() if k.startswith("drop.")
+    }
+    for reason, n in status.get("transport", {}).get("dropped", {}).items():
+        counted[reason] = counted.get(reason, 0) + n
+    if not counted:
+        return "none"
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(counted.items()))
 
 
 async def _fetch(args: argparse.Namespace) -> dict[str, Any]:

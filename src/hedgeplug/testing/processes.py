@@ -54,10 +54,7 @@ class NodeProcess:
         return self.process.pid
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return _tail(self.log_path, lines)
 
     def signal(self, signum: int) -> None:
         if self.process.returncode is None:
