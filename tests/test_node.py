@@ -7,7 +7,6 @@ test_cluster_processes.py."""
 from __future__ import annotations
 
 import itertools
-from contextlib import AsyncExitStack
 
 import anyio
 import pytest
@@ -16,7 +15,6 @@ import hedgeplug
 from hedgeplug.hookspecs import hookimpl
 from hedgeplug.lock.memory import get_store
 from hedgeplug.registry import Registry
-from hedgeplug.transport.memory import get_network
 
 TTL = 1.0
 INTERVAL = 0.2
