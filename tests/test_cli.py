@@ -293,3 +293,63 @@ def test_run_logs_leader_and_members_and_stops_cleanly_on_sigint(portal, tmp_pat
         assert "Traceback" not in log
     finally:
         portal.call(single.aclose)
+
+
+# ------------------------------------------------------------ demo
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+
+
+def test_demo_script_mode_measures_failover_and_cleans_up():
+    result = hedgeplug(
+        "demo",
+        "--nodes",
+        "3",
+        "--ttl",
+        "2s",
+        "--interval",
+        "500ms",
+        "--duration",
+        "9s",
+        "--kill-leader-after",
+        "1s",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["killed_leader"]["id"] not in report["final"]["live"]
+    assert 0 < report["failover_s"] <= 2 + 3  # lease ttl + tolerance for a busy machine
+    assert report["convergence_s"] >= report["failover_s"]
+    assert report["final"]["agreed"] and report["final"]["token"] > report["killed_leader"]["token"]
+    assert all(_gone(pid) for pid in report["pids"].values())
+
+
+def test_demo_stops_every_child_on_ctrl_c():
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "hedgeplug", "demo", "--nodes", "2", "--duration", "60s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = demo.stdout.readline()  # the first progress line: children are running
+        assert "s " in first, demo.stderr.read()
+        children = [  # any thread of the demo may have started them
+            int(p)
+            for task in Path(f"/proc/{demo.pid}/task").iterdir()
+            for p in (task / "children").read_text().split()
+        ]
+        assert len(children) == 2
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=30) == 0
+        assert all(_gone(pid) for pid in children)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()

@@ -239,6 +239,7 @@ async def _scripted(
             "token": (statuses.get(leader.id) or {}).get("token") if leader else None,
             "live": sorted(n.id for n in cluster.live),
         },
+        "pids": {n.id: n.pid for n in cluster.nodes},
         "poll_interval_s": poll,
         "workdir": str(cluster.workdir) if args.keep else None,
     }
