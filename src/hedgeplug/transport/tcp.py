@@ -133,11 +133,16 @@ class _FramedSocket:
                 await self.stream.send(frame)
                 sent = True
             except _NETWORK_ERRORS as exc:
-                raise _ConnectionLost(f"connection to {self.peer} failed while sending: {exc}") from None
+                lost = _ConnectionLost(f"connection to {self.peer} failed while sending: {exc}")
+                await self.close(lost)
+                raise lost from None
             finally:
-                if not sent:
-                    # A half-written frame would corrupt everything after it.
-                    await self.close(_ConnectionLost(f"connection to {self.peer} broke while sending"))
+                if not sent and self.broken is None:
+                    # Cancelled mid-frame: a half-written frame would corrupt everything
+                    # after it. Not a _ConnectionLost: the peer may have our earlier frames.
+                    await self.close(
+                        TransportError(f"connection to {self.peer} closed: a frame was cut short")
+                    )
         self.stats.frames_out += 1
         self.stats.bytes_out += len(frame)
 

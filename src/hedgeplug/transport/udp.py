@@ -39,7 +39,7 @@ from hedgeplug.contracts import (
 from hedgeplug.errors import FrameTooLarge, RequestTimeout, TransportError
 from hedgeplug.hookspecs import hookimpl
 
-from ._address import parse_address
+from ._address import is_wildcard, parse_address
 from ._mux import ReplyMux
 from .tcp import TcpOptions, TcpTransport, _at_least, _check_advertise, _check_bind
 
@@ -325,13 +325,21 @@ class UdpTransport:
             if client is None:
                 self._check_open()
                 family = socket.AF_INET6 if version == 6 else socket.AF_INET
-                loopback = "::1" if version == 6 else "127.0.0.1"
                 try:
-                    sock = await anyio.create_udp_socket(family, local_host=loopback)
+                    sock = await anyio.create_udp_socket(family, local_host=self._source_host(version))
                 except OSError as exc:
                     raise TransportError(f"cannot open a udp socket: {exc}") from None
                 client = self._clients[version] = _ClientSocket(sock, self.stats)
             return client
+
+    def _source_host(self, version: int) -> str | None:
+        """Send from the bound host when it is an address of that IP version, else let the OS pick."""
+        host, _ = parse_address(self.options.bind)
+        try:
+            matches = ipaddress.ip_address(host).version == version
+        except ValueError:
+            return None
+        return None if is_wildcard(host) or not matches else host
 
     def _next_id(self) -> int:
         return next(self._ids) % MAX_REQUEST_ID + 1
