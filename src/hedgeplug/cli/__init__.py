@@ -45,18 +45,37 @@ def _load_command(path: str, optional: bool) -> Any | None:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        # Hide only the command whose own module is absent, never a broken import inside it.
+        # Hide only an optional command whose own module is absent.
         if optional and exc.name is not None and module_name.startswith(exc.name):
             return None
-        raise
+        if not optional:
+            raise
+        return _Unavailable(path, exc)
+    except Exception as exc:
+        if not optional:
+            raise
+        return _Unavailable(path, exc)  # a broken extra command must not break `run`
     target = getattr(module, attr, None) if attr else module
     if target is None or not hasattr(target, "add_arguments") or not hasattr(target, "run"):
-        return None if optional else _broken(path)
+        if optional:
+            return None
+        raise HedgeplugError(f"command module {path} lacks add_arguments/run")
     return target
 
 
-def _broken(path: str) -> None:
-    raise HedgeplugError(f"command module {path} lacks add_arguments/run")
+class _Unavailable:
+    """Stands in for an optional command whose module failed to import."""
+
+    def __init__(self, path: str, error: BaseException) -> None:
+        self.path = path
+        self.error = f"{type(error).__name__}: {error}"
+        self.HELP = f"(unavailable: {self.error})"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise HedgeplugError(f"this command is unavailable: {self.path} failed to import: {self.error}")
 
 
 def build_parser() -> argparse.ArgumentParser:
