@@ -231,7 +231,8 @@ async def contend(
     rng: Random,
     clock: Callable[[], float] = _now,
 ) -> None:
-    """One contender of the mutual exclusion check: read, take when free, keep the
+    """One contender of the mutual exclusion check: read, take when free (and
+    sometimes try when held), keep the
     lease for a few renewals, then release it or abandon it to expire; record
     every success in `history` with `clock` (which must be comparable between
     contenders: the same process, or the host's monotonic clock)."""
@@ -244,9 +245,11 @@ async def contend(
             history.observations.append(
                 Observation(seen.holder if seen else None, seen.token if seen else None, sent, clock())
             )
-            if seen is not None and seen.holder != me:
+            if seen is not None and seen.holder != me and rng.random() < 0.7:
                 await anyio.sleep(rng.uniform(0.002, 0.02))
                 continue
+            # Otherwise try to take it, also (blindly) 30% of the times it looked held:
+            # the store alone must refuse a live lease of another holder.
             history.calls += 1
             sent = clock()
             lease = await lock.acquire(me, address, ttl)
@@ -459,8 +462,9 @@ class WatchableContract:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch)
                 await anyio.sleep(0.3)  # let the watch settle on the current state
-                await action()
+                # Mark the start: a pushed watch (etcd) may yield before action() returns.
                 acted_at[0] = _now()
+                await action()
                 await changed.wait()
                 tg.cancel_scope.cancel()
         return seen_at[0] - acted_at[0]
