@@ -44,7 +44,11 @@ def run_lossy(n: int, seed: int, soak: float) -> dict[str, Any]:
 
         async def life(node_id: str, started: anyio.Event) -> None:
             cfg = {
-                "node": {"id": node_id, "cluster": "lg", "seed": zlib.crc32(f"{seed}/{node_id}".encode())},
+                "node": {
+                    "id": node_id,
+                    "cluster": "lg",
+                    "seed": zlib.crc32(f"{seed}/{node_id}".encode()),
+                },
                 "lock": {"use": "memory", "store": store_name, "ttl": "3s"},
                 "transport": {"use": "memory", "network": net_name},
                 "membership": {"use": "gossip"},
@@ -109,4 +113,6 @@ if __name__ == "__main__":
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     for seed in range(1, int(sys.argv[2]) + 1 if len(sys.argv) > 2 else 4):
-        print(n, seed, run_lossy(n, seed, soak=300.0), f"bound {detection_bound(n):.1f}s", flush=True)
+        print(
+            n, seed, run_lossy(n, seed, soak=300.0), f"bound {detection_bound(n):.1f}s", flush=True
+        )

@@ -230,9 +230,17 @@ async def test_bad_payloads_are_counted_and_change_nothing(tg: Any) -> None:
     target = c.nodes["n1"]
     sender = c.nodes["n0"]._dispatcher.channel("gossip")
     junk = [
-        None, 42, "x", [], {"t": "nope"}, {"t": "ping"}, {"t": "ping", "to": 5},
-        {"t": "gossip", "u": "not-a-list"}, {"t": "gossip", "u": [["bad"], [1, 2, 3, 4, 5, 6]]},
-        {"t": "pp", "s": {"a": 1}}, {"t": "ping-req", "to": "n2", "addr": "mem://elsewhere"},
+        None,
+        42,
+        "x",
+        [],
+        {"t": "nope"},
+        {"t": "ping"},
+        {"t": "ping", "to": 5},
+        {"t": "gossip", "u": "not-a-list"},
+        {"t": "gossip", "u": [["bad"], [1, 2, 3, 4, 5, 6]]},
+        {"t": "pp", "s": {"a": 1}},
+        {"t": "ping-req", "to": "n2", "addr": "mem://elsewhere"},
         {"t": "gossip", "u": [["n2", "mem://n2", {}, "dead", -5, "x"]]},
     ]
     for payload in junk:

@@ -33,7 +33,13 @@ TRANSPORTS = [t for t in ("tcp", "udp") if t in REGISTRY.names("transport")]
 
 def config(node_id: str, transport: str, db: str) -> dict[str, Any]:
     return {
-        "node": {"id": node_id, "cluster": "gossip-real", "stop_timeout": "2s"},
+        # Bulky metadata makes a full-state exchange larger than one datagram.
+        "node": {
+            "id": node_id,
+            "cluster": "gossip-real",
+            "stop_timeout": "2s",
+            "meta": {"blob": node_id * 100},
+        },
         "lock": {"use": "sqlite", "path": db, "ttl": "2s"},
         "transport": {"use": transport},
         "membership": FAST,
@@ -71,6 +77,8 @@ async def test_join_leave_and_crash_over_real_sockets(transport: str, tmp_path) 
             await started.wait()
         await settle(nodes, 5.0)
         assert all(n.address.startswith("127.0.0.1:") for n in nodes.values())
+        for n in nodes.values():
+            assert all(m.metadata == {"blob": m.id * 100} for m in n.view.members)
 
         leaver = nodes.pop("r1")
         stops["r1"].set()

@@ -69,7 +69,11 @@ def scale_up(k: int, seed: int, limit: float = 90.0, **membership: Any) -> Outco
 
         async def life(node_id: str, seeds: list[str], started: anyio.Event) -> None:
             cfg = {
-                "node": {"id": node_id, "cluster": "s", "seed": zlib.crc32(f"{seed}/{node_id}".encode())},
+                "node": {
+                    "id": node_id,
+                    "cluster": "s",
+                    "seed": zlib.crc32(f"{seed}/{node_id}".encode()),
+                },
                 "lock": {"use": "memory", "store": store_name, "ttl": "3s"},
                 "transport": {"use": "memory", "network": net_name},
                 "membership": {"use": "gossip", "seeds": seeds} | membership,

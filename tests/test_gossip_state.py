@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 from hedgeplug.membership.gossip.state import MemberTable, supersedes
 from hedgeplug.view import Member, MemberState
 
-ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
+ALIVE, SUSPECT, DEAD, LEFT = (
+    MemberState.ALIVE,
+    MemberState.SUSPECT,
+    MemberState.DEAD,
+    MemberState.LEFT,
+)
 
 
 def rec(mid: str, state: MemberState = ALIVE, inc: int = 0, address: str = "") -> Member:

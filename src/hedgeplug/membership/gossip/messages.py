@@ -45,7 +45,14 @@ def _text(value: Any, what: str) -> str:
 
 
 def record_to_wire(member: Member, origin: str) -> list[Any]:
-    return [member.id, member.address, dict(member.meta), member.state.value, member.incarnation, origin]
+    return [
+        member.id,
+        member.address,
+        dict(member.meta),
+        member.state.value,
+        member.incarnation,
+        origin,
+    ]
 
 
 def record_from_wire(data: Any) -> tuple[Member, str]:
@@ -59,7 +66,12 @@ def record_from_wire(data: Any) -> tuple[Member, str]:
     if not isinstance(meta, dict) or len(meta) > MAX_META:
         raise BadPayload("record", f"meta must be a map of at most {MAX_META} entries")
     for k, v in meta.items():
-        if not isinstance(k, str) or not isinstance(v, str) or len(k) > MAX_TEXT or len(v) > MAX_TEXT:
+        if (
+            not isinstance(k, str)
+            or not isinstance(v, str)
+            or len(k) > MAX_TEXT
+            or len(v) > MAX_TEXT
+        ):
             raise BadPayload("record", "meta keys and values must be short strings")
     if state not in _STATES:
         raise BadPayload("record", f"unknown state {state!r}")

@@ -44,23 +44,53 @@ class Settings:
 _COMMON = {"suspicion_max_timeout_mult": 6, "awareness_max_multiplier": 8, "packet_budget": 1200}
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "lan": _COMMON | {
-        "probe_interval": 1.0, "probe_timeout": 0.5, "indirect_checks": 3, "suspicion_mult": 4,
-        "gossip_interval": 0.2, "gossip_nodes": 3, "retransmit_mult": 4,
-        "push_pull_interval": 30.0, "push_pull_timeout": 5.0,
-        "anchor_interval": 5.0, "heal_after": 5.0, "dead_retention": 30.0, "leave_wait": 1.0,
+    "lan": _COMMON
+    | {
+        "probe_interval": 1.0,
+        "probe_timeout": 0.5,
+        "indirect_checks": 3,
+        "suspicion_mult": 4,
+        "gossip_interval": 0.2,
+        "gossip_nodes": 3,
+        "retransmit_mult": 4,
+        "push_pull_interval": 30.0,
+        "push_pull_timeout": 5.0,
+        "anchor_interval": 5.0,
+        "heal_after": 5.0,
+        "dead_retention": 30.0,
+        "leave_wait": 1.0,
     },
-    "wan": _COMMON | {
-        "probe_interval": 5.0, "probe_timeout": 3.0, "indirect_checks": 3, "suspicion_mult": 6,
-        "gossip_interval": 0.5, "gossip_nodes": 4, "retransmit_mult": 4,
-        "push_pull_interval": 60.0, "push_pull_timeout": 10.0,
-        "anchor_interval": 15.0, "heal_after": 15.0, "dead_retention": 60.0, "leave_wait": 2.0,
+    "wan": _COMMON
+    | {
+        "probe_interval": 5.0,
+        "probe_timeout": 3.0,
+        "indirect_checks": 3,
+        "suspicion_mult": 6,
+        "gossip_interval": 0.5,
+        "gossip_nodes": 4,
+        "retransmit_mult": 4,
+        "push_pull_interval": 60.0,
+        "push_pull_timeout": 10.0,
+        "anchor_interval": 15.0,
+        "heal_after": 15.0,
+        "dead_retention": 60.0,
+        "leave_wait": 2.0,
     },
-    "local": _COMMON | {
-        "probe_interval": 1.0, "probe_timeout": 0.2, "indirect_checks": 1, "suspicion_mult": 3,
-        "gossip_interval": 0.1, "gossip_nodes": 3, "retransmit_mult": 2,
-        "push_pull_interval": 15.0, "push_pull_timeout": 2.0,
-        "anchor_interval": 2.0, "heal_after": 2.0, "dead_retention": 15.0, "leave_wait": 0.5,
+    "local": _COMMON
+    | {
+        "probe_interval": 1.0,
+        "probe_timeout": 0.2,
+        "indirect_checks": 1,
+        "suspicion_mult": 3,
+        "gossip_interval": 0.1,
+        "gossip_nodes": 3,
+        "retransmit_mult": 2,
+        "push_pull_interval": 15.0,
+        "push_pull_timeout": 2.0,
+        "anchor_interval": 2.0,
+        "heal_after": 2.0,
+        "dead_retention": 15.0,
+        "leave_wait": 0.5,
     },
 }
 
@@ -93,7 +123,9 @@ class GossipOptions:
     )
     heal: bool = attrs.field(
         default=True,
-        metadata={"help": "anchor on the lease holder (join through it, merge splits); false = plain SWIM"},
+        metadata={
+            "help": "anchor on the lease holder (join through it, merge splits); false = plain SWIM"
+        },
     )
     anchor_join: bool = attrs.field(
         default=True, metadata={"help": "join through the lease holder before the seeds"}
@@ -101,26 +133,34 @@ class GossipOptions:
     probe_interval: Duration | None = _timing("time between failure probes")
     probe_timeout: Duration | None = _timing("wait for a direct ack before asking others")
     indirect_checks: int | None = attrs.field(
-        default=None, validator=_count_or_none, metadata={"help": "members asked to probe indirectly"}
+        default=None,
+        validator=_count_or_none,
+        metadata={"help": "members asked to probe indirectly"},
     )
     suspicion_mult: int | None = attrs.field(
-        default=None, validator=_positive_or_none,
+        default=None,
+        validator=_positive_or_none,
         metadata={"help": "suspicion timeout = mult * log10(N) * probe_interval"},
     )
     suspicion_max_timeout_mult: int | None = attrs.field(
-        default=None, validator=_positive_or_none,
+        default=None,
+        validator=_positive_or_none,
         metadata={"help": "unconfirmed suspicions last up to this multiple of the minimum"},
     )
     awareness_max_multiplier: int | None = attrs.field(
-        default=None, validator=_positive_or_none,
+        default=None,
+        validator=_positive_or_none,
         metadata={"help": "cap on the local-health slow-down factor"},
     )
     gossip_interval: Duration | None = _timing("time between gossip rounds")
     gossip_nodes: int | None = attrs.field(
-        default=None, validator=_positive_or_none, metadata={"help": "members gossiped to per round"}
+        default=None,
+        validator=_positive_or_none,
+        metadata={"help": "members gossiped to per round"},
     )
     retransmit_mult: int | None = attrs.field(
-        default=None, validator=_positive_or_none,
+        default=None,
+        validator=_positive_or_none,
         metadata={"help": "each update is sent mult * log10(N+1) times"},
     )
     push_pull_interval: Duration | None = _timing("time between full-state exchanges")
@@ -130,7 +170,8 @@ class GossipOptions:
     dead_retention: Duration | None = _timing("dead members remembered (and gossiped to) this long")
     leave_wait: Duration | None = _timing("time a leaving node keeps gossiping its goodbye")
     packet_budget: Size | None = attrs.field(
-        default=None, validator=_positive_or_none,
+        default=None,
+        validator=_positive_or_none,
         metadata={"help": "bytes of piggybacked updates per message"},
     )
 

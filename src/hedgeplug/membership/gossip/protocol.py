@@ -203,7 +203,11 @@ class Gossip:
         assert self.table is not None
         for s in self.suspicions.expired(self.ctx.now()):
             current = self.table.get(s.member)
-            if current and current.state is MemberState.SUSPECT and current.incarnation == s.incarnation:
+            if (
+                current
+                and current.state is MemberState.SUSPECT
+                and current.incarnation == s.incarnation
+            ):
                 self.apply(attrs.evolve(current, state=MemberState.DEAD), self.me.id)
         for gone in self.table.forget_gone(self.ctx.now(), self.settings.dead_retention):
             self.suspicions.cancel(gone.id)
