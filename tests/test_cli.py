@@ -353,3 +353,22 @@ def test_demo_stops_every_child_on_ctrl_c():
         if demo.poll() is None:
             demo.kill()
             demo.wait()
+
+
+def test_status_reads_cluster_name_from_a_config_file(cluster, tmp_path):
+    config = write(tmp_path, '[node]\ncluster = "cli-test"\n')
+    result = hedgeplug("status", "--address", cluster.nodes[0].address, "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert cluster.nodes[0].id in result.stdout
+
+
+def test_a_key_the_cluster_does_not_use_is_refused_and_counted(cluster, portal):
+    node = cluster.nodes[0]
+    before = portal.call(cluster.status_of, node)
+    result = hedgeplug(
+        "status", "-a", node.address, "--cluster", "cli-test", "--key", "s3cret", "--timeout", "2s"
+    )
+    no_traceback(result)
+    assert result.returncode == 1 and "wrong cluster name or key" in result.stderr
+    after = portal.call(cluster.status_of, node)
+    assert after["counters"].get("drop.sealed", 0) == before["counters"].get("drop.sealed", 0) + 1
