@@ -24,6 +24,7 @@ from hedgeplug.errors import StoreError
 
 # gRPC status codes the gateway puts in its error bodies.
 _UNAUTHENTICATED = 16
+_PERMISSION_DENIED = 7
 _INVALID_TOKEN_TEXT = "invalid auth token"
 
 
@@ -202,7 +203,11 @@ def _token_expired(answer: Mapping[str, Any]) -> bool:
 
 
 def _store_error(endpoint: str, path: str, status: int, answer: Mapping[str, Any]) -> StoreError:
-    message = answer.get("message") or answer.get("error") or f"HTTP {status}"
-    if status == 404 and not answer:
-        message = "not found (HTTP 404): this etcd does not serve the v3 JSON gateway here"
+    message = str(answer.get("message") or answer.get("error") or f"HTTP {status}")
+    if num(answer, "code") == _PERMISSION_DENIED:
+        message += " (the etcd user needs read and write permission on the key prefix)"
+    elif "user name is empty" in message:
+        message += " (etcd has authentication enabled: set username and password)"
+    elif status == 404:
+        message += " (is this an etcd v3 client URL?)"
     return StoreError(f"etcd {endpoint}: /v3/{path}: {message}")
