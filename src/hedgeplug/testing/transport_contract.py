@@ -23,6 +23,7 @@ What a transport must do, as checked here:
 - many concurrent requests to one peer each get their own reply;
 - one-way frames reach the handler; `send` never raises;
 - no reply within the timeout raises RequestTimeout, and the server lives on;
+  other requests in flight at the time still get their replies;
 - an unreachable address raises TransportError naming the address;
 - a frame over the sender's limit raises FrameTooLarge before it leaves
   (`send` counts it instead); over the receiver's limit it is refused with a
@@ -193,6 +194,33 @@ class TransportContract:
             assert 0.25 <= elapsed < 3, elapsed
             assert address in str(info.value)
             assert await client.request(address, b"fast", 5) == b"ok"
+
+    async def test_a_timed_out_request_does_not_hold_up_the_others(
+        self, make_transport: MakeTransport
+    ) -> None:
+        # The first request is the one waiting longest; when it gives up, the
+        # replies for the requests behind it must still be picked up.
+        async def staggered(data: bytes, peer: str) -> bytes:
+            await anyio.sleep(2 if data == b"first" else 0.4)
+            return b"done:" + data
+
+        async with server_and_client(make_transport, staggered) as (_, client, address):
+            results: dict[bytes, bytes | str] = {}
+
+            async def ask(data: bytes, timeout: float) -> None:
+                try:
+                    results[data] = await client.request(address, data, timeout)
+                except RequestTimeout:
+                    results[data] = "timeout"
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(ask, b"first", 0.2)
+                    await anyio.sleep(0.05)
+                    for i in range(5):
+                        tg.start_soon(ask, b"later-%d" % i, 5)
+        assert results.pop(b"first") == "timeout"
+        assert results == {b"later-%d" % i: b"done:later-%d" % i for i in range(5)}
 
     async def test_unreachable_address_raises_naming_it(
         self, make_transport: MakeTransport, unreachable_address: str

@@ -80,16 +80,16 @@ class ReplyMux:
                         await self._read_one()
                 finally:
                     self._reading = False
-                    self._hand_over()
+                    self._hand_over(waiter)
         finally:
             self._waiters.pop(request_id, None)
         if waiter.error is not None:
             raise waiter.error
         return waiter.reply
 
-    def _hand_over(self) -> None:
-        # Wake one waiter still waiting so somebody keeps reading.
+    def _hand_over(self, leaving: _Waiter) -> None:
+        # Wake one other waiter still waiting so somebody keeps reading.
         for waiter in self._waiters.values():
-            if not waiter.done:
+            if waiter is not leaving and not waiter.done:
                 waiter.wake.set()
                 return
