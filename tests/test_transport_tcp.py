@@ -228,3 +228,30 @@ async def test_serving_handler_can_be_echo_on_both_backends() -> None:
     # Smallest end-to-end check kept separate so a failure here points at setup.
     async with server_and_client(tcp, echo) as (_, client, address):
         assert await client.request(address, b"x", 5) == b"echo:x"
+
+
+async def test_handlers_per_connection_are_bounded() -> None:
+    running = 0
+    most = 0
+
+    async def busy(data: bytes, peer: str) -> bytes:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await anyio.sleep(0.05)
+        running -= 1
+        return data
+
+    server = tcp(max_inflight=3)
+    async with serving(server, busy) as address, serving(client := tcp()):
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for i in range(12):
+                    tg.start_soon(client.request, address, b"%d" % i, 8)
+    assert most == 3
+
+
+async def test_one_way_to_a_closed_port_is_counted() -> None:
+    async with serving(client := tcp()):
+        await client.send(closed_port_address(), b"lost")
+        assert client.stats.dropped == {"send-failed": 1}
