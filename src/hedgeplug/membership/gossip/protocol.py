@@ -22,7 +22,7 @@ from .awareness import Awareness
 from .probe import Prober
 from .pushpull import PushPull
 from .queue import TransmitQueue
-from .state import MemberTable
+from .state import GONE, MemberTable
 from .suspicion import Suspicions
 
 if TYPE_CHECKING:
@@ -128,6 +128,10 @@ class Gossip:
             self._about_me(member)
             return
         current = table.get(member.id)
+        if current is None and member.state in GONE:
+            # News of the death of someone we never knew: nothing to remember,
+            # and remembering it would let tombstones bounce between tables forever.
+            return
         if from_state and member.state is MemberState.DEAD and current is not None and current.live:
             # Another node's table is not first-hand evidence: start our own
             # suspicion instead of believing the death outright.
