@@ -175,10 +175,21 @@ class Bench:
         t0 = time.monotonic()
         await anyio.sleep(self.args.idle_window)
         window = time.monotonic() - t0
-        per_minute = [(n.cpu_seconds() - before[n.id]) / window * 60 for n in nodes]
-        ok, why, _ = await self.cluster.agreed()
-        report(f"idle CPU per node per minute, {size} nodes", per_minute, "cpu-s/min")
-        self.results[f"idle_cpu_s_per_min_{size}_nodes"] = summary(per_minute)
+        per_minute = {n.id: (n.cpu_seconds() - before[n.id]) / window * 60 for n in nodes}
+        ok, why, statuses = await self.cluster.agreed()
+        leader = self.cluster.leader_process(statuses)
+        report(
+            f"idle CPU per node per minute, {size} nodes", list(per_minute.values()), "cpu-s/min"
+        )
+        if leader is not None and leader.id in per_minute:
+            # The leader answers every heartbeat, so it is the busiest node.
+            print(
+                f"{'  of which the leader':<44} {per_minute[leader.id]:.3f} cpu-s/min", flush=True
+            )
+            self.results[f"idle_cpu_leader_s_per_min_{size}_nodes"] = round(
+                per_minute[leader.id], 3
+            )
+        self.results[f"idle_cpu_s_per_min_{size}_nodes"] = summary(list(per_minute.values()))
         self.results[f"idle_window_{size}_nodes_agreed"] = ok
 
     # ------------------------------------------------------------ messaging
