@@ -120,12 +120,12 @@ class SpannerStore:
             return work(self.database)
         except StoreError:
             raise
-        except api.NotFound as exc:
-            raise StoreError(f"spanner {self.path}: {what}: {exc.message}{_not_found_hint(exc)}"
-                             ) from exc
         except api.GoogleAPIError as exc:
-            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            raise StoreError(f"spanner {self.path}: {what} failed: {message}") from exc
+            # The first line says what went wrong; the rest echoes the SQL text.
+            message = (getattr(exc, "message", None) or str(exc) or type(exc).__name__)
+            message = message.splitlines()[0]
+            raise StoreError(f"spanner {self.path}: {what} failed: {message}{_hint(message)}"
+                             ) from exc
         except (ValueError, OSError) as exc:
             raise StoreError(f"spanner {self.path}: {what} failed: {exc}") from exc
         except Exception as exc:
@@ -145,11 +145,12 @@ class SpannerStore:
         self._db = None
 
 
-def _not_found_hint(exc: Exception) -> str:
-    text = str(exc).lower()
-    if "table" in text:
-        return " (create the tables with the DDL in the hedgeplug-spanner README, or set create_table = true)"
-    if "database" in text or "instance" in text:
+def _hint(message: str) -> str:
+    text = message.lower()
+    if "table not found" in text or "table" in text and "not found" in text:
+        return (" (create the tables with the DDL in the hedgeplug-spanner README, "
+                "or set create_table = true)")
+    if "database not found" in text or "instance not found" in text:
         return " (check the project, instance and database options)"
     return ""
 
