@@ -16,8 +16,8 @@ import attrs
 def count_groups(views: Mapping[str, frozenset[str]]) -> int:
     """Connected components of "a has b in its view" over the nodes in `views`.
 
-    Nodes sharing one view object are joined in one pass over that view, so
-    a converged cluster costs O(n) instead of O(n^2).
+    Nodes holding equal views are joined in one pass over that view (all of
+    them reach its live members), so a converged cluster costs O(n), not O(n^2).
     """
     parent = {node: node for node in views}
 
@@ -36,12 +36,14 @@ def count_groups(views: Mapping[str, frozenset[str]]) -> int:
     for node, view in views.items():
         holders.setdefault(view, []).append(node)
     for view, nodes in holders.items():
-        anchor = nodes[0]
-        for other in nodes[1:]:
-            union(anchor, other)
-        for member in view:
-            if member in parent:
-                union(anchor, member)
+        live = [member for member in view if member in parent]
+        if not live:
+            continue  # an empty (or all-dead) view connects its holders to nobody
+        anchor = live[0]
+        for node in nodes:
+            union(anchor, node)
+        for member in live[1:]:
+            union(anchor, member)
     return len({find(node) for node in parent})
 
 

@@ -1,0 +1,170 @@
+"""`hedgeplug sim`: run a scenario on the deterministic simulator.
+
+hedgeplug sim scale-up -p k=148 --join one-random --membership gossip --seed 3
+hedgeplug sim spiky --json
+hedgeplug sim leader-kill --repeat 20          # seeds 1..20, one line each
+hedgeplug sim ./my_scenario.py -p size=40 --plot run.png
+hedgeplug sim --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from hedgeplug.config import parse_duration
+from hedgeplug.errors import ConfigError, HedgeplugError
+
+from .harness import JOIN_RULES, Result, Simulation
+from .report import format_result, format_runs, plot, to_json
+from .scenarios import builtin_scenarios, load_scenario
+from .trace import Trace
+
+HELP = "run a scenario on the deterministic simulator (many real nodes, virtual time)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "scenario", nargs="?", help="a built-in scenario name or the path of a scenario .py file"
+    )
+    parser.add_argument(
+        "-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="scenario parameter"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="run seed (default 1)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="R", help="run seeds seed..seed+R-1"
+    )
+    parser.add_argument(
+        "--membership", default="heartbeat", help="membership strategy (default heartbeat)"
+    )
+    parser.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="membership.* or lock.* option for every node, e.g. membership.interval=500ms",
+    )
+    parser.add_argument(
+        "--join", choices=JOIN_RULES, default="one-random", help="join address rule (gossip seeds)"
+    )
+    parser.add_argument("--ttl", default="3s", help="lease ttl (default 3s)")
+    parser.add_argument(
+        "--convergence-bound", default="20s", help="invariant 2 bound after the last change"
+    )
+    parser.add_argument(
+        "--flap-grace",
+        default="20s",
+        help="invariant 3: calm time after which a removal is flapping",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="plot size, groups, agreement and token over time"
+    )
+    parser.add_argument("--trace", metavar="FILE", help="write the full event trace")
+    parser.add_argument(
+        "--list", action="store_true", help="list the built-in scenarios and their parameters"
+    )
+    parser.add_argument("--verbose", action="store_true", help="show the nodes' log output")
+
+
+def _options(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    membership: dict[str, Any] = {}
+    lock: dict[str, Any] = {}
+    for item in items:
+        target, eq, value = item.partition("=")
+        section, dot, key = target.strip().partition(".")
+        if not eq or not dot or section not in ("membership", "lock") or not key:
+            raise ConfigError(f"option {item!r}: expected membership.KEY=VALUE or lock.KEY=VALUE")
+        (membership if section == "membership" else lock)[key.strip()] = _literal(value.strip())
+    return membership, lock
+
+
+def _literal(value: str) -> Any:
+    # The node's config loader checks types; numbers and booleans pass as TOML would give them.
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    if "," in value:
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def _duration(flag: str, value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+
+
+def list_scenarios() -> str:
+    lines = []
+    for spec in builtin_scenarios():
+        lines.append(f"{spec.name}: {spec.description}")
+        for key, (default, help_text) in spec.params.items():
+            lines.append(f"    {key}={default!s:<8} {help_text}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        print(list_scenarios())
+        return 0
+    if not args.scenario:
+        raise HedgeplugError("name a scenario (hedgeplug sim --list shows them)")
+    if args.repeat < 1:
+        raise HedgeplugError("--repeat must be at least 1")
+    spec = load_scenario(args.scenario)
+    params = spec.bind(args.param)
+    membership_options, lock_options = _options(args.option)
+    ttl = _duration("--ttl", args.ttl)
+    bound = _duration("--convergence-bound", args.convergence_bound)
+    grace = _duration("--flap-grace", args.flap_grace)
+    results: list[Result] = []
+    sink = None
+    try:
+        if args.trace:
+            try:
+                sink = open(args.trace, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise HedgeplugError(f"cannot write trace file {args.trace}: {exc}") from None
+        for seed in range(args.seed, args.seed + args.repeat):
+            sim = Simulation(
+                seed,
+                membership=args.membership,
+                membership_options=membership_options,
+                ttl=ttl,
+                lock_options=lock_options,
+                join_rule=args.join,
+                convergence_bound=bound,
+                flap_grace=grace,
+                trace=Trace(sink=sink),
+                verbose=args.verbose,
+            )
+            result = sim.run(lambda s: spec.run(s, **params), name=spec.name, params=params)
+            results.append(result)
+            if args.repeat > 1 and not args.json:
+                print(
+                    f"seed {seed}: {result.digest} groups={result.metrics['final_groups']}",
+                    file=sys.stderr,
+                )
+    finally:
+        if sink is not None:
+            sink.close()
+    if args.plot:
+        plot(results[0], args.plot)
+    if args.json:
+        print(to_json(results, series=False))
+    elif len(results) == 1:
+        print(format_result(results[0]))
+    else:
+        print(format_runs(results))
+    if args.plot:
+        print(f"plot written to {os.path.abspath(args.plot)}", file=sys.stderr)
+    return 0 if all(r.ok for r in results) else 1
