@@ -255,3 +255,30 @@ async def test_one_way_to_a_closed_port_is_counted() -> None:
     async with serving(client := tcp()):
         await client.send(closed_port_address(), b"lost")
         assert client.stats.dropped == {"send-failed": 1}
+
+
+async def test_server_closes_abandoned_connections_and_clients_recover() -> None:
+    server, client = tcp(idle_timeout=0.1), tcp(idle_timeout=60)
+    async with serving(server) as address, serving(client):
+        assert await client.request(address, b"1", 5) == b"echo:1"
+        await eventually(lambda: not server._incoming)
+        # The client's pooled connection is dead now; the request retries once.
+        assert await client.request(address, b"2", 5) == b"echo:2"
+        assert server.accepted == 2
+
+
+async def test_close_also_closes_streams_opened_from_it() -> None:
+    ended = anyio.Event()
+
+    async def wait_for_end(stream) -> None:
+        try:
+            await stream.receive()
+        except (anyio.EndOfStream, TransportError):
+            ended.set()
+
+    server, client = tcp(), tcp()
+    async with serving(server, on_stream=wait_for_end) as address:
+        async with serving(client):
+            await client.open_stream(address)
+        with anyio.fail_after(5):
+            await ended.wait()

@@ -5,7 +5,9 @@ all its requests and one-way frames to that peer over it; replies come back
 on the same connection tagged with the request's id, so many requests can be
 in flight at once. Streams get a connection of their own, so their flow
 control (TCP's) never stalls the shared one. Outgoing connections idle for
-`idle_timeout` are closed; the serving side never closes a healthy connection.
+`idle_timeout` are closed; the serving side closes a connection only after
+twice that (a request on a connection the peer just closed is retried once on
+a fresh one).
 
 Wire layout: see `_framing.py`. Frames are opaque bytes to this module.
 """
@@ -94,7 +96,7 @@ class TcpOptions:
     idle_timeout: Duration = attrs.field(
         default=Duration(60.0),
         validator=_at_least(0.01),
-        metadata={"help": "an outgoing connection unused this long is closed"},
+        metadata={"help": "an outgoing connection unused this long is closed; an incoming one after twice that"},
     )
     max_connections: int = attrs.field(
         default=1024,
@@ -214,10 +216,17 @@ class TcpMessageStream:
     """A MessageStream over a dedicated connection; TCP's flow control is the backpressure."""
 
     def __init__(
-        self, stream: SocketStream, reader: FrameReader, peer: str, stats: TransportStats, max_frame: int
+        self,
+        stream: SocketStream,
+        reader: FrameReader,
+        peer: str,
+        stats: TransportStats,
+        max_frame: int,
+        on_close: Callable[[TcpMessageStream], None] | None = None,
     ) -> None:
         self._socket = _FramedSocket(stream, reader, peer, stats)
         self._max_frame = max_frame
+        self._on_close = on_close
         self._receive_lock = anyio.Lock()
         self.peer = peer
 
@@ -253,6 +262,8 @@ class TcpMessageStream:
         return body
 
     async def aclose(self) -> None:
+        if self._on_close is not None:
+            self._on_close(self)
         await self._socket.close(TransportError(f"stream to {self.peer} is closed"))
 
 
@@ -275,6 +286,7 @@ class TcpTransport:
         self._pool: dict[str, _Outgoing] = {}
         self._connect_locks: dict[str, anyio.Lock] = {}
         self._incoming: set[SocketStream] = set()
+        self._streams: set[TcpMessageStream] = set()  # outgoing, until closed
         self._ids = itertools.count(1)
         self._serve_scope: anyio.CancelScope | None = None
         self._closed = False
@@ -333,6 +345,8 @@ class TcpTransport:
             await conn.close(closed)
         for stream in list(self._incoming):
             await anyio.aclose_forcefully(stream)
+        for message_stream in list(self._streams):
+            await message_stream.aclose()
         if self._serve_scope is not None:
             self._serve_scope.cancel()
 
@@ -433,7 +447,11 @@ class TcpTransport:
     async def open_stream(self, address: str) -> TcpMessageStream:
         self._check_open()
         stream, reader = await self._connect(address, PURPOSE_STREAM)
-        return TcpMessageStream(stream, reader, address, self.stats, self.max_frame)
+        message_stream = TcpMessageStream(
+            stream, reader, address, self.stats, self.max_frame, on_close=self._streams.discard
+        )
+        self._streams.add(message_stream)  # closed with the transport if still open
+        return message_stream
 
     async def _sweep_idle(self) -> None:
         period = max(self.options.idle_timeout / 2, 0.01)
@@ -505,10 +523,19 @@ class TcpTransport:
     async def _serve_frames(self, stream: SocketStream, reader: FrameReader, peer: str, on_frame: FrameHandler) -> None:
         link = _FramedSocket(stream, reader, peer, self.stats)
         slots = anyio.Semaphore(self.options.max_inflight)
+        # A client closes its idle connections after its idle_timeout; one left
+        # open twice that long is abandoned (or hostile) and only holds a slot.
+        idle_limit = 2 * self.options.idle_timeout
         async with anyio.create_task_group() as handlers:
             while True:
                 try:
-                    kind, request_id, body = await reader.read()
+                    with anyio.move_on_after(idle_limit) as idle:
+                        kind, request_id, body = await reader.read()
+                    if idle.cancelled_caught:
+                        if slots.value < self.options.max_inflight:
+                            continue  # handlers still running: not idle
+                        self.log.debug("closing idle connection from %s", peer)
+                        break
                 except anyio.EndOfStream:
                     break
                 except FrameRejected as exc:
