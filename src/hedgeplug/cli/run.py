@@ -112,7 +112,7 @@ async def _log_events(node: Node) -> None:
 def install_echo_handlers(node: Node) -> None:
     """Out of the box, send and broadcast answer with the payload and who answered."""
 
-    def echo(payload: Any, sender: str) -> dict[str, Any]:
+    def echo(payload: Any) -> dict[str, Any]:
         return {"node": node.id, "payload": payload}
 
     node.on_send(echo)

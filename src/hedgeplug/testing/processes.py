@@ -56,7 +56,7 @@ class NodeProcess:
     def log_tail(self, lines: int = 30) -> str:
         return _tail(self.log_path, lines)
 
-    def signal(self, signum: int) -> None:
+    def signal(self, signum: signal.Signals) -> None:
         if self.process.returncode is None:
             try:
                 self.process.send_signal(signum)
