@@ -372,3 +372,17 @@ def test_a_key_the_cluster_does_not_use_is_refused_and_counted(cluster, portal):
     assert result.returncode == 1 and "wrong cluster name or key" in result.stderr
     after = portal.call(cluster.status_of, node)
     assert after["counters"].get("drop.sealed", 0) == before["counters"].get("drop.sealed", 0) + 1
+
+
+def test_process_kit_reports_a_child_that_fails_to_start(portal, tmp_path):
+    from hedgeplug.testing.processes import ProcessError
+
+    broken = ProcessCluster(tmp_path, cluster="cli-broken", overrides=["lock.ttl=whenever"])
+    try:
+        with pytest.raises(ProcessError) as info:
+            portal.call(broken.start, 1)
+        message = str(info.value)
+        assert "exited with status 2 before it listened" in message
+        assert "lock.ttl" in message and "whenever" in message  # the child's own error, quoted
+    finally:
+        portal.call(broken.aclose)

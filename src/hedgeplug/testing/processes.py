@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -97,39 +98,54 @@ async def start_node(
         process = await anyio.open_process(
             node_command(args),
             stdin=None,
-            stdout=-1,
+            stdout=subprocess.PIPE,
             stderr=log_file,
             start_new_session=True,  # a Ctrl-C in the terminal reaches the parent only
         )
     finally:
         log_file.close()
     started = anyio.current_time()
-    buffer = b""
     try:
-        with anyio.fail_after(ready_timeout):
-            assert process.stdout is not None
-            while b"\n" not in buffer:
-                try:
-                    buffer += await process.stdout.receive()
-                except anyio.EndOfStream:
-                    break
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise ProcessError(
-            f"node did not report its address within {ready_timeout}s; "
-            f"log {log_path}:\n{_tail(log_path)}"
-        ) from None
-    line = buffer.split(b"\n", 1)[0].decode(errors="replace")
-    match = READY_RE.match(line)
+        line = await _first_line(process, ready_timeout)
+    except BaseException:
+        await _reap(process)  # cancelled or failed: never leave the child running
+        raise
+    match = READY_RE.match(line or "")
     if match is None:
-        with anyio.CancelScope(shield=True):
-            await process.wait()
-        raise ProcessError(
-            f"node exited with status {process.returncode} before it listened; "
-            f"log {log_path}:\n{_tail(log_path)}"
-        )
+        await _reap(process)
+        if line is None:
+            why = f"did not report its address within {ready_timeout}s"
+        elif not line:
+            why = f"exited with status {process.returncode} before it listened"
+        else:
+            why = f"printed {line!r} instead of its address"
+        raise ProcessError(f"node {why}; log {log_path}:\n{_tail(log_path)}")
     return NodeProcess(process, match["id"], match["address"], log_path, True, started)
+
+
+async def _first_line(process: Process, timeout: float) -> str | None:
+    """The child's first stdout line; None if it gave none within `timeout`."""
+    assert process.stdout is not None
+    buffer = b""
+    with anyio.move_on_after(timeout):
+        while b"\n" not in buffer:
+            try:
+                buffer += await process.stdout.receive()
+            except anyio.EndOfStream:
+                break
+        return buffer.split(b"\n", 1)[0].decode(errors="replace")
+    return None
+
+
+async def _reap(process: Process) -> None:
+    with anyio.CancelScope(shield=True):
+        if process.returncode is None:
+            try:
+                process.kill()
+            except ProcessLookupError:
+                pass
+        with anyio.move_on_after(5):
+            await process.wait()
 
 
 def _tail(path: Path, lines: int = 30) -> str:
