@@ -69,6 +69,12 @@ def reproducible_scheduling(seed: int) -> Iterator[None]:
         trio_run._r.setstate(old_state)
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
 @attrs.define(eq=False)
 class SimNode:
     """One simulated process."""
@@ -468,6 +474,12 @@ class Simulation:
         try:
             with reproducible_scheduling(derive_seed(self.seed, "scheduler")):
                 trio.run(self._main, scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+        except BaseExceptionGroup as group:
+            # A scenario's own error (a failed check, a bad config) reads best unwrapped.
+            leaves = _leaves(group)
+            if len(leaves) == 1:
+                raise leaves[0] from None
+            raise
         finally:
             logger.setLevel(old_level)
         wall = time.perf_counter() - wall_started

@@ -333,6 +333,7 @@ class MemoryTransport:
         self._ids = count(1)
         self._streams: set[MemoryStream] = set()
         self._backlog: list[tuple[MemoryTransport, Any, int | None, float]] = []
+        self._served = False  # serve ran and ended
         self._closed = False
 
     @property
@@ -347,15 +348,17 @@ class MemoryTransport:
 
     async def serve(self, on_frame: FrameHandler, on_stream: StreamHandler) -> None:
         self._on_frame, self._on_stream = on_frame, on_stream
-        try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
                 backlog, self._backlog = self._backlog, []
                 for item in backlog:
                     tg.start_soon(self._arrive, *item)
                 await anyio.sleep_forever()
-        finally:
-            self._tg = None
+            finally:
+                # The group takes no new tasks from here on: frames now are lost.
+                self._tg = None
+                self._served = True
 
     def _check_size(self, data: bytes) -> None:
         if len(data) > self.max_frame:
@@ -373,6 +376,8 @@ class MemoryTransport:
         it waits in a bounded backlog, like connections on a listening socket."""
         if self._tg is not None:
             self._tg.start_soon(self._arrive, source, data, rid, at)
+        elif self._served:
+            self.stats.drop("closed")  # its serve task has ended
         elif len(self._backlog) < BACKLOG:
             self._backlog.append((source, data, rid, at))
         else:
