@@ -386,3 +386,46 @@ def test_process_kit_reports_a_child_that_fails_to_start(portal, tmp_path):
         assert "lock.ttl" in message and "whenever" in message  # the child's own error, quoted
     finally:
         portal.call(broken.aclose)
+
+
+def test_demo_live_table_in_a_terminal_kill_key_then_quit_key():
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child becomes the demo, attached to a pseudo-terminal
+        os.execv(sys.executable, [sys.executable, "-m", "hedgeplug", "demo", "--nodes", "3"])
+    screen = b""
+
+    def read_until(text: bytes, limit: float) -> bool:
+        nonlocal screen
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    screen += os.read(fd, 65536)
+                except OSError:  # the demo exited and closed the terminal
+                    return text in screen
+            if text in screen:
+                return True
+        return False
+
+    try:
+        assert read_until(b"views agree: yes", 30), screen.decode(errors="replace")[-2000:]
+        os.write(fd, b"k")
+        assert read_until(b"after the SIGKILL", 30), screen.decode(errors="replace")[-2000:]
+        frames = screen.split(b"\x1b[H\x1b[2J")
+        last_frame = next(f for f in reversed(frames) if b"after the SIGKILL" in f).decode()
+        assert "killed/stopped" in last_frame and "LEADER" in last_frame
+        os.write(fd, b"q")
+        read_until(b"never appears", 15)  # drain until the demo exits
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
