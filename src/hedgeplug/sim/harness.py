@@ -243,11 +243,15 @@ class Simulation:
 
     def _config(self, node_id: str, seeds: list[str]) -> dict[str, Any]:
         membership = {"use": self.membership, **self.membership_options}
+        # Another lock than the memory one (a test's broken lock) gets no store option.
+        lock: dict[str, Any] = {"use": "memory", "ttl": self.ttl, **self.lock_options}
+        if lock["use"] == "memory":
+            lock.setdefault("store", STORE)
         if seeds and self._seeds_supported:
             membership["seeds"] = seeds
         return {
             "node": {"id": node_id, "cluster": CLUSTER, "seed": derive_seed(self.seed, node_id)},
-            "lock": {"use": "memory", "store": STORE, "ttl": self.ttl, **self.lock_options},
+            "lock": lock,
             "transport": {"use": "memory", "network": NETWORK},
             "membership": membership,
             "broadcast": {"use": "direct"},
@@ -305,9 +309,12 @@ class Simulation:
             if not started:
                 raise
             # A node task failing by itself is a finding (invariant 4), not a harness crash.
-            sn.state = "crashed"
-            sn.stopped_at = self.now()
-            self.report("node-crash", f"{sn.id} failed: {type(exc).__name__}: {exc}")
+            if sn.running:
+                sn.state = "crashed"
+                sn.stopped_at = self.now()
+                self._gone(sn, "failed", was_leader=False)
+            causes = "; ".join(f"{type(e).__name__}: {e}" for e in _leaves(exc))
+            self.report("node-crash", f"{sn.id} failed: {causes}")
         finally:
             sn.done.set()
 
