@@ -247,7 +247,7 @@ def test_registered_through_the_entry_point() -> None:
 async def test_calls_run_off_the_event_loop(db_path: Path) -> None:
     """While a call waits on another process's write lock, the event loop keeps running."""
     holder = WriteLockHolder(db_path)
-    lock = open_lock(str(db_path), "x", busy_timeout=0.5)
+    lock = open_lock(str(db_path), "x", busy_timeout=1.0)
     ticks = 0
 
     async def tick() -> None:

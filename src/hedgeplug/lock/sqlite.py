@@ -223,6 +223,7 @@ class SqliteLock:
     async def _call_once(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """Run one transaction in the worker thread; a cancelled caller interrupts it."""
         running = False
+        abandoned = False
         outcome: list[tuple[bool, Any]] = []
 
         def in_thread() -> None:
@@ -236,11 +237,13 @@ class SqliteLock:
                 running = False
 
         async def interrupt_when_cancelled() -> None:
+            nonlocal abandoned
             try:
                 await anyio.sleep_forever()
             finally:
                 conn = self._conn
                 if running and conn is not None:
+                    abandoned = True
                     conn.interrupt()
 
         async with anyio.create_task_group() as tg:
@@ -249,6 +252,10 @@ class SqliteLock:
             await anyio.to_thread.run_sync(in_thread, limiter=self._limiter)
             running = False
             tg.cancel_scope.cancel()
+        if abandoned:
+            # Our caller was cancelled: the "interrupted" error we caused must not
+            # escape in place of the cancellation.
+            await anyio.sleep_forever()
         ok, value = outcome[0]
         if ok:
             return value

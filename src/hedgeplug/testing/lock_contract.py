@@ -232,9 +232,8 @@ async def contend(
     clock: Callable[[], float] = _now,
 ) -> None:
     """One contender of the mutual exclusion check: read, take when free (and
-    sometimes try when held), keep the
-    lease for a few renewals, then release it or abandon it to expire; record
-    every success in `history` with `clock` (which must be comparable between
+    sometimes try when held), keep the lease for a few renewals, then release
+    it or abandon it to expire; record every success in `history` with `clock` (which must be comparable between
     contenders: the same process, or the host's monotonic clock)."""
     address = f"127.0.0.1:{20000 + rng.randrange(10000)}"
     while clock() < deadline:
