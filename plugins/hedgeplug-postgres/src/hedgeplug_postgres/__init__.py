@@ -1,0 +1,31 @@
+"""hedgeplug-postgres: a hedgeplug lock backend over PostgreSQL.
+
+Select it with ``[lock] use = "postgres"``; see README.md for the options,
+the table layout and what the database role needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hedgeplug.contracts import NodeContext
+from hedgeplug.errors import ConfigError
+from hedgeplug.hookspecs import hookimpl
+
+from .lock import PostgresLock, PostgresOptions, describe_dsn
+from .schema import Statements
+
+__all__ = ["PostgresLock", "PostgresOptions", "Statements", "make"]
+
+
+def make(options: PostgresOptions, ctx: NodeContext) -> PostgresLock:
+    try:
+        describe_dsn(options.dsn)
+    except ValueError as exc:
+        raise ConfigError(f"[lock] dsn: {exc}") from None
+    return PostgresLock(options, ctx.lock_name)
+
+
+@hookimpl
+def hedgeplug_register_locks(register: Any) -> None:
+    register("postgres", make, PostgresOptions)

@@ -1,0 +1,359 @@
+"""PostgresLock: the lock backend over one PostgreSQL table.
+
+Each backend keeps one connection (autocommit; every operation is one
+statement) used only from a worker thread behind its own CapacityLimiter(1).
+A connection that breaks is dropped; the failed call raises StoreError and the
+next call connects again. The tables are created on first use unless
+``create_table = false``, in which case a missing table is a StoreError that
+shows the DDL to run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import anyio
+import attrs
+import psycopg
+import psycopg.conninfo
+import psycopg.errors
+from hedgeplug.config import Duration
+from hedgeplug.contracts import Lease, Row
+from hedgeplug.errors import StoreError
+
+from .blocking import run_cancellable
+from .schema import Statements
+
+T = TypeVar("T")
+
+# A constant advisory-lock key so that many nodes starting at once create the
+# tables one at a time (concurrent CREATE TABLE IF NOT EXISTS can collide).
+_DDL_LOCK_KEY = 0x6865646765  # "hedge"
+# How long a watcher waits for a notification before it checks again; also
+# how long stopping a watcher can take.
+WATCH_WAKE = 0.5
+
+
+def _identifier(_inst: Any, attr: attrs.Attribute, value: str) -> None:
+    if not value or "\0" in value:
+        raise ValueError("must be a non-empty name without NUL characters")
+    limit = 63 - len("_rows") if attr.name == "table" else 63
+    if len(value.encode()) > limit:
+        raise ValueError(f"must be at most {limit} bytes (PostgreSQL truncates longer names)")
+
+
+def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+
+
+@attrs.frozen
+class PostgresOptions:
+    """[lock] keys for ``use = "postgres"``."""
+
+    dsn: str = attrs.field(
+        default="",
+        metadata={"help": "libpq connection string or URL; empty: the PG* environment variables"},
+    )
+    schema: str = attrs.field(default="public", validator=_identifier, metadata={"help": "schema of the tables"})
+    table: str = attrs.field(
+        default="hedgeplug_lease", validator=_identifier,
+        metadata={"help": "lease table; row storage uses <table>_rows"},
+    )
+    create_table: bool = attrs.field(
+        default=True, metadata={"help": "create the tables on first use (needs CREATE on the schema)"}
+    )
+    connect_timeout: Duration = attrs.field(
+        default=Duration(5.0), validator=_positive, metadata={"help": "bound on opening a connection"}
+    )
+    statement_timeout: Duration = attrs.field(
+        default=Duration(5.0), validator=_positive,
+        metadata={"help": "server-side bound on one statement (backstop for cancellation)"},
+    )
+
+
+def describe_dsn(dsn: str) -> str:
+    """host:port/dbname of a DSN for messages, never its password; raises ValueError if malformed."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error as exc:
+        raise ValueError(f"cannot parse the connection string: {exc}") from None
+    host = parts.get("host") or parts.get("hostaddr") or "$PGHOST"
+    port = parts.get("port") or "5432"
+    db = parts.get("dbname") or "$PGDATABASE"
+    return f"{host}:{port}/{db}"
+
+
+class PostgresLock:
+    """LockBackend + Watchable + RowStorage for one lock name in one table."""
+
+    def __init__(self, options: PostgresOptions, lock_name: str) -> None:
+        self.options = options
+        self.lock_name = lock_name
+        self.sql = Statements(options.schema, options.table)
+        self.where = describe_dsn(options.dsn)
+        self._limiter = anyio.CapacityLimiter(1)
+        self._conn: psycopg.Connection[Any] | None = None
+        self._tables_ready = False
+        self._closed = False
+        # Set when a cancel request was sent: such a request can reach the server
+        # late and hit the next statement, so that connection is not used again.
+        self._cancel_sent = False
+
+    # ------------------------------------------------------------ plumbing
+
+    def _error(self, what: str) -> StoreError:
+        return StoreError(f"postgres lock store {self.where}: {what}")
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(
+                self.options.dsn,
+                autocommit=True,
+                connect_timeout=max(1, math.ceil(self.options.connect_timeout)),
+                application_name="hedgeplug",
+            )
+        except psycopg.Error as exc:
+            raise self._error(f"cannot connect: {_first_line(exc)}") from None
+        try:
+            timeout_ms = max(1, int(self.options.statement_timeout * 1000))
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{timeout_ms}ms",))
+        except psycopg.Error as exc:
+            conn.close()
+            raise self._error(f"cannot set up the connection: {_first_line(exc)}") from None
+        return conn
+
+    def _missing_table(self) -> StoreError:
+        return self._error(
+            f"table {self.sql.lease_table} (or {self.sql.rows_table}) does not exist and "
+            f"create_table is false; create it with:\n{self.sql.ddl}"
+        )
+
+    def _prepare_tables(self, conn: psycopg.Connection[Any]) -> None:
+        if self.options.create_table:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+                for statement in self.sql.ddl.split(";\n"):
+                    conn.execute(statement.rstrip(";"))
+            return
+        found = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+            (self.sql.lease_table, self.sql.rows_table),
+        ).fetchone()
+        if not found or not found[0]:
+            raise self._missing_table()
+
+    def _in_thread(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        if self._closed:
+            raise self._error("backend is closed")
+        if self._cancel_sent:
+            self._cancel_sent = False
+            self._drop_connection()
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        conn = self._conn
+        try:
+            if not self._tables_ready:
+                self._prepare_tables(conn)
+                self._tables_ready = True
+            return work(conn)
+        except psycopg.errors.UndefinedTable:
+            self._tables_ready = False
+            if not self.options.create_table:
+                raise self._missing_table() from None
+            raise self._error(f"table {self.sql.lease_table} disappeared; it is created again on the next call") from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise self._error(
+                f"permission denied ({_first_line(exc)}); the role needs SELECT, INSERT, UPDATE on "
+                f"{self.sql.lease_table}, SELECT, INSERT, UPDATE, DELETE on {self.sql.rows_table}, "
+                "and CREATE on the schema unless create_table is false"
+            ) from None
+        except psycopg.errors.QueryCanceled as exc:
+            raise self._error(f"statement cancelled: {_first_line(exc)}") from None
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                self._drop_connection()  # the next call connects again
+                raise self._error(f"connection lost: {_first_line(exc)}") from None
+            raise self._error(_first_line(exc)) from None
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
+    def _cancel_running(self) -> None:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            self._cancel_sent = True
+            conn.cancel_safe(timeout=2.0)
+
+    async def _call(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        return await run_cancellable(
+            lambda: self._in_thread(work), limiter=self._limiter, cancel=self._cancel_running
+        )
+
+    def _lease(self, row: tuple[Any, ...]) -> Lease:
+        holder, address, token, ttl, remaining = row[:5]
+        return Lease(
+            lock=self.lock_name, holder=holder, address=address, token=int(token),
+            ttl=float(ttl), remaining=max(0.0, float(remaining)),
+        )
+
+    @property
+    def server_pid(self) -> int | None:
+        """The server process of this backend's connection (tests use it to sever it)."""
+        conn = self._conn
+        return None if conn is None or conn.closed else conn.info.backend_pid
+
+    # ------------------------------------------------------------ LockBackend
+
+    async def acquire(self, holder: str, address: str, ttl: float) -> Lease | None:
+        args = {
+            "name": self.lock_name, "holder": holder, "address": address,
+            "ttl": float(ttl), "channel": self.sql.channel,
+        }
+
+        def work(conn: psycopg.Connection[Any]) -> Lease | None:
+            row = conn.execute(self.sql.acquire, args).fetchone()
+            return None if row is None else self._lease(row)
+
+        return await self._call(work)
+
+    async def renew(self, lease: Lease, ttl: float) -> Lease | None:
+        args = {"name": self.lock_name, "holder": lease.holder, "token": lease.token, "ttl": float(ttl)}
+
+        def work(conn: psycopg.Connection[Any]) -> Lease | None:
+            row = conn.execute(self.sql.renew, args).fetchone()
+            return None if row is None else self._lease(row)
+
+        return await self._call(work)
+
+    async def release(self, lease: Lease) -> None:
+        args = {
+            "name": self.lock_name, "holder": lease.holder, "token": lease.token,
+            "channel": self.sql.channel,
+        }
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(self.sql.release, args).fetchall()
+
+        await self._call(work)
+
+    async def current(self) -> Lease | None:
+        def work(conn: psycopg.Connection[Any]) -> Lease | None:
+            row = conn.execute(self.sql.current, {"name": self.lock_name}).fetchone()
+            return None if row is None else self._lease(row)
+
+        return await self._call(work)
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._close_now, limiter=self._limiter)
+
+    def _close_now(self) -> None:
+        self._closed = True
+        self._drop_connection()
+
+    # ------------------------------------------------------------ Watchable
+
+    async def watch(self) -> AsyncIterator[None]:
+        """LISTEN on a dedicated connection; yield when the holder or token changes
+        (acquire and release notify) or when the known lease expires."""
+        limiter = anyio.CapacityLimiter(1)
+        listener = await anyio.to_thread.run_sync(self._connect_listener, limiter=limiter)
+
+        def read_state(conn: psycopg.Connection[Any]) -> tuple[tuple[str, int, bool] | None, float]:
+            try:
+                row = conn.execute(self.sql.state, {"name": self.lock_name}).fetchone()
+            except psycopg.Error as exc:
+                raise self._error(f"watch: {_first_line(exc)}") from None
+            if row is None:
+                return None, math.inf
+            holder, token, live, remaining = row
+            return (holder, int(token), bool(live)), (float(remaining) if live else math.inf)
+
+        def wait_for_notice(conn: psycopg.Connection[Any], timeout: float) -> bool:
+            try:
+                return any(
+                    n.payload == self.lock_name for n in conn.notifies(timeout=timeout)
+                )
+            except psycopg.Error as exc:
+                raise self._error(f"watch: {_first_line(exc)}") from None
+
+        try:
+            seen, remaining = await anyio.to_thread.run_sync(read_state, listener, limiter=limiter)
+            expires_at = anyio.current_time() + remaining
+            while True:
+                timeout = max(0.0, min(WATCH_WAKE, expires_at - anyio.current_time() + 0.01))
+                noticed = await anyio.to_thread.run_sync(
+                    wait_for_notice, listener, timeout, limiter=limiter
+                )
+                if not noticed and anyio.current_time() < expires_at:
+                    continue
+                state, remaining = await anyio.to_thread.run_sync(read_state, listener, limiter=limiter)
+                expires_at = anyio.current_time() + remaining
+                if state != seen:
+                    seen = state
+                    yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(listener.close, limiter=limiter)
+
+    def _connect_listener(self) -> psycopg.Connection[Any]:
+        conn = self._connect()
+        try:
+            conn.execute(f"LISTEN {self.sql.channel}")
+        except psycopg.Error as exc:
+            conn.close()
+            raise self._error(f"watch: {_first_line(exc)}") from None
+        return conn
+
+    # ------------------------------------------------------------ RowStorage
+
+    async def row_get(self, key: str) -> Row | None:
+        def work(conn: psycopg.Connection[Any]) -> Row | None:
+            row = conn.execute(self.sql.row_get, {"lock": self.lock_name, "key": key}).fetchone()
+            return None if row is None else Row(row[0], bytes(row[1]), int(row[2]))
+
+        return await self._call(work)
+
+    async def row_put(self, key: str, value: bytes, *, expect: int | None = None) -> Row | None:
+        args = {"lock": self.lock_name, "key": key, "value": bytes(value), "expect": expect}
+        if expect is None:
+            statement = self.sql.row_put_any
+        elif expect == 0:
+            statement = self.sql.row_create
+        else:
+            statement = self.sql.row_compare_and_set
+
+        def work(conn: psycopg.Connection[Any]) -> Row | None:
+            row = conn.execute(statement, args).fetchone()
+            return None if row is None else Row(key, bytes(value), int(row[0]))
+
+        return await self._call(work)
+
+    async def row_delete(self, key: str, *, expect: int | None = None) -> bool:
+        args = {"lock": self.lock_name, "key": key, "expect": expect}
+        statement = self.sql.row_delete if expect is None else self.sql.row_delete_expect
+
+        def work(conn: psycopg.Connection[Any]) -> bool:
+            return conn.execute(statement, args).rowcount > 0
+
+        return await self._call(work)
+
+    async def row_scan(self, prefix: str) -> list[Row]:
+        def work(conn: psycopg.Connection[Any]) -> list[Row]:
+            rows = conn.execute(self.sql.row_scan, {"lock": self.lock_name, "prefix": prefix}).fetchall()
+            return [Row(k, bytes(v), int(n)) for k, v, n in rows]
+
+        return await self._call(work)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

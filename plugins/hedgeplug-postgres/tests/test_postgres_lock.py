@@ -1,0 +1,248 @@
+"""hedgeplug-postgres against a real PostgreSQL server.
+
+The server comes from hedgeplug's pytest plugin: `postgres_server` (one
+throwaway server for the run on a free loopback port, or
+HEDGEPLUG_TEST_POSTGRES_DSN) and `server_factory` for the restart test, which
+needs a server of its own to stop and start.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import anyio
+import psycopg
+import pytest
+from hedgeplug.errors import ConfigError, StoreError
+from hedgeplug.registry import Registry
+from hedgeplug.testing.lock_contract import (
+    ConnectionLossContract,
+    LockBackendContract,
+    RowStorageContract,
+    StallContract,
+    StoreOutageContract,
+    WatchableContract,
+)
+
+from hedgeplug_postgres import PostgresLock, PostgresOptions, make
+
+
+@pytest.fixture
+def lock_name() -> str:
+    return f"contract-{uuid.uuid4().hex[:12]}"
+
+
+def _backend_factory(dsn: str, lock_name: str, **options: Any) -> Any:
+    return lambda: PostgresLock(PostgresOptions(dsn=dsn, **options), lock_name)
+
+
+class RowStall:
+    """stall(): another client holds the lock's row locked, so every write to it waits."""
+
+    def __init__(self, dsn: str, options: PostgresOptions, lock_name: str) -> None:
+        self.dsn = dsn
+        self.table = PostgresLock(options, lock_name).sql.lease_table
+        self.lock_name = lock_name
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def stall(self) -> None:
+        self.conn = psycopg.connect(self.dsn)
+        row = self.conn.execute(
+            f"SELECT token FROM {self.table} WHERE name = %s FOR UPDATE", (self.lock_name,)
+        ).fetchone()
+        assert row is not None, "stall() needs the lock row to exist"
+
+    def resume(self) -> None:
+        if self.conn is not None:
+            self.conn.rollback()
+            self.conn.close()
+            self.conn = None
+
+
+class Severer:
+    """sever(backend): terminate that backend's server-side connection."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def sever(self, backend: PostgresLock) -> None:
+        pid = backend.server_pid
+        assert pid is not None
+        with psycopg.connect(self.dsn, autocommit=True) as admin:
+            killed = admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+        assert killed == (True,)
+
+
+class TestPostgresContract(
+    LockBackendContract, WatchableContract, RowStorageContract, StallContract,
+    ConnectionLossContract,
+):
+    ttl = 0.5
+    clock_slack = 0.01  # database wall clock against the test's monotonic clock, same host
+
+    @pytest.fixture
+    def make_lock(self, postgres_server: Any, lock_name: str) -> Any:
+        return _backend_factory(postgres_server.dsn, lock_name)
+
+    @pytest.fixture
+    def store_stall(self, postgres_server: Any, lock_name: str) -> Any:
+        stall = RowStall(postgres_server.dsn, PostgresOptions(), lock_name)
+        yield stall
+        stall.resume()
+
+    @pytest.fixture
+    def connection_breaker(self, postgres_server: Any) -> Any:
+        return Severer(postgres_server.dsn)
+
+
+class TestPostgresRestart(StoreOutageContract):
+    """The store restart, on a server of this test's own (stopped and started)."""
+
+    ttl = 0.5
+    call_bound = 5.0
+
+    @pytest.fixture
+    def own_server(self, server_factory: Any) -> Any:
+        return server_factory.postgres()
+
+    @pytest.fixture
+    def make_lock(self, own_server: Any, lock_name: str) -> Any:
+        return _backend_factory(own_server.dsn, lock_name, connect_timeout=2.0)
+
+    @pytest.fixture
+    def store_control(self, own_server: Any) -> Any:
+        return own_server
+
+
+@pytest.mark.anyio
+async def test_expiry_uses_statement_time_not_transaction_start(
+    postgres_server: Any, lock_name: str
+) -> None:
+    """Inside a transaction that began before a lease was taken, the acquire
+    statement must still see that lease expire (clock_timestamp(), not now())."""
+    holder = PostgresLock(PostgresOptions(dsn=postgres_server.dsn), lock_name)
+    sql = holder.sql
+    try:
+        assert await holder.current() is None  # creates the tables
+        with psycopg.connect(postgres_server.dsn) as conn:  # not autocommit: one transaction
+            conn.execute("SELECT now()")  # the transaction has started: now() is frozen here
+            lease = await holder.acquire("node-a", "addr-a", 0.5)
+            assert lease is not None
+            await anyio.sleep(0.8)  # the lease has expired by the clock, not by now()
+            args = {"name": lock_name, "holder": "node-b", "address": "addr-b", "ttl": 0.5,
+                    "channel": sql.channel}
+            row = conn.execute(sql.acquire, args).fetchone()
+            assert row is not None, "expired lease not taken inside an old transaction"
+            assert row[2] == lease.token + 1
+            assert 0.4 < row[4] <= 0.5, f"remaining {row[4]} computed from a frozen clock"
+            conn.commit()
+        seen = await holder.current()
+        assert seen is not None and seen.holder == "node-b"
+    finally:
+        await holder.aclose()
+
+
+@pytest.mark.anyio
+async def test_missing_table_names_it_and_shows_the_ddl(postgres_server: Any, lock_name: str) -> None:
+    table = f"absent_{uuid.uuid4().hex[:8]}"
+    lock = PostgresLock(
+        PostgresOptions(dsn=postgres_server.dsn, table=table, create_table=False), lock_name
+    )
+    try:
+        with pytest.raises(StoreError) as caught:
+            await lock.acquire("a", "addr", 1.0)
+    finally:
+        await lock.aclose()
+    message = str(caught.value)
+    assert f'"public"."{table}"' in message and "create_table is false" in message
+    assert f'CREATE TABLE IF NOT EXISTS "public"."{table}"' in message
+    assert postgres_server.dsn.split(":")[2].split("@")[0] not in message  # no password
+
+
+@pytest.mark.anyio
+async def test_created_table_is_used_when_create_table_is_false(
+    postgres_server: Any, lock_name: str
+) -> None:
+    table = f"made_{uuid.uuid4().hex[:8]}"
+    sql = PostgresLock(PostgresOptions(table=table), lock_name).sql
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as admin:
+        for statement in sql.ddl.split(";\n"):
+            admin.execute(statement)
+    lock = PostgresLock(
+        PostgresOptions(dsn=postgres_server.dsn, table=table, create_table=False), lock_name
+    )
+    try:
+        lease = await lock.acquire("a", "addr", 1.0)
+        assert lease is not None and lease.token == 1
+    finally:
+        await lock.aclose()
+
+
+@pytest.mark.anyio
+async def test_unreachable_server_is_a_store_error(lock_name: str) -> None:
+    from hedgeplug.testing.servers import free_port
+
+    port = free_port()  # nothing listens there
+    lock = PostgresLock(
+        PostgresOptions(dsn=f"postgresql://u:secret@127.0.0.1:{port}/db", connect_timeout=2.0),
+        lock_name,
+    )
+    try:
+        with anyio.fail_after(5):
+            with pytest.raises(StoreError, match=f"127.0.0.1:{port}/db: cannot connect") as caught:
+                await lock.current()
+        assert "secret" not in str(caught.value)
+    finally:
+        await lock.aclose()
+
+
+def test_malformed_dsn_is_a_config_error() -> None:
+    class Ctx:
+        lock_name = "x"
+        cluster = "x"
+        id = "n"
+
+    with pytest.raises(ConfigError, match=r"\[lock\] dsn"):
+        make(PostgresOptions(dsn="host=127.0.0.1 port"), Ctx())  # type: ignore[arg-type]
+
+
+def test_bad_identifiers_are_refused() -> None:
+    with pytest.raises(ValueError, match="at most 58 bytes"):
+        PostgresOptions(table="t" * 60)
+    with pytest.raises(ValueError, match="non-empty"):
+        PostgresOptions(schema="")
+
+
+def test_registered_through_the_entry_point() -> None:
+    impl = Registry.load().get("lock", "postgres")
+    assert impl.options is PostgresOptions
+    assert impl.distribution == "hedgeplug-postgres"
+
+
+@pytest.mark.anyio
+async def test_calls_leave_the_event_loop_free(postgres_server: Any, lock_name: str) -> None:
+    """While a renewal waits on a locked row, the event loop keeps running."""
+    lock = PostgresLock(PostgresOptions(dsn=postgres_server.dsn), lock_name)
+    stall = RowStall(postgres_server.dsn, PostgresOptions(), lock_name)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    try:
+        lease = await lock.acquire("a", "addr", 5.0)
+        assert lease is not None
+        stall.stall()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            with anyio.move_on_after(0.5):
+                await lock.renew(lease, 5.0)
+            tg.cancel_scope.cancel()
+    finally:
+        stall.resume()
+        await lock.aclose()
+    assert ticks >= 25
