@@ -7,6 +7,7 @@ import base64
 import http.server
 import json
 import threading
+import types
 import urllib.request
 import uuid
 
@@ -15,9 +16,9 @@ import pytest
 from hedgeplug.config import LockSettings, load_config
 from hedgeplug.election import Election
 from hedgeplug.errors import ConfigError, StoreError
-from hedgeplug.testing.servers import free_port
+from hedgeplug.testing.servers import free_port, make_test_certificates
 
-from hedgeplug_etcd import EtcdLock, EtcdOptions, GatewayClient, lease_seconds
+from hedgeplug_etcd import EtcdLock, EtcdOptions, GatewayClient, lease_seconds, make, ssl_context
 
 
 def _lock(endpoints, prefix=None, **client_args) -> EtcdLock:
@@ -230,3 +231,56 @@ async def test_election_takes_over_at_once_after_release(etcd_server):
     finally:
         for lock in locks:
             await lock.aclose()
+
+
+@pytest.fixture
+def etcd_with_tls(server_factory):
+    """An own etcd serving https with a throwaway CA and demanding client certificates."""
+    return server_factory.etcd(tls=True)
+
+
+def _tls_options(server, **changes) -> EtcdOptions:
+    tls = server.certificates
+    keys = {"endpoints": server.endpoints, "ca_file": tls.ca_file,
+            "cert_file": tls.client_cert_file, "key_file": tls.client_key_file,
+            "prefix": f"tls-{uuid.uuid4().hex}/"}
+    keys.update(changes)
+    return EtcdOptions(**keys)
+
+
+@pytest.mark.anyio
+async def test_mutual_tls_works_through_the_plugin_factory(etcd_with_tls):
+    context = types.SimpleNamespace(lock_name="svc")  # make() reads only the lock name
+    lock = make(_tls_options(etcd_with_tls), context)
+    try:
+        lease = await lock.acquire("node-a", "addr-a", 2.0)
+        assert lease is not None and lease.lock == "svc"
+        assert await lock.renew(lease, 2.0) is not None
+        await lock.release(lease)
+    finally:
+        await lock.aclose()
+
+
+@pytest.mark.anyio
+async def test_tls_mistakes_are_store_errors_naming_the_endpoint(etcd_with_tls, tmp_path):
+    context = types.SimpleNamespace(lock_name="svc")
+    other_ca = make_test_certificates(tmp_path / "other").ca_file
+    mistakes = [
+        _tls_options(etcd_with_tls, ca_file=other_ca),  # server cert not trusted
+        _tls_options(etcd_with_tls, cert_file=None, key_file=None),  # no client cert
+    ]
+    for options in mistakes:
+        lock = make(options, context)
+        try:
+            with pytest.raises(StoreError) as caught:
+                await lock.current()
+            assert etcd_with_tls.endpoint in str(caught.value)
+        finally:
+            await lock.aclose()
+
+
+def test_unreadable_tls_files_are_config_errors(tmp_path):
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        ssl_context(EtcdOptions(ca_file=str(junk)))

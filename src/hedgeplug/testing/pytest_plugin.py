@@ -79,8 +79,9 @@ class ServerFactory:
     def postgres(self) -> servers.PostgresServer:
         return self._start(servers.start_postgres)
 
-    def etcd(self) -> servers.EtcdServer:
-        return self._start(servers.start_etcd)
+    def etcd(self, *, tls: bool = False) -> servers.EtcdServer:
+        """An own etcd; with tls=True an https one that demands client certificates."""
+        return self._start(lambda: servers.start_etcd(tls=tls))
 
     def spanner(self) -> servers.SpannerEmulator:
         return self._start(servers.start_spanner_emulator)

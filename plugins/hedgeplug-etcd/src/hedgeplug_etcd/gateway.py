@@ -108,7 +108,8 @@ class GatewayClient:
                 self._advance()
                 raise StoreError(f"etcd {endpoint}: no answer within {self.timeout:g}s "
                                  f"to /v3/{path} ({type(exc).__name__})") from exc
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
+                # (on asyncio a TLS alert from the server can surface as a bare SSLError)
                 self._advance()
                 raise StoreError(f"etcd {endpoint}: /v3/{path} failed: {_reason(exc)}") from exc
         raise StoreError("etcd: no endpoint could be reached: " + "; ".join(failures))
@@ -174,7 +175,7 @@ class GatewayClient:
                         raise StoreError(f"etcd {endpoint}: /v3/{path} stream failed: "
                                          f"{error.get('message', error)}")
                     yield message.get("result", {})
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
             self._advance()
             raise StoreError(f"etcd {endpoint}: /v3/{path} stream failed: {_reason(exc)}") from exc
 
