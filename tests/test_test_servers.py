@@ -116,3 +116,38 @@ def test_unknown_server_name_is_a_clear_error(tmp_path):
                          timeout=60)
     assert run.returncode == 2
     assert "unknown server(s) mysql" in run.stderr
+
+
+def test_server_started_from_a_worker_thread_outlives_the_thread():
+    import threading
+    import time
+
+    started: list[servers.EtcdServer] = []
+    worker = threading.Thread(target=lambda: started.append(servers.start_etcd()))
+    worker.start()
+    worker.join(timeout=60)
+    (etcd,) = started
+    try:
+        time.sleep(0.5)  # a parent-death signal tied to the finished thread would fire by now
+        assert etcd.running and etcd.ready()
+    finally:
+        etcd.cleanup()
+    assert not etcd.running
+
+
+def test_https_etcd_demands_a_client_certificate(server_factory):
+    import ssl
+
+    etcd = server_factory.etcd(tls=True)
+    assert etcd.endpoint.startswith("https://127.0.0.1:")
+    trusted_only = ssl.create_default_context(cafile=etcd.certificates.ca_file)
+    with pytest.raises((OSError, ssl.SSLError)):
+        urllib.request.urlopen(f"{etcd.endpoint}/health", timeout=5, context=trusted_only).read()
+    assert etcd.ready()  # with the client certificate
+
+
+def test_missing_binary_says_how_to_install(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(servers.os.path, "exists", lambda path: False)
+    with pytest.raises(servers.ServerError, match="apt-get install -y etcd-server"):
+        servers.find_etcd()

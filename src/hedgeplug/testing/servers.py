@@ -38,6 +38,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -157,7 +158,9 @@ class ServerHandle:
             kwargs["extra_groups"] = []
         if self.detached:
             kwargs["start_new_session"] = True
-        else:
+        elif threading.current_thread() is threading.main_thread():
+            # The kernel ties the death signal to the forking THREAD; a worker
+            # thread may end long before the process, so only the main one asks.
             kwargs["preexec_fn"] = _die_with_parent(self.stop_signal)
         try:
             self.process = subprocess.Popen(
