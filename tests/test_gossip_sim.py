@@ -1,0 +1,81 @@
+"""The gossip membership on the deterministic simulator: small versions of
+the acceptance runs (the simulator checks single leader, fencing, convergence
+within its bound and no flapping on every run). Larger runs and their
+figures are in docs/gossip.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hedgeplug.membership.gossip.plugin import PROFILES
+from hedgeplug.membership.gossip.suspicion import suspicion_bounds
+from hedgeplug.sim.harness import Result, Simulation
+from hedgeplug.sim.scenarios import load_scenario
+from hedgeplug.transport.memory import Latency
+
+LAN = PROFILES["lan"]
+
+
+def run(name: str, seed: int, options: dict[str, Any] | None = None, **params: Any) -> Result:
+    spec = load_scenario(name)
+    bound = spec.bind(params)
+    sim = Simulation(seed, membership="gossip", membership_options=options or {})
+    return sim.run(lambda s: spec.run(s, **bound), name=name, params=bound)
+
+
+def test_scale_up_by_48_ends_in_one_group_every_time() -> None:
+    for seed in (1, 2, 3):
+        result = run("scale-up", seed, k=48, settle=20.0)
+        assert result.ok, result.first_violation
+        assert result.metrics["final_groups"] == 1 and result.metrics["final_size"] == 50
+
+
+def test_without_healing_the_same_scale_up_splits() -> None:
+    # Proof the scenario bites: plain SWIM with Service-style joins.
+    results = [run("scale-up", seed, {"heal": False}, k=48, settle=20.0) for seed in (1, 2, 3)]
+    assert sum(r.metrics["final_groups"] > 1 for r in results) >= 2
+
+
+def test_a_partition_with_the_leader_cut_off_heals_into_one_group() -> None:
+    result = run("partition-heal", 1, size=10, with_leader=True, duration=20.0, settle=30.0)
+    assert result.ok, result.first_violation
+    assert result.metrics["final_groups"] == 1
+
+
+def test_churn_converges_without_flapping() -> None:
+    result = run("churn", 2, size=12, duration=40.0, every=2.0, settle=40.0)
+    assert result.ok, result.first_violation
+
+
+def detection_bound(n: int) -> float:
+    _, high = suspicion_bounds(n, LAN["probe_interval"], LAN["suspicion_mult"], 6)
+    return n * LAN["probe_interval"] + high + 10 * LAN["gossip_interval"]
+
+
+async def lossy_with_slow_node(sim: Any, out: dict[str, Any]) -> None:
+    n = 10
+    nodes = await sim.start(n)
+    await sim.sleep(15)
+    slow, victim = nodes[1], nodes[-1]
+    bad = Latency(0.2, 0.2, "exponential")
+    sim.faults.links(loss=0.05)
+    sim.faults.links(latency=bad, loss=0.05, src=slow)
+    sim.faults.links(latency=bad, loss=0.05, dst=slow)
+    await sim.sleep(120)
+    out["dead_before_crash"] = sum(
+        sn.node.counters.get("gossip.dead", 0) for sn in sim.running() if sn.node is not None
+    )
+    # The trouble bites: the slow node was accused and had to refute.
+    out["refuted"] = slow.node.counters.get("gossip.refuted", 0)
+    sim.faults.crash(victim)
+    await sim.sleep(detection_bound(n))
+
+
+def test_loss_and_a_slow_node_kill_nobody_healthy_and_a_crash_is_still_detected() -> None:
+    out: dict[str, Any] = {}
+    sim = Simulation(3, membership="gossip", convergence_bound=detection_bound(10))
+    result = sim.run(lambda s: lossy_with_slow_node(s, out), name="lossy-slow")
+    assert out["dead_before_crash"] == 0 and out["refuted"] > 0
+    assert result.ok, result.first_violation  # no flapping; converged after the crash
+    detection = result.metrics["detection_time"]
+    assert detection is not None and detection["max"] < detection_bound(10)
