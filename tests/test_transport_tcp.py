@@ -282,3 +282,51 @@ async def test_close_also_closes_streams_opened_from_it() -> None:
             await client.open_stream(address)
         with anyio.fail_after(5):
             await ended.wait()
+
+
+async def test_replies_overtake_each_other_on_one_connection() -> None:
+    finished: list[int] = []
+
+    async def later_is_faster(data: bytes, peer: str) -> bytes:
+        await anyio.sleep(0.02 * (10 - int(data)))
+        finished.append(int(data))
+        return data
+
+    async with server_and_client(tcp, later_is_faster) as (server, client, address):
+        replies: dict[int, bytes] = {}
+
+        async def ask(i: int) -> None:
+            replies[i] = await client.request(address, b"%d" % i, 5)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for i in range(10):
+                    tg.start_soon(ask, i)
+        assert replies == {i: b"%d" % i for i in range(10)}
+        assert finished == list(reversed(range(10)))
+        assert server.accepted == 1
+
+
+async def test_many_clients_at_once_each_get_one_connection() -> None:
+    server = tcp()
+    clients = [tcp() for _ in range(12)]
+    async with serving(server) as address:
+        async with anyio.create_task_group() as outer:
+            for client in clients:
+                await client.bind()
+                outer.start_soon(client.serve, echo, lambda stream: stream.aclose())
+            try:
+
+                async def hammer(client: TcpTransport, n: int) -> None:
+                    for i in range(15):
+                        assert await client.request(address, b"%d-%d" % (n, i), 5) == b"echo:%d-%d" % (n, i)
+
+                with anyio.fail_after(20):
+                    async with anyio.create_task_group() as tg:
+                        for n, client in enumerate(clients):
+                            tg.start_soon(hammer, client, n)
+            finally:
+                for client in clients:
+                    await client.aclose()
+        assert server.accepted == len(clients)
+        assert server.stats.frames_in == 12 * 15
