@@ -330,3 +330,39 @@ async def test_many_clients_at_once_each_get_one_connection() -> None:
                     await client.aclose()
         assert server.accepted == len(clients)
         assert server.stats.frames_in == 12 * 15
+
+
+async def test_requests_queued_behind_a_failing_connect_share_its_failure() -> None:
+    # A listener that never accepts, its backlog filled: further connection
+    # attempts get no answer at all, like a host that went away.
+    with socket.socket() as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(0)
+        address = f"127.0.0.1:{black_hole.getsockname()[1]}"
+        fillers = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(black_hole.getsockname())
+            fillers.append(filler)
+        try:
+            client = tcp(connect_timeout=0.5)
+            async with serving(client):
+                errors: list[str] = []
+
+                async def ask() -> None:
+                    try:
+                        await client.request(address, b"hello?", 10)
+                    except TransportError as exc:
+                        errors.append(str(exc))
+
+                started = anyio.current_time()
+                async with anyio.create_task_group() as tg:
+                    for _ in range(6):
+                        tg.start_soon(ask)
+                elapsed = anyio.current_time() - started
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert errors == [f"cannot connect to {address}: no answer within 0.5s"] * 6
+    assert elapsed < 1.5, elapsed  # one connect_timeout, not six in a row

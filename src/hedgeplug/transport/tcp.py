@@ -285,6 +285,7 @@ class TcpTransport:
         self._listeners: list[SocketListener] = []
         self._pool: dict[str, _Outgoing] = {}
         self._connect_locks: dict[str, anyio.Lock] = {}
+        self._connect_failures: dict[str, tuple[float, str]] = {}  # address -> (when, why)
         self._incoming: set[SocketStream] = set()
         self._streams: set[TcpMessageStream] = set()  # outgoing, until closed
         self._ids = itertools.count(1)
@@ -384,12 +385,23 @@ class TcpTransport:
         if conn is not None and conn.broken is None:
             return conn, False
         lock = self._connect_locks.setdefault(address, anyio.Lock())
+        asked_at = anyio.current_time()
         async with lock:
             conn = self._pool.get(address)
             if conn is not None and conn.broken is None:
                 return conn, False
+            failed = self._connect_failures.get(address)
+            if failed is not None and failed[0] >= asked_at:
+                # The attempt we queued behind just failed: share its answer
+                # instead of each waiter spending a full connect_timeout again.
+                raise TransportError(failed[1])
             self._check_open()
-            stream, reader = await self._connect(address, PURPOSE_FRAMES)
+            try:
+                stream, reader = await self._connect(address, PURPOSE_FRAMES)
+            except TransportError as exc:
+                self._connect_failures[address] = (anyio.current_time(), str(exc))
+                raise
+            self._connect_failures.pop(address, None)
             conn = _Outgoing(stream, reader, address, self.stats, self._forget_connection)
             self._pool[address] = conn
             return conn, True
@@ -468,6 +480,7 @@ class TcpTransport:
         for address, lock in list(self._connect_locks.items()):
             if address not in self._pool and not lock.locked():
                 del self._connect_locks[address]
+                self._connect_failures.pop(address, None)
 
     # ------------------------------------------------------------ incoming
 
