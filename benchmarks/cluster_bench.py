@@ -34,7 +34,8 @@ from hedgeplug.testing.processes import NodeProcess, ProcessCluster
 TTL = 3.0
 INTERVAL = 1.0
 CLUSTER = "bench"
-PHASE_TIMEOUT = 60.0  # no single wait in this script may exceed this
+PHASE_TIMEOUT = 60.0
+PHASES = ("events", "idle", "messaging", "big")  # no single wait in this script may exceed this
 
 # A length-prefixed echo server for the baseline, run as its own process so
 # that both round trips cross a process boundary the same way.
@@ -283,13 +284,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await bench.cluster.start(5)
             await bench.agreed()
             print(f"5 nodes agreed {anyio.current_time() - t0:.2f}s after launch", flush=True)
-            await bench.leader_loss(bench.cluster.kill, "SIGKILL")
-            await bench.leader_loss(bench.cluster.terminate, "SIGTERM")
-            await bench.joins()
-            await bench.detections()
-            await bench.idle_cpu(5)
-            await bench.messaging()
-            if args.big > 0:
+            if "events" in args.phases:
+                await bench.leader_loss(bench.cluster.kill, "SIGKILL")
+                await bench.leader_loss(bench.cluster.terminate, "SIGTERM")
+                await bench.joins()
+                await bench.detections()
+            if "idle" in args.phases:
+                await bench.idle_cpu(5)
+            if "messaging" in args.phases:
+                await bench.messaging()
+            if "big" in args.phases and args.big > 0:
                 await bench.idle_cpu(args.big)
         return bench.results
 
@@ -305,10 +309,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--big", type=int, default=50, help="cluster size of the second idle run")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, short windows")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {', '.join(PHASES)} (default: all)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeat, args.sends, args.broadcasts, args.idle_window = 2, 200, 30, 10.0
     args.repeat = max(1, min(args.repeat, 20))
+    args.phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    unknown = args.phases - set(PHASES)
+    if unknown:
+        parser.error(
+            f"--phases: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}"
+        )
     args.big = max(0, min(args.big, 100))
     return args
 
