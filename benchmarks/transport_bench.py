@@ -43,7 +43,9 @@ async def throughput(request: RoundTrip, concurrency: int, total: int, seconds: 
     return done / (time.perf_counter() - started)
 
 
-async def interleaved(paths: dict[str, RoundTrip], count: int, seconds: float) -> dict[str, list[float]]:
+async def interleaved(
+    paths: dict[str, RoundTrip], count: int, seconds: float
+) -> dict[str, list[float]]:
     """Round-trip times in microseconds per path, taken in turn so every path
     sees the same machine load; stops at `count` rounds or after `seconds`."""
     for round_trip in paths.values():
@@ -134,7 +136,14 @@ async def main(args: argparse.Namespace) -> None:
         }
     raw_p50 = percentile(samples["raw anyio tcp echo"], 0.5)
     raw_p99 = percentile(samples["raw anyio tcp echo"], 0.99)
-    print(f"{'path':<22}{'n':>6}{'p50 us':>10}{'p99 us':>10}{'p50/raw':>9}{'p99/raw':>9}{'req/s@64':>10}")
+    heading = ("path", "n", "p50 us", "p99 us", "p50/raw", "p99/raw", "req/s@64")
+    widths = (-22, 6, 10, 10, 9, 9, 10)
+    print(
+        "".join(
+            f"{text:<{-w}}" if w < 0 else f"{text:>{w}}"
+            for text, w in zip(heading, widths, strict=True)
+        )
+    )
     for name, values in samples.items():
         p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
         rate = f"{rates[name]:.0f}" if name in rates else ""

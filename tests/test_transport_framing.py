@@ -106,7 +106,9 @@ def test_size_is_refused_from_the_header_alone() -> None:
         with pytest.raises(FrameRejected) as info:
             await reader.read()
         assert (info.value.reason, info.value.kind, info.value.request_id) == (
-            "frame-too-large", FrameType.REQUEST, 9
+            "frame-too-large",
+            FrameType.REQUEST,
+            9,
         )
         assert "5000 bytes exceeds the limit of 4096" in str(info.value)
 

@@ -129,7 +129,10 @@ async def test_oversized_request_header_gets_an_error_reply_naming_the_limit() -
         (b"\x00" * 64, "bad-preamble"),
         (preamble(b"X") + b"\x00" * 16, "bad-preamble"),
         (preamble(b"F") + struct.pack("!IBI", 3, 99, 1) + b"abc", "bad-frame"),
-        (preamble(b"F") + struct.pack("!IBI", 10, FrameType.REQUEST, 1) + b"abc", "truncated-frame"),
+        (
+            preamble(b"F") + struct.pack("!IBI", 10, FrameType.REQUEST, 1) + b"abc",
+            "truncated-frame",
+        ),
     ],
     ids=["zeros", "bad-purpose", "unknown-type", "truncated"],
 )
@@ -319,7 +322,9 @@ async def test_many_clients_at_once_each_get_one_connection() -> None:
 
                 async def hammer(client: TcpTransport, n: int) -> None:
                     for i in range(15):
-                        assert await client.request(address, b"%d-%d" % (n, i), 5) == b"echo:%d-%d" % (n, i)
+                        assert await client.request(
+                            address, b"%d-%d" % (n, i), 5
+                        ) == b"echo:%d-%d" % (n, i)
 
                 with anyio.fail_after(20):
                     async with anyio.create_task_group() as tg:

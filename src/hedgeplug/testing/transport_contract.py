@@ -149,7 +149,9 @@ class TransportContract:
             assert client.stats.frames_out >= 4 and client.stats.bytes_out > len(binary)
             assert server.stats.frames_in >= 4 and server.stats.bytes_in > len(binary)
 
-    async def test_many_concurrent_requests_to_one_peer(self, make_transport: MakeTransport) -> None:
+    async def test_many_concurrent_requests_to_one_peer(
+        self, make_transport: MakeTransport
+    ) -> None:
         async def slow_echo(data: bytes, peer: str) -> bytes:
             # Uneven delays make replies come back out of order.
             await anyio.sleep((int(data) % 7) * 0.003)
@@ -180,7 +182,9 @@ class TransportContract:
             await eventually(lambda: len(seen) >= 50)
         assert sorted(seen) == sorted(b"note-%d" % i for i in range(50))
 
-    async def test_no_reply_in_time_raises_request_timeout(self, make_transport: MakeTransport) -> None:
+    async def test_no_reply_in_time_raises_request_timeout(
+        self, make_transport: MakeTransport
+    ) -> None:
         async def stalls_on_slow(data: bytes, peer: str) -> bytes:
             if data == b"slow":
                 await anyio.sleep(30)
@@ -235,7 +239,9 @@ class TransportContract:
                 assert unreachable_address in str(info.value)
                 await client.send(unreachable_address, b"best effort")  # must not raise
 
-    async def test_handler_error_fails_only_that_request(self, make_transport: MakeTransport) -> None:
+    async def test_handler_error_fails_only_that_request(
+        self, make_transport: MakeTransport
+    ) -> None:
         async def fragile(data: bytes, peer: str) -> bytes:
             if data == b"boom":
                 raise RuntimeError("handler bug")
@@ -388,7 +394,11 @@ class TransportContract:
             await stream.send(b"bye")
             await stream.aclose()
 
-        async with server_and_client(make_transport, on_stream=read_then_say_bye) as (_, c, address):
+        async with server_and_client(make_transport, on_stream=read_then_say_bye) as (
+            _,
+            c,
+            address,
+        ):
             stream = await c.open_stream(address)
             for part in (b"a", b"b", b"c"):
                 await stream.send(part)
@@ -407,7 +417,9 @@ class TransportContract:
 
     # ------------------------------------------------------------ closing
 
-    async def test_close_ends_serving_and_refuses_requests(self, make_transport: MakeTransport) -> None:
+    async def test_close_ends_serving_and_refuses_requests(
+        self, make_transport: MakeTransport
+    ) -> None:
         server, client = make_transport(), make_transport()
         address = await server.bind()
         async with serving(client):
@@ -426,4 +438,3 @@ class TransportContract:
 
 
 __all__ = ["TransportContract", "serving", "server_and_client", "eventually", "echo", "dropped"]
-

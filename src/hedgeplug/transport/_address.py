@@ -13,18 +13,26 @@ def parse_address(address: str, *, what: str = "address") -> tuple[str, int]:
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or not rest.startswith(":"):
-            raise TransportError(f"{what} {address!r} is not valid: expected [ipv6]:port, e.g. [::1]:7000")
+            raise TransportError(
+                f"{what} {address!r} is not valid: expected [ipv6]:port, e.g. [::1]:7000"
+            )
         port_text = rest[1:]
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep or not host:
-            raise TransportError(f"{what} {address!r} is not valid: expected host:port, e.g. 127.0.0.1:7000")
+            raise TransportError(
+                f"{what} {address!r} is not valid: expected host:port, e.g. 127.0.0.1:7000"
+            )
         if ":" in host:
-            raise TransportError(f"{what} {address!r} is not valid: write IPv6 hosts in brackets, e.g. [::1]:7000")
+            raise TransportError(
+                f"{what} {address!r} is not valid: write IPv6 hosts in brackets, e.g. [::1]:7000"
+            )
     try:
         port = int(port_text)
     except ValueError:
-        raise TransportError(f"{what} {address!r} is not valid: port {port_text!r} is not a number") from None
+        raise TransportError(
+            f"{what} {address!r} is not valid: port {port_text!r} is not a number"
+        ) from None
     if not 0 <= port <= 65535:
         raise TransportError(f"{what} {address!r} is not valid: port {port} is outside 0-65535")
     return host, port

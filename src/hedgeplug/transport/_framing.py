@@ -80,7 +80,8 @@ class FrameReader:
         except anyio.EndOfStream:
             if self._buffer:
                 raise FrameRejected(
-                    "truncated-frame", f"connection closed inside a frame ({len(self._buffer)} bytes)"
+                    "truncated-frame",
+                    f"connection closed inside a frame ({len(self._buffer)} bytes)",
                 ) from None
             raise
         self.bytes_read += len(chunk)
@@ -96,7 +97,9 @@ class FrameReader:
         if head[: len(MAGIC)] != MAGIC:
             raise FrameRejected("bad-preamble", f"connection does not start with {MAGIC!r}")
         if head[len(MAGIC)] != LAYOUT_VERSION:
-            raise FrameRejected("bad-preamble", f"unsupported tcp layout version {head[len(MAGIC)]}")
+            raise FrameRejected(
+                "bad-preamble", f"unsupported tcp layout version {head[len(MAGIC)]}"
+            )
         purpose = head[len(MAGIC) + 1 :]
         if purpose not in (PURPOSE_FRAMES, PURPOSE_STREAM):
             raise FrameRejected("bad-preamble", f"unknown connection purpose {purpose!r}")

@@ -81,12 +81,14 @@ class TcpOptions:
     advertise: str = attrs.field(
         default="",
         validator=_check_advertise,
-        metadata={"help": "address other nodes reach this one at (host or host:port); default: the bound one"},
+        metadata={"help": "address other nodes dial (host or host:port); default: the bound one"},
     )
     max_frame: Size = attrs.field(
         default=Size(1 << 20),
         validator=[_at_least(64), attrs.validators.le(MAX_REQUEST_ID)],
-        metadata={"help": "largest frame sent or accepted; larger incoming frames close the connection"},
+        metadata={
+            "help": "largest frame sent or accepted; larger incoming frames close the connection"
+        },
     )
     connect_timeout: Duration = attrs.field(
         default=Duration(3.0),
@@ -96,7 +98,9 @@ class TcpOptions:
     idle_timeout: Duration = attrs.field(
         default=Duration(60.0),
         validator=_at_least(0.01),
-        metadata={"help": "an outgoing connection unused this long is closed; an incoming one after twice that"},
+        metadata={
+            "help": "idle outgoing connections are closed after this, incoming ones after twice it"
+        },
     )
     max_connections: int = attrs.field(
         default=1024,
@@ -117,7 +121,9 @@ class _ConnectionLost(TransportError):
 class _FramedSocket:
     """One TCP connection carrying frames: a reader and a serialised writer."""
 
-    def __init__(self, stream: SocketStream, reader: FrameReader, peer: str, stats: TransportStats) -> None:
+    def __init__(
+        self, stream: SocketStream, reader: FrameReader, peer: str, stats: TransportStats
+    ) -> None:
         self.stream = stream
         self.reader = reader
         self.peer = peer
@@ -233,7 +239,8 @@ class TcpMessageStream:
     async def send(self, data: bytes) -> None:
         if len(data) > self._max_frame:
             raise FrameTooLarge(
-                f"stream message of {len(data)} bytes to {self.peer} exceeds the limit of {self._max_frame} bytes"
+                f"stream message of {len(data)} bytes to {self.peer} exceeds"
+                f" the limit of {self._max_frame} bytes"
             )
         try:
             await self._socket.write(FrameType.STREAM, 0, data)
@@ -319,7 +326,8 @@ class TcpTransport:
             return format_address(advertise, self.port)
         if is_wildcard(bound_host):
             self.log.warning(
-                "tcp transport bound to all interfaces; advertising 127.0.0.1 (set [transport] advertise)"
+                "tcp transport bound to all interfaces; advertising loopback"
+                " (set [transport] advertise)"
             )
             return format_address("::1" if bound_host == "::" else "127.0.0.1", self.port)
         return format_address(bound_host, self.port)
@@ -414,7 +422,8 @@ class TcpTransport:
         self._check_open()
         if len(data) > self.max_frame:
             raise FrameTooLarge(
-                f"request of {len(data)} bytes to {address} exceeds the frame limit of {self.max_frame} bytes"
+                f"request of {len(data)} bytes to {address} exceeds"
+                f" the frame limit of {self.max_frame} bytes"
             )
         with anyio.move_on_after(timeout):
             for attempt in range(2):
@@ -441,7 +450,10 @@ class TcpTransport:
         if len(data) > self.max_frame:
             self.stats.drop("frame-too-large")
             self.log.warning(
-                "not sending %d bytes to %s: over the frame limit of %d", len(data), address, self.max_frame
+                "not sending %d bytes to %s: over the frame limit of %d",
+                len(data),
+                address,
+                self.max_frame,
             )
             return
         # Bounded so a peer that stopped reading cannot hold the caller forever.
@@ -506,7 +518,9 @@ class TcpTransport:
             self._incoming.add(stream)
             tg.start_soon(self._serve_connection, stream, on_frame, on_stream)
 
-    async def _serve_connection(self, stream: SocketStream, on_frame: FrameHandler, on_stream: StreamHandler) -> None:
+    async def _serve_connection(
+        self, stream: SocketStream, on_frame: FrameHandler, on_stream: StreamHandler
+    ) -> None:
         peer = _remote(stream)
         reader = FrameReader(stream, self.max_frame)
         try:
@@ -533,7 +547,9 @@ class TcpTransport:
             self._incoming.discard(stream)
             await anyio.aclose_forcefully(stream)
 
-    async def _serve_frames(self, stream: SocketStream, reader: FrameReader, peer: str, on_frame: FrameHandler) -> None:
+    async def _serve_frames(
+        self, stream: SocketStream, reader: FrameReader, peer: str, on_frame: FrameHandler
+    ) -> None:
         link = _FramedSocket(stream, reader, peer, self.stats)
         slots = anyio.Semaphore(self.options.max_inflight)
         # A client closes its idle connections after its idle_timeout; one left
@@ -555,7 +571,9 @@ class TcpTransport:
                     self.stats.drop(exc.reason)
                     self.log.info("closing connection from %s: %s", peer, exc)
                     if exc.kind == FrameType.REQUEST:
-                        await self._try_write(link, FrameType.ERROR, exc.request_id, str(exc).encode())
+                        await self._try_write(
+                            link, FrameType.ERROR, exc.request_id, str(exc).encode()
+                        )
                     break
                 except _NETWORK_ERRORS:
                     break
@@ -590,14 +608,18 @@ class TcpTransport:
             reply = reply or b""
             if len(reply) > self.max_frame:
                 self.stats.drop("reply-too-large")
-                message = f"reply of {len(reply)} bytes exceeds the frame limit of {self.max_frame} bytes"
+                message = (
+                    f"reply of {len(reply)} bytes exceeds the frame limit of {self.max_frame} bytes"
+                )
                 await self._try_write(link, FrameType.ERROR, request_id, message.encode())
                 return
             await self._try_write(link, FrameType.REPLY, request_id, reply)
         finally:
             slots.release()
 
-    async def _try_write(self, link: _FramedSocket, kind: FrameType, request_id: int, body: bytes) -> None:
+    async def _try_write(
+        self, link: _FramedSocket, kind: FrameType, request_id: int, body: bytes
+    ) -> None:
         try:
             await link.write(kind, request_id, body)
         except TransportError:
@@ -607,7 +629,9 @@ class TcpTransport:
 def _set_nodelay(stream: SocketStream) -> None:
     # Small request frames must not wait for Nagle's algorithm.
     try:
-        stream.extra(SocketAttribute.raw_socket).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stream.extra(SocketAttribute.raw_socket).setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
     except (OSError, anyio.TypedAttributeLookupError):
         pass
 

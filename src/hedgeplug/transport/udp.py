@@ -72,7 +72,7 @@ class UdpOptions:
     advertise: str = attrs.field(
         default="",
         validator=_check_advertise,
-        metadata={"help": "address other nodes reach this one at (host or host:port); default: the bound one"},
+        metadata={"help": "address other nodes dial (host or host:port); default: the bound one"},
     )
     max_datagram: Size = attrs.field(
         default=Size(1400),
@@ -326,14 +326,16 @@ class UdpTransport:
                 self._check_open()
                 family = socket.AF_INET6 if version == 6 else socket.AF_INET
                 try:
-                    sock = await anyio.create_udp_socket(family, local_host=self._source_host(version))
+                    sock = await anyio.create_udp_socket(
+                        family, local_host=self._source_host(version)
+                    )
                 except OSError as exc:
                     raise TransportError(f"cannot open a udp socket: {exc}") from None
                 client = self._clients[version] = _ClientSocket(sock, self.stats)
             return client
 
     def _source_host(self, version: int) -> str | None:
-        """Send from the bound host when it is an address of that IP version, else let the OS pick."""
+        """Send from the bound host if it is an address of that IP version, else let the OS pick."""
         host, _ = parse_address(self.options.bind)
         try:
             matches = ipaddress.ip_address(host).version == version
@@ -348,7 +350,8 @@ class UdpTransport:
         self._check_open()
         if len(data) > self.max_frame:
             raise FrameTooLarge(
-                f"request of {len(data)} bytes to {address} exceeds the frame limit of {self.max_frame} bytes"
+                f"request of {len(data)} bytes to {address} exceeds"
+                f" the frame limit of {self.max_frame} bytes"
             )
         if not self._fits(data):
             return await self.tcp.request(address, TCP_FRAME + data, timeout)
@@ -379,7 +382,10 @@ class UdpTransport:
         if len(data) > self.max_frame:
             self.stats.drop("frame-too-large")
             self.log.warning(
-                "not sending %d bytes to %s: over the frame limit of %d", len(data), address, self.max_frame
+                "not sending %d bytes to %s: over the frame limit of %d",
+                len(data),
+                address,
+                self.max_frame,
             )
             return
         if not self._fits(data):
@@ -389,7 +395,12 @@ class UdpTransport:
             version, host, port = await self._target(address)
             client = await self._client(version)
             await client.sendto(encode_datagram(ONEWAY, 0, data), host, port)
-        except (TransportError, OSError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+        except (
+            TransportError,
+            OSError,
+            anyio.ClosedResourceError,
+            anyio.BrokenResourceError,
+        ) as exc:
             self.stats.drop("send-failed")
             self.log.debug("one-way datagram to %s dropped: %s", address, exc)
 
@@ -447,14 +458,23 @@ class UdpTransport:
                 self.stats.drop("handler-error")
                 self.log.warning("frame handler raised for a datagram from %s: %r", peer, exc)
                 if kind == REQUEST:
-                    await self._answer(server, ERROR, request_id, f"handler failed: {type(exc).__name__}".encode(), host, port)
+                    await self._answer(
+                        server,
+                        ERROR,
+                        request_id,
+                        f"handler failed: {type(exc).__name__}".encode(),
+                        host,
+                        port,
+                    )
                 return
             if kind != REQUEST:
                 return
             reply = reply or b""
             if len(reply) > self.max_frame:
                 self.stats.drop("reply-too-large")
-                message = f"reply of {len(reply)} bytes exceeds the frame limit of {self.max_frame} bytes"
+                message = (
+                    f"reply of {len(reply)} bytes exceeds the frame limit of {self.max_frame} bytes"
+                )
                 await self._answer(server, ERROR, request_id, message.encode(), host, port)
             elif self._fits(reply):
                 await self._answer(server, REPLY, request_id, reply, host, port)
@@ -463,7 +483,9 @@ class UdpTransport:
         finally:
             slots.release()
 
-    async def _answer(self, server: _Sender, kind: int, request_id: int, body: bytes, host: str, port: int) -> None:
+    async def _answer(
+        self, server: _Sender, kind: int, request_id: int, body: bytes, host: str, port: int
+    ) -> None:
         try:
             await server.sendto(encode_datagram(kind, request_id, body), host, port)
         except (OSError, anyio.ClosedResourceError, anyio.BrokenResourceError):
