@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -101,14 +102,16 @@ class View:
     def of(cls, members: Iterable[Member], token: int = 0, seq: int = 0) -> View:
         return cls(tuple(members), ViewVersion(token, seq))
 
-    @property
+    # Cached: views are immutable and read on every change by every node, so
+    # recomputing these made large clusters cost O(n^3) in the simulator.
+    @functools.cached_property
     def live(self) -> tuple[Member, ...]:
         return tuple(m for m in self.members if m.live)
 
-    @property
+    @functools.cached_property
     def ids(self) -> frozenset[str]:
         """Ids of the live members (alive or suspect)."""
-        return frozenset(m.id for m in self.members if m.live)
+        return frozenset(m.id for m in self.live)
 
     def get(self, member_id: str) -> Member | None:
         for m in self.members:
