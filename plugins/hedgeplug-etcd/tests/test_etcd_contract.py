@@ -13,12 +13,14 @@ import uuid
 
 import pytest
 from hedgeplug.testing.lock_contract import (
+    ConnectionLossContract,
     LockBackendContract,
     RowStorageContract,
     StallContract,
     StoreOutageContract,
     WatchableContract,
 )
+from tcp_proxy import LoopbackProxy
 
 from hedgeplug_etcd import EtcdLock, GatewayClient
 
@@ -72,3 +74,30 @@ class TestEtcdOutage(StoreOutageContract, StallContract):
         pause = _ProcessPause(own_etcd)
         yield pause
         pause.resume()
+
+
+class TestEtcdConnectionLoss(ConnectionLossContract):
+    """Through a loopback proxy that holds traffic and then cuts the connections:
+    a renewal in flight fails with StoreError and the next call reconnects."""
+
+    ttl = 2.0
+    call_bound = 5.0
+
+    @pytest.fixture
+    def proxy(self, etcd_server):
+        port = int(etcd_server.endpoint.rsplit(":", 1)[1])
+        proxy = LoopbackProxy(port)
+        yield proxy
+        proxy.close()
+
+    @pytest.fixture
+    def make_lock(self, proxy):
+        return _opener([proxy.url])
+
+    @pytest.fixture
+    def store_stall(self, proxy):
+        return proxy
+
+    @pytest.fixture
+    def connection_breaker(self, proxy):
+        return proxy
