@@ -30,6 +30,7 @@ import json
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -707,7 +708,7 @@ def _up(state: Path, names: Sequence[str]) -> int:
         env.update(handle.env_vars())
         _running.discard(handle)  # they outlive this process on purpose
     state_file.write_text(json.dumps([h.to_state() for h in started], indent=2))
-    lines = [f"{key}={value}" for key, value in env.items()]
+    lines = [f"{key}={shlex.quote(value)}" for key, value in env.items()]  # sourceable by sh
     (state / "servers.env").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
