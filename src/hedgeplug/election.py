@@ -152,6 +152,9 @@ class Election:
         await self._sleep_until(sent_at + self.settings.renew_every)
 
     async def _observe_or_contend(self) -> None:
+        # A fresh wake-up event BEFORE reading the store: a watch that fires
+        # while we read must cut the wait below short, not be lost.
+        self._wake = anyio.Event()
         previous = self.leader
         sent_at = self._now()
         current: Lease | None = self._known
@@ -176,7 +179,6 @@ class Election:
             await self._sleep_until(sent_at + self.settings.renew_every)
             return
         # Wait for the retry period, or less when a watch says something changed.
-        self._wake = anyio.Event()
         with anyio.move_on_after(self.settings.retry_every):
             await self._wake.wait()
 
