@@ -31,6 +31,7 @@ from hedgeplug.testing.lock_contract import (
     StoreOutageContract,
     WatchableContract,
     check_history,
+    graceful_failover_seconds,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,3 +268,9 @@ async def test_calls_run_off_the_event_loop(db_path: Path) -> None:
         holder.start()
         await lock.aclose()
     assert ticks >= 20
+
+
+@pytest.mark.anyio
+async def test_nodes_fail_over_quickly_after_a_graceful_stop(db_path: Path) -> None:
+    took = await graceful_failover_seconds({"use": "sqlite", "path": str(db_path)})
+    assert took < 1.0, f"failover took {took:.2f}s"

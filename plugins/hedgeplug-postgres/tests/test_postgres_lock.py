@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import psycopg
+import psycopg.conninfo
 import pytest
 from hedgeplug.errors import ConfigError, StoreError
 from hedgeplug.registry import Registry
@@ -23,6 +24,7 @@ from hedgeplug.testing.lock_contract import (
     StallContract,
     StoreOutageContract,
     WatchableContract,
+    graceful_failover_seconds,
 )
 
 from hedgeplug_postgres import PostgresLock, PostgresOptions, make
@@ -246,3 +248,36 @@ async def test_calls_leave_the_event_loop_free(postgres_server: Any, lock_name: 
         stall.resume()
         await lock.aclose()
     assert ticks >= 25
+
+
+@pytest.mark.anyio
+async def test_nodes_fail_over_quickly_after_a_graceful_stop(postgres_server: Any) -> None:
+    table = f"failover_{uuid.uuid4().hex[:8]}"
+    took = await graceful_failover_seconds(
+        {"use": "postgres", "dsn": postgres_server.dsn, "table": table}
+    )
+    assert took < 1.0, f"failover took {took:.2f}s"
+
+
+@pytest.mark.anyio
+async def test_permission_denied_names_the_grants(postgres_server: Any, lock_name: str) -> None:
+    """A role that may not create tables in the schema gets the list of grants it needs."""
+    role, password = f"limited_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    schema = f"locked_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        admin.execute(f"CREATE SCHEMA {schema}")
+        admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+    parts = psycopg.conninfo.conninfo_to_dict(postgres_server.dsn)
+    dsn = psycopg.conninfo.make_conninfo(
+        **{**parts, "user": role, "password": password}
+    )
+    lock = PostgresLock(PostgresOptions(dsn=dsn, schema=schema), lock_name)
+    try:
+        with pytest.raises(StoreError) as caught:
+            await lock.acquire("a", "addr", 1.0)
+    finally:
+        await lock.aclose()
+    message = str(caught.value)
+    assert "permission denied" in message and "CREATE on the schema" in message
+    assert password not in message

@@ -270,6 +270,10 @@ class PostgresLock:
         def read_state(conn: psycopg.Connection[Any]) -> tuple[tuple[str, int, bool] | None, float]:
             try:
                 row = conn.execute(self.sql.state, {"name": self.lock_name}).fetchone()
+            except psycopg.errors.UndefinedTable:
+                # Not created yet (the first node of a cluster is starting): the
+                # notification of the first acquire will bring us back here.
+                return None, math.inf
             except psycopg.Error as exc:
                 raise self._error(f"watch: {_first_line(exc)}") from None
             if row is None:
