@@ -204,7 +204,9 @@ def test_hostile_datagrams_and_tcp_frames_leave_a_udp_node_intact(portal, tmp_pa
             portal.call(lambda: anyio.sleep(0.1))
         assert after is not None, "udp node stopped answering:\n" + target.log_tail()
         # Every datagram and the tcp garbage is one counted drop.
-        assert total_drops(after) >= total_drops(before) + len(hostile) + 1, json.dumps(after, indent=1)
+        assert total_drops(after) >= total_drops(before) + len(hostile) + 1, json.dumps(
+            after, indent=1
+        )
         assert target.process.returncode is None
         statuses = agreed_statuses(udp, portal, 2 * INTERVAL + TOLERANCE)
         assert statuses[target.id]["view_digest"] == before["view_digest"]

@@ -75,7 +75,9 @@ class _Unavailable:
         parser.add_argument("rest", nargs=argparse.REMAINDER)
 
     def run(self, args: argparse.Namespace) -> int:
-        raise HedgeplugError(f"this command is unavailable: {self.path} failed to import: {self.error}")
+        raise HedgeplugError(
+            f"this command is unavailable: {self.path} failed to import: {self.error}"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
