@@ -78,7 +78,8 @@ def test_unknown_key_names_file_section_key_and_allowed(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(p, env={})
     text = str(info.value)
-    assert str(p) in text and "[lock] tll" in text and "allowed keys" in text and "ttl" in text
+    assert str(p) in text and "[lock] tll" in text and "allowed keys" in text
+    assert "ttl" in text and "margin" in text and "path" in text
 
 
 def test_bad_value_names_key_and_what_is_allowed(tmp_path):

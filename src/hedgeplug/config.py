@@ -282,14 +282,23 @@ class _Errors:
 
 
 def build_options(
-    cls: type, raw: Mapping[str, tuple[Any, str, bool]], errors: _Errors, section: str, what: str
+    cls: type,
+    raw: Mapping[str, tuple[Any, str, bool]],
+    errors: _Errors,
+    section: str,
+    what: str,
+    also_allowed: tuple[str, ...] = ("use",),
 ) -> Any:
-    """Instantiate attrs class `cls` from {key: (value, origin, from_text)}."""
+    """Instantiate attrs class `cls` from {key: (value, origin, from_text)}.
+
+    `also_allowed` are the section's keys the core reads itself, listed in
+    the "allowed keys" of an unknown-key message.
+    """
     types_ = _field_types(cls)
     kwargs: dict[str, Any] = {}
     for key, (value, origin, from_text) in raw.items():
         if key not in types_:
-            allowed = ", ".join(sorted(types_)) or "(no keys)"
+            allowed = ", ".join(sorted(set(types_) | set(also_allowed))) or "(no keys)"
             errors.add(f"{origin} [{section}] {key}", f"unknown key for {what}; allowed keys: {allowed}")
             continue
         try:
@@ -392,7 +401,7 @@ def load_config(
             continue
         layers[section][key.strip()] = (value, f"override {target.strip()}", True)
 
-    node = build_options(NodeSettings, layers["node"], errors, "node", "the node")
+    node = build_options(NodeSettings, layers["node"], errors, "node", "the node", ())
     missing_plugin = False
     sections: dict[str, Section | None] = {}
     for kind in ("lock", "transport", "membership", "broadcast"):
@@ -416,7 +425,10 @@ def load_config(
             missing_plugin = True
             sections[kind] = None
             continue
-        options = build_options(impl.options, raw, errors, kind, f"{kind} {use!r} ({impl.distribution})")
+        core_names = ("use",) if kind != "lock" else tuple(f.name for f in attrs.fields(LockSettings))
+        options = build_options(
+            impl.options, raw, errors, kind, f"{kind} {use!r} ({impl.distribution})", core_names
+        )
         sections[kind] = Section(use, options, core)
     if missing_plugin:
         errors.lines.extend(registry.failure_lines())

@@ -122,8 +122,8 @@ class Node:
         self._stopping = False
         self._killed = False
         self._tg: TaskGroup | None = None
-        self._send_handler: Callable[[Any], Any] | None = None
-        self._broadcast_handler: Callable[[Any], Any] | None = None
+        self._send_handler: Callable[..., Any] | None = None
+        self._broadcast_handler: Callable[..., Any] | None = None
 
         def build(kind: str) -> Any:
             section = getattr(config, kind)
@@ -173,12 +173,12 @@ class Node:
 
     # ------------------------------------------------------------ handlers and events
 
-    def on_send(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def on_send(self, handler: Callable[..., Any]) -> Callable[..., Any]:
         """Install the leader-side handler for `send`: called with (payload, sender_id)."""
         self._send_handler = handler
         return handler
 
-    def on_broadcast(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def on_broadcast(self, handler: Callable[..., Any]) -> Callable[..., Any]:
         """Install the handler for broadcasts: called with (payload, sender_id)."""
         self._broadcast_handler = handler
         return handler
