@@ -79,14 +79,15 @@ def format_duration(seconds: float) -> str:
 # ------------------------------------------------------------ core sections
 
 
+# Validators pass the attribute along, so the config error can name the key.
 def _positive(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
     if value is not None and value <= 0:
-        raise ValueError("must be greater than zero")
+        raise ValueError(f"must be greater than zero, got {value}", attr)
 
 
 def _fraction(_inst: Any, attr: attrs.Attribute, value: float) -> None:
     if not 0.0 <= value < 1.0:
-        raise ValueError("must be a fraction from 0 up to (not including) 1")
+        raise ValueError(f"must be a fraction from 0 up to (not including) 1, got {value}", attr)
 
 
 def _default_node_id() -> str:
