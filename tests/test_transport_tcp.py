@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from hedgeplug.config import ConfigError, load_config
-from hedgeplug.errors import TransportError
+from hedgeplug.errors import RequestTimeout, TransportError
 from hedgeplug.testing.transport_contract import (
     TransportContract,
     dropped,
@@ -371,3 +371,47 @@ async def test_requests_queued_behind_a_failing_connect_share_its_failure() -> N
                 filler.close()
     assert errors == [f"cannot connect to {address}: no answer within 0.5s"] * 6
     assert elapsed < 1.5, elapsed  # one connect_timeout, not six in a row
+
+
+async def test_bounded_soak_with_timeouts_mixed_in_leaves_nothing_behind() -> None:
+    # 2000 requests, one in ten given a timeout shorter than the handler takes:
+    # their late replies are counted and the shared connection carries on.
+    slow_handled = 0
+
+    async def sometimes_slow(data: bytes, peer: str) -> bytes:
+        nonlocal slow_handled
+        if data.startswith(b"slow"):
+            slow_handled += 1
+            await anyio.sleep(0.05)
+        return data
+
+    outcomes = {"ok": 0, "timeout": 0}
+    async with server_and_client(tcp, sometimes_slow) as (server, client, address):
+
+        async def worker(n: int) -> None:
+            for i in range(100):
+                slow = i % 10 == 0
+                data = b"%s-%d-%d" % (b"slow" if slow else b"fast", n, i)
+                try:
+                    assert await client.request(address, data, 0.01 if slow else 5) == data
+                    outcomes["ok"] += 1
+                except RequestTimeout:
+                    outcomes["timeout"] += 1
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for n in range(20):
+                    tg.start_soon(worker, n)
+        # Late replies are read by whichever request waits next (there is no
+        # background reader), so let them all arrive, then ask once more.
+        await anyio.sleep(0.2)
+        assert await client.request(address, b"final", 5) == b"final"
+        # A request may time out before it is even written; every one that
+        # reached the handler came back late and was counted.
+        assert 0 < slow_handled <= 200
+        assert client.stats.dropped.get("late-reply") == slow_handled
+        assert outcomes == {"ok": 1800, "timeout": 200}
+        assert server.accepted == 1
+        (conn,) = client._pool.values()
+        assert len(conn.mux) == 0 and conn.broken is None
+        assert set(client.stats.dropped) == {"late-reply"} and not server.stats.dropped

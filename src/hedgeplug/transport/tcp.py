@@ -119,16 +119,29 @@ class _ConnectionLost(TransportError):
 
 
 class _FramedSocket:
-    """One TCP connection carrying frames: a reader and a serialised writer."""
+    """One TCP connection carrying frames: a reader and a serialised writer.
+
+    With `stall_timeout` set (connections shared by many requests), a frame once
+    started is written whole even if its caller is cancelled, so one request's
+    timeout never cuts the stream for the others; a write stalled that long
+    closes the connection. Without it (streams, whose senders must wait out
+    backpressure), a send interrupted by cancellation closes the connection.
+    """
 
     def __init__(
-        self, stream: SocketStream, reader: FrameReader, peer: str, stats: TransportStats
+        self,
+        stream: SocketStream,
+        reader: FrameReader,
+        peer: str,
+        stats: TransportStats,
+        stall_timeout: float | None = None,
     ) -> None:
         self.stream = stream
         self.reader = reader
         self.peer = peer
         self.stats = stats
         self.broken: TransportError | None = None
+        self._stall_timeout = stall_timeout
         self._send_lock = anyio.Lock()
 
     async def write(self, kind: FrameType, request_id: int, body: bytes) -> None:
@@ -136,23 +149,41 @@ class _FramedSocket:
         async with self._send_lock:
             if self.broken is not None:
                 raise self.broken
-            sent = False
-            try:
-                await self.stream.send(frame)
-                sent = True
-            except _NETWORK_ERRORS as exc:
-                lost = _ConnectionLost(f"connection to {self.peer} failed while sending: {exc}")
-                await self.close(lost)
-                raise lost from None
-            finally:
-                if not sent and self.broken is None:
-                    # Cancelled mid-frame: a half-written frame would corrupt everything
-                    # after it. Not a _ConnectionLost: the peer may have our earlier frames.
-                    await self.close(
-                        TransportError(f"connection to {self.peer} closed: a frame was cut short")
-                    )
+            if self._stall_timeout is None:
+                await self._send_or_close(frame)
+            else:
+                with anyio.CancelScope(shield=True):
+                    with anyio.move_on_after(self._stall_timeout) as stalled:
+                        await self._send_or_close(frame)
+                    if stalled.cancelled_caught:
+                        await self.close(
+                            TransportError(
+                                f"connection to {self.peer} stalled: a frame could not be"
+                                f" written within {self._stall_timeout:g}s"
+                            )
+                        )
+                if self.broken is not None:
+                    raise self.broken
         self.stats.frames_out += 1
         self.stats.bytes_out += len(frame)
+
+    async def _send_or_close(self, frame: bytes) -> None:
+        await anyio.lowlevel.checkpoint_if_cancelled()  # cancelled before any byte: no harm
+        sent = False
+        try:
+            await self.stream.send(frame)
+            sent = True
+        except _NETWORK_ERRORS as exc:
+            lost = _ConnectionLost(f"connection to {self.peer} failed while sending: {exc}")
+            await self.close(lost)
+            raise lost from None
+        finally:
+            if not sent and self.broken is None:
+                # Interrupted mid-frame: a half-written frame would corrupt everything
+                # after it. Not a _ConnectionLost: the peer may have our earlier frames.
+                await self.close(
+                    TransportError(f"connection to {self.peer} closed: a frame was cut short")
+                )
 
     def count_in(self, body: bytes) -> None:
         self.stats.frames_in += 1
@@ -174,8 +205,9 @@ class _Outgoing(_FramedSocket):
         peer: str,
         stats: TransportStats,
         on_closed: Callable[[_Outgoing], None],
+        stall_timeout: float,
     ) -> None:
-        super().__init__(stream, reader, peer, stats)
+        super().__init__(stream, reader, peer, stats, stall_timeout)
         self.mux = ReplyMux(self._read_one)
         self.last_used = anyio.current_time()
         self._on_closed = on_closed
@@ -410,7 +442,14 @@ class TcpTransport:
                 self._connect_failures[address] = (anyio.current_time(), str(exc))
                 raise
             self._connect_failures.pop(address, None)
-            conn = _Outgoing(stream, reader, address, self.stats, self._forget_connection)
+            conn = _Outgoing(
+                stream,
+                reader,
+                address,
+                self.stats,
+                self._forget_connection,
+                stall_timeout=self.options.connect_timeout,
+            )
             self._pool[address] = conn
             return conn, True
 
@@ -550,7 +589,7 @@ class TcpTransport:
     async def _serve_frames(
         self, stream: SocketStream, reader: FrameReader, peer: str, on_frame: FrameHandler
     ) -> None:
-        link = _FramedSocket(stream, reader, peer, self.stats)
+        link = _FramedSocket(stream, reader, peer, self.stats, self.options.connect_timeout)
         slots = anyio.Semaphore(self.options.max_inflight)
         # A client closes its idle connections after its idle_timeout; one left
         # open twice that long is abandoned (or hostile) and only holds a slot.
