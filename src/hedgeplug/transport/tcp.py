@@ -93,7 +93,7 @@ class TcpOptions:
     connect_timeout: Duration = attrs.field(
         default=Duration(3.0),
         validator=_at_least(0.001),
-        metadata={"help": "bound on opening a connection (and on a one-way send)"},
+        metadata={"help": "bound on opening a connection, a one-way send, a stalled write"},
     )
     idle_timeout: Duration = attrs.field(
         default=Duration(60.0),
