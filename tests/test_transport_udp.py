@@ -188,3 +188,32 @@ def test_bad_options_are_config_errors_naming_the_key() -> None:
         load_config(data={"transport": {"use": "udp", "max_datagram": 10}}, env={})
     config = load_config(data={"transport": {"use": "udp", "max_datagram": "1KiB"}}, env={})
     assert config.transport.options == UdpOptions(max_datagram=1024)
+
+
+async def test_bounded_soak_mixing_datagrams_tcp_and_parked_replies() -> None:
+    async def shaped(data: bytes, peer: str) -> bytes:
+        if data.startswith(b"big-reply"):
+            return data * 200  # too large for a datagram: parked, fetched over tcp
+        return data
+
+    async with server_and_client(udp, shaped) as (server, client, address):
+
+        async def worker(n: int) -> None:
+            for i in range(40):
+                if i % 3 == 0:
+                    data = b"big-reply-%d-%d" % (n, i)
+                    expected = data * 200
+                elif i % 3 == 1:
+                    data = b"x" * 3000 + b"-%d-%d" % (n, i)  # goes over tcp
+                    expected = data
+                else:
+                    data = expected = b"small-%d-%d" % (n, i)
+                assert await client.request(address, data, 10) == expected
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for n in range(10):
+                    tg.start_soon(worker, n)
+        assert not server._parked
+        assert server.tcp.accepted == 1
+        assert not client.stats.dropped and not server.stats.dropped
