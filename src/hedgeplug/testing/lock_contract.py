@@ -179,9 +179,7 @@ def check_history(history: History, *, clock_slack: float = 0.02) -> list[str]:
             if earlier.returned >= later.sent:
                 break
             if later.token <= earlier.token:
-                problems.append(
-                    f"token went back: {later} was sent after {earlier} returned"
-                )
+                problems.append(f"token went back: {later} was sent after {earlier} returned")
     for r in history.renewals:
         g = by_token.get(r.token)
         if g is None or g.holder != r.holder:
@@ -213,9 +211,7 @@ def check_history(history: History, *, clock_slack: float = 0.02) -> list[str]:
         g = by_token.get(o.token)
         if g is not None and g.holder != o.holder:
             problems.append(f"current() showed holder {o.holder} for token {o.token} of {g.holder}")
-        newest_before = max(
-            (g.token for g in history.grants if g.returned < o.sent), default=0
-        )
+        newest_before = max((g.token for g in history.grants if g.returned < o.sent), default=0)
         if o.token < newest_before:
             problems.append(
                 f"current() went back to token {o.token} after token {newest_before} was granted"
@@ -243,7 +239,9 @@ async def contend(
             sent = clock()
             seen = await lock.current()
             history.observations.append(
-                Observation(seen.holder if seen else None, seen.token if seen else None, sent, clock())
+                Observation(
+                    seen.holder if seen else None, seen.token if seen else None, sent, clock()
+                )
             )
             if seen is not None and seen.holder != me and rng.random() < 0.7:
                 await anyio.sleep(rng.uniform(0.002, 0.02))
@@ -278,30 +276,38 @@ async def contend(
             await anyio.sleep(0.01)
 
 
-
 # ------------------------------------------------------------ the contract
 
 
-class LockBackendContract:
-    """Behaviour every LockBackend must show. Subclass and provide `make_lock`."""
+class _ContractBase:
+    """Settings every contract class reads; a subclass overrides what its store needs."""
 
     ttl: float = 0.5  # lease ttl for the tests; stores with a minimum ttl raise it
-    contenders: int = 20
-    hammer_seconds: float = 3.0
     clock_slack: float = 0.02  # tolerated disagreement between the store's and the test's clock
     call_bound: float = 5.0  # no single call may take longer than this in a healthy store
 
     def opened(self, make_lock: Callable[[], LockBackend], n: int = 1) -> _Opened:
         return _Opened(make_lock, n)
 
+
+class LockBackendContract(_ContractBase):
+    """Behaviour every LockBackend must show. Subclass and provide `make_lock`."""
+
+    contenders: int = 20
+    hammer_seconds: float = 3.0
+
     @pytest.mark.anyio
     async def test_protocol_and_declared_capabilities(self, make_lock: Callable[[], Any]) -> None:
         async with self.opened(make_lock) as (lock,):
             assert isinstance(lock, LockBackend)
             if isinstance(lock, Watchable):
-                assert isinstance(self, WatchableContract), "backend is Watchable: add WatchableContract"
+                assert isinstance(self, WatchableContract), (
+                    "backend is Watchable: add WatchableContract"
+                )
             if isinstance(lock, RowStorage):
-                assert isinstance(self, RowStorageContract), "backend has rows: add RowStorageContract"
+                assert isinstance(self, RowStorageContract), (
+                    "backend has rows: add RowStorageContract"
+                )
 
     @pytest.mark.anyio
     async def test_free_lock_reads_none_then_holder_is_discoverable(self, make_lock: Any) -> None:
@@ -310,12 +316,20 @@ class LockBackendContract:
                 assert await b.current() is None
                 lease = await a.acquire("node-a", "127.0.0.1:7001", self.ttl)
                 assert lease is not None
-                assert (lease.holder, lease.address, lease.ttl) == ("node-a", "127.0.0.1:7001", self.ttl)
+                assert (lease.holder, lease.address, lease.ttl) == (
+                    "node-a",
+                    "127.0.0.1:7001",
+                    self.ttl,
+                )
                 assert lease.token > 0
                 assert 0 < lease.remaining <= self.ttl + self.clock_slack
                 seen = await b.current()
             assert seen is not None
-            assert (seen.holder, seen.address, seen.token) == ("node-a", "127.0.0.1:7001", lease.token)
+            assert (seen.holder, seen.address, seen.token) == (
+                "node-a",
+                "127.0.0.1:7001",
+                lease.token,
+            )
             assert 0 < seen.remaining <= self.ttl + self.clock_slack
 
     @pytest.mark.anyio
@@ -425,7 +439,13 @@ class LockBackendContract:
                 async with anyio.create_task_group() as tg:
                     for i, backend in enumerate(backends):
                         tg.start_soon(
-                            contend, backend, f"contender-{i}", self.ttl, deadline, history, Random(i)
+                            contend,
+                            backend,
+                            f"contender-{i}",
+                            self.ttl,
+                            deadline,
+                            history,
+                            Random(i),
                         )
         problems = check_history(history, clock_slack=self.clock_slack)
         assert not problems, "\n".join(problems[:20])
@@ -437,13 +457,9 @@ class LockBackendContract:
             f"{history.store_errors} store errors in {history.calls} calls without any outage"
         )
 
-class WatchableContract:
-    """For Watchable backends: watch() reports a release and an expiry promptly."""
 
-    ttl: float
-    clock_slack: float
-    call_bound: float
-    opened = LockBackendContract.opened
+class WatchableContract(_ContractBase):
+    """For Watchable backends: watch() reports a release and an expiry promptly."""
 
     async def _first_change(self, watcher: Any, action: Callable[[], Any], bound: float) -> float:
         """Start watching, run `action`, return seconds from the action to the first yield."""
@@ -491,11 +507,8 @@ class WatchableContract:
             assert took < self.ttl + 1.0, f"expiry noticed after {took:.2f}s"
 
 
-class RowStorageContract:
+class RowStorageContract(_ContractBase):
     """For RowStorage backends: versioned rows with compare-and-set."""
-
-    call_bound: float
-    opened = LockBackendContract.opened
 
     @pytest.mark.anyio
     async def test_rows_versions_and_compare_and_set(self, make_lock: Any) -> None:
@@ -518,7 +531,8 @@ class RowStorageContract:
                 await a.row_put("other", b"x")
                 scanned = await b.row_scan("k/")
                 assert [(r.key, r.value) for r in scanned] == [
-                    ("k/1", b"three"), ("k/2", b"\x00\xffbinary"),
+                    ("k/1", b"three"),
+                    ("k/2", b"\x00\xffbinary"),
                 ]
                 assert await a.row_delete("k/1", expect=2) is False
                 assert await a.row_delete("k/1", expect=3) is True
@@ -552,12 +566,9 @@ class RowStorageContract:
             assert row is not None and int(row.value) == 40 and row.version == 40
 
 
-class StoreOutageContract:
+class StoreOutageContract(_ContractBase):
     """Needs a `store_control` fixture with stop() and start()."""
 
-    ttl: float
-    call_bound: float
-    opened = LockBackendContract.opened
     outage_call_bound: float = 10.0  # a call against a stopped store must fail within this
 
     @pytest.mark.anyio
@@ -597,12 +608,8 @@ class StoreOutageContract:
             assert holder.token > lease.token
 
 
-class StallContract:
+class StallContract(_ContractBase):
     """Needs a `store_stall` fixture with stall() and resume()."""
-
-    ttl: float
-    call_bound: float
-    opened = LockBackendContract.opened
 
     @pytest.mark.anyio
     async def test_abandoned_call_returns_promptly_during_a_stall(
@@ -626,12 +633,8 @@ class StallContract:
             assert renewed is not None and renewed.token == lease.token
 
 
-class ConnectionLossContract:
+class ConnectionLossContract(_ContractBase):
     """Needs `store_stall` and a `connection_breaker` fixture with sever(backend)."""
-
-    ttl: float
-    call_bound: float
-    opened = LockBackendContract.opened
 
     @pytest.mark.anyio
     async def test_connection_lost_mid_renewal(
