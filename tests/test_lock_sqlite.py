@@ -274,3 +274,18 @@ async def test_calls_run_off_the_event_loop(db_path: Path) -> None:
 async def test_nodes_fail_over_quickly_after_a_graceful_stop(db_path: Path) -> None:
     took = await graceful_failover_seconds({"use": "sqlite", "path": str(db_path)})
     assert took < 1.0, f"failover took {took:.2f}s"
+
+
+def test_config_reads_sqlite_options_and_names_bad_ones(tmp_path: Path) -> None:
+    from hedgeplug.config import load_config
+    from hedgeplug.errors import ConfigError
+
+    config = load_config(
+        data={"lock": {"use": "sqlite", "path": str(tmp_path / "x.db"), "busy_timeout": "250ms"}},
+        env={},
+    )
+    assert config.lock.options == SqliteOptions(path=str(tmp_path / "x.db"), busy_timeout=0.25)
+    with pytest.raises(ConfigError, match="busy_timeout"):
+        load_config(data={"lock": {"use": "sqlite", "busy_timeout": "soon"}}, env={})
+    with pytest.raises(ConfigError, match="busy_timeout"):
+        load_config(data={"lock": {"use": "sqlite", "busy_timeout": 0}}, env={})

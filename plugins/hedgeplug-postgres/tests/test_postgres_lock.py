@@ -281,3 +281,20 @@ async def test_permission_denied_names_the_grants(postgres_server: Any, lock_nam
     message = str(caught.value)
     assert "permission denied" in message and "CREATE on the schema" in message
     assert password not in message
+
+
+def test_config_reads_postgres_options_and_names_bad_ones() -> None:
+    from hedgeplug.config import load_config
+
+    config = load_config(
+        data={"lock": {"use": "postgres", "dsn": "host=127.0.0.1", "statement_timeout": "2s",
+                       "create_table": False}},
+        env={"HEDGEPLUG_LOCK_TABLE": "leases"},
+    )
+    assert config.lock.options == PostgresOptions(
+        dsn="host=127.0.0.1", table="leases", create_table=False, statement_timeout=2.0
+    )
+    with pytest.raises(ConfigError, match="table"):
+        load_config(data={"lock": {"use": "postgres", "table": ""}}, env={})
+    with pytest.raises(ConfigError, match="connect_timeout"):
+        load_config(data={"lock": {"use": "postgres", "connect_timeout": "-1s"}}, env={})

@@ -122,7 +122,7 @@ def default_path(cluster: str) -> str:
 
 def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
     if value <= 0:
-        raise ValueError("must be greater than zero")
+        raise ValueError("must be greater than zero", attr)  # attr: config names the key
 
 
 @attrs.frozen
@@ -170,6 +170,15 @@ class SqliteLock:
                 raise _Busy(str(exc)) from exc
             raise StoreError(f"sqlite lock store {self.path}: {exc}") from exc
         return conn
+
+    def _open_for_reading(self) -> sqlite3.Connection:
+        """A plain connection for the watcher: it only reads, so it needs no schema set-up."""
+        try:
+            return sqlite3.connect(
+                self.path, timeout=_THREAD_BUSY_WAIT, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite lock store {self.path}: cannot open: {exc}") from exc
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """Run `work` in one transaction on this thread; sqlite trouble becomes StoreError."""
@@ -326,16 +335,20 @@ class SqliteLock:
     async def watch(self) -> AsyncIterator[None]:
         """Poll the lease row every 100 ms on a connection of its own; yield when the
         holder or token changes, or when the lease goes from live to free (release or expiry)."""
-        try:
-            conn = await anyio.to_thread.run_sync(self._connect)
-        except _Busy as exc:
-            raise StoreError(f"sqlite lock store {self.path}: {exc}") from None
+        conn = await anyio.to_thread.run_sync(self._open_for_reading)
         limiter = anyio.CapacityLimiter(1)
+        unknown = ("", -1, False)  # before the first successful read
 
-        def read() -> tuple[str, int, bool] | None:
+        def read(previous: tuple[str, int, bool] | None) -> tuple[str, int, bool] | None:
             now = _store_clock()
             try:
                 row = conn.execute(_CURRENT, {"name": self.lock_name}).fetchone()
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    return previous  # a checkpoint or recovery in progress: ask again next poll
+                if "no such table" in str(exc):
+                    return None  # nobody has used the file yet
+                raise StoreError(f"sqlite lock store {self.path}: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StoreError(f"sqlite lock store {self.path}: {exc}") from exc
             if row is None:
@@ -343,10 +356,10 @@ class SqliteLock:
             return (row[0], int(row[2]), _is_live(row, now))
 
         try:
-            seen = await anyio.to_thread.run_sync(read, limiter=limiter)
+            seen = await anyio.to_thread.run_sync(read, unknown, limiter=limiter)
             while True:
                 await anyio.sleep(WATCH_INTERVAL)
-                state = await anyio.to_thread.run_sync(read, limiter=limiter)
+                state = await anyio.to_thread.run_sync(read, seen, limiter=limiter)
                 if state != seen:
                     seen = state
                     yield

@@ -38,15 +38,15 @@ WATCH_WAKE = 0.5
 
 def _identifier(_inst: Any, attr: attrs.Attribute, value: str) -> None:
     if not value or "\0" in value:
-        raise ValueError("must be a non-empty name without NUL characters")
+        raise ValueError("must be a non-empty name without NUL characters", attr)
     limit = 63 - len("_rows") if attr.name == "table" else 63
     if len(value.encode()) > limit:
-        raise ValueError(f"must be at most {limit} bytes (PostgreSQL truncates longer names)")
+        raise ValueError(f"must be at most {limit} bytes (PostgreSQL truncates longer names)", attr)
 
 
 def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
     if value <= 0:
-        raise ValueError("must be greater than zero")
+        raise ValueError("must be greater than zero", attr)  # attr: config names the key
 
 
 @attrs.frozen
