@@ -1,0 +1,229 @@
+"""`hedgeplug bench`: the simulator's scenarios on real OS processes.
+
+Every node is a `hedgeplug run` process on loopback (tcp), sharing the
+embedded sqlite lock in a temporary folder. Cluster state is read by
+polling every node's status every 50 ms, so times carry up to ~50 ms of
+polling error plus the machine's load. Every phase is bounded by
+`--timeout`, every loop by a count.
+
+    hedgeplug bench leader-kill --size 5 --rounds 3
+    hedgeplug bench scale-up -k 20 --membership gossip --join one-random
+    hedgeplug bench churn --size 6 --rounds 5 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import anyio
+
+from hedgeplug.errors import HedgeplugError
+from hedgeplug.testing.processes import NodeProcess, ProcessCluster, ProcessError
+
+from .metrics import count_groups
+
+HELP = "measure scale-up, churn or leader-kill on real node processes (loopback, sqlite lock)"
+SCENARIOS = ("scale-up", "churn", "leader-kill")
+JOIN_RULES = ("one-random", "sample-1-3", "none")
+MAX_PROCESSES = 200  # a bound on what one command may start
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", choices=SCENARIOS)
+    parser.add_argument(
+        "--size", type=int, default=5, help="cluster size (churn, leader-kill; default 5)"
+    )
+    parser.add_argument(
+        "-k", type=int, default=20, help="nodes added at once by scale-up (default 20)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="kills or replacements (default 3)")
+    parser.add_argument(
+        "--membership", default="heartbeat", help="membership strategy (default heartbeat)"
+    )
+    parser.add_argument(
+        "--join",
+        choices=JOIN_RULES,
+        default="one-random",
+        help="seeds for strategies that take them",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="config override for every node",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="bound on each phase in seconds (default 60)"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the bench's own choices")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+class _Cluster(ProcessCluster):
+    """ProcessCluster whose next node can be given its join seeds."""
+
+    next_args: list[str] = []
+
+    def args_for(self, node_id: str) -> list[str]:
+        args = super().args_for(node_id)
+        extra, self.next_args = self.next_args, []
+        return args + extra
+
+
+def _groups(statuses: dict[str, Any]) -> int:
+    live = {node_id for node_id, s in statuses.items() if s is not None}
+    views = {
+        node_id: frozenset(m["id"] for m in s.get("members", []) if m["id"] in live)
+        for node_id, s in statuses.items()
+        if s is not None
+    }
+    return count_groups(views)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.random = Random(args.seed)
+        overrides = [f"membership.use={args.membership}", *args.set]
+        self.cluster = _Cluster(workdir, cluster="hedgeplug-bench", overrides=overrides)
+        self._seeds = self._takes_seeds(args.membership)
+        self.figures: dict[str, Any] = {"scenario": args.scenario, "membership": args.membership}
+
+    def _takes_seeds(self, membership: str) -> bool:
+        import attrs
+
+        impl = self.cluster.registry.get("membership", membership)
+        return "seeds" in {f.name for f in attrs.fields(impl.options)}
+
+    def _join_args(self) -> list[str]:
+        rule = self.args.join
+        if not self._seeds or rule == "none":
+            return []
+        live = [n.address for n in self.cluster.live]
+        if rule == "one-random":
+            # The new process itself is a candidate too; it then starts alone (no seed).
+            choice = self.random.choice([*live, None])
+            picks = [] if choice is None else [choice]
+        else:
+            picks = (
+                self.random.sample(live, min(len(live), self.random.randint(1, 3))) if live else []
+            )
+        return ["--set", f"membership.seeds={','.join(picks)}"] if picks else []
+
+    async def add(self, count: int) -> list[NodeProcess]:
+        started = []
+        for _ in range(count):
+            self.cluster.next_args = self._join_args()
+            started.append(await self.cluster.add())
+        return started
+
+    async def agreed(self) -> float:
+        return await self.cluster.wait_agreed(self.args.timeout)
+
+    # ------------------------------------------------------------ scenarios
+
+    async def scale_up(self) -> None:
+        await self.add(2)
+        self.figures["initial_agreement_s"] = round(await self.agreed(), 3)
+        began = anyio.current_time()
+        # Start them concurrently, as a deployment scaling up would.
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.args.k):
+                tg.start_soon(self.add, 1)
+        self.figures["start_spread_s"] = round(anyio.current_time() - began, 3)
+        statuses = await self.cluster.statuses()
+        self.figures["groups_right_after_start"] = _groups(statuses)
+        try:
+            await self.agreed()
+            self.figures["convergence_s"] = round(anyio.current_time() - began, 3)
+        except ProcessError as exc:
+            self.figures["convergence_s"] = None
+            self.figures["not_converged"] = str(exc).splitlines()[0]
+        self.figures["groups_at_end"] = _groups(await self.cluster.statuses())
+        self.figures["size"] = len(self.cluster.live)
+
+    async def churn(self) -> None:
+        await self.add(self.args.size)
+        await self.agreed()
+        times = []
+        for _ in range(self.args.rounds):
+            victim = self.random.choice(self.cluster.live)
+            if self.random.random() < 0.5:
+                self.cluster.kill(victim)
+            else:
+                self.cluster.terminate(victim)
+            await self.cluster.wait_exit(victim, self.args.timeout)
+            await self.add(1)
+            times.append(await self.agreed())
+        self.figures["agreement_after_replacement_s"] = _summary(times)
+
+    async def leader_kill(self) -> None:
+        await self.add(self.args.size)
+        await self.agreed()
+        failovers, agreements = [], []
+        for _ in range(self.args.rounds):
+            statuses = await self.cluster.statuses()
+            leader = self.cluster.leader_process(statuses)
+            if leader is None:
+                raise HedgeplugError("no leader among the processes to kill")
+            self.cluster.kill(leader)
+            began = anyio.current_time()
+            await self.cluster.wait_exit(leader, self.args.timeout)
+            failovers.append(await self.cluster.wait_new_leader(leader.id, self.args.timeout))
+            await self.agreed()
+            agreements.append(anyio.current_time() - began)
+        self.figures["failover_s"] = _summary(failovers)
+        self.figures["agreement_after_kill_s"] = _summary(agreements)
+
+    async def run(self) -> dict[str, Any]:
+        try:
+            async with self.cluster:
+                await getattr(self, self.args.scenario.replace("-", "_"))()
+                cpu = [n.cpu_seconds() for n in self.cluster.live]
+                self.figures["cpu_seconds_per_node"] = _summary(cpu)
+        finally:
+            self.cluster.kill_all_now()
+        return self.figures
+
+
+def _summary(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    data = sorted(values)
+    return {
+        "count": len(data),
+        "median": round(statistics.median(data), 3),
+        "max": round(data[-1], 3),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    total = (
+        args.k + 2
+        if args.scenario == "scale-up"
+        else args.size + (args.rounds if args.scenario == "churn" else 0)
+    )
+    if args.size < 2 or args.k < 1 or args.rounds < 1:
+        raise HedgeplugError("--size must be at least 2, -k and --rounds at least 1")
+    if total > MAX_PROCESSES:
+        raise HedgeplugError(
+            f"that would start {total} processes; the bench allows {MAX_PROCESSES}"
+        )
+    if args.timeout <= 0:
+        raise HedgeplugError("--timeout must be positive")
+    with tempfile.TemporaryDirectory(prefix="hedgeplug-bench-") as folder:
+        figures = anyio.run(Bench(args, Path(folder)).run)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        width = max(len(k) for k in figures)
+        for key, value in figures.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
