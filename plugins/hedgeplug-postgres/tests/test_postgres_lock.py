@@ -35,8 +35,17 @@ def lock_name() -> str:
     return f"contract-{uuid.uuid4().hex[:12]}"
 
 
+class _Ctx:
+    cluster = "c"
+    id = "n"
+
+    def __init__(self, lock_name: str) -> None:
+        self.lock_name = lock_name
+
+
 def _backend_factory(dsn: str, lock_name: str, **options: Any) -> Any:
-    return lambda: PostgresLock(PostgresOptions(dsn=dsn, **options), lock_name)
+    """Backends as a node builds them (through make(), so watch = true gives the watching kind)."""
+    return lambda: make(PostgresOptions(dsn=dsn, **options), _Ctx(lock_name))  # type: ignore[arg-type]
 
 
 class RowStall:
@@ -298,3 +307,21 @@ def test_config_reads_postgres_options_and_names_bad_ones() -> None:
         load_config(data={"lock": {"use": "postgres", "table": ""}}, env={})
     with pytest.raises(ConfigError, match="connect_timeout"):
         load_config(data={"lock": {"use": "postgres", "connect_timeout": "-1s"}}, env={})
+
+
+@pytest.mark.anyio
+async def test_watch_false_gives_a_backend_without_watch(postgres_server: Any, lock_name: str) -> None:
+    from hedgeplug.contracts import LockBackend, Watchable
+
+    plain = _backend_factory(postgres_server.dsn, lock_name, watch=False)()
+    watching = _backend_factory(postgres_server.dsn, lock_name)()
+    try:
+        assert isinstance(plain, LockBackend) and not isinstance(plain, Watchable)
+        assert isinstance(watching, Watchable)
+        lease = await plain.acquire("a", "addr", 1.0)
+        assert lease is not None
+        seen = await watching.current()
+        assert seen is not None and (seen.holder, seen.token) == ("a", lease.token)
+    finally:
+        await plain.aclose()
+        await watching.aclose()

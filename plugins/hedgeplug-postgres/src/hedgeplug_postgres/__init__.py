@@ -12,10 +12,12 @@ from hedgeplug.contracts import NodeContext
 from hedgeplug.errors import ConfigError
 from hedgeplug.hookspecs import hookimpl
 
-from .lock import PostgresLock, PostgresOptions, describe_dsn
+from .lock import PostgresLock, PostgresOptions, WatchingPostgresLock, describe_dsn
 from .schema import Statements
 
-__all__ = ["PostgresLock", "PostgresOptions", "Statements", "make"]
+__all__ = [
+    "PostgresLock", "PostgresOptions", "Statements", "WatchingPostgresLock", "make",
+]
 
 
 def make(options: PostgresOptions, ctx: NodeContext) -> PostgresLock:
@@ -23,7 +25,8 @@ def make(options: PostgresOptions, ctx: NodeContext) -> PostgresLock:
         describe_dsn(options.dsn)
     except ValueError as exc:
         raise ConfigError(f"[lock] dsn: {exc}") from None
-    return PostgresLock(options, ctx.lock_name)
+    kind = WatchingPostgresLock if options.watch else PostgresLock
+    return kind(options, ctx.lock_name)
 
 
 @hookimpl

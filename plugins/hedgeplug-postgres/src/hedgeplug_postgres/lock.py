@@ -72,6 +72,10 @@ class PostgresOptions:
         default=Duration(5.0), validator=_positive,
         metadata={"help": "server-side bound on one statement (backstop for cancellation)"},
     )
+    watch: bool = attrs.field(
+        default=True,
+        metadata={"help": "LISTEN for lock changes on a second connection per node (fast failover)"},
+    )
 
 
 def describe_dsn(dsn: str) -> str:
@@ -87,7 +91,7 @@ def describe_dsn(dsn: str) -> str:
 
 
 class PostgresLock:
-    """LockBackend + Watchable + RowStorage for one lock name in one table."""
+    """LockBackend + RowStorage for one lock name in one table (see WatchingPostgresLock)."""
 
     def __init__(self, options: PostgresOptions, lock_name: str) -> None:
         self.options = options
@@ -259,7 +263,53 @@ class PostgresLock:
         self._closed = True
         self._drop_connection()
 
-    # ------------------------------------------------------------ Watchable
+    # ------------------------------------------------------------ RowStorage
+
+    async def row_get(self, key: str) -> Row | None:
+        def work(conn: psycopg.Connection[Any]) -> Row | None:
+            row = conn.execute(self.sql.row_get, {"lock": self.lock_name, "key": key}).fetchone()
+            return None if row is None else Row(row[0], bytes(row[1]), int(row[2]))
+
+        return await self._call(work)
+
+    async def row_put(self, key: str, value: bytes, *, expect: int | None = None) -> Row | None:
+        args = {"lock": self.lock_name, "key": key, "value": bytes(value), "expect": expect}
+        if expect is None:
+            statement = self.sql.row_put_any
+        elif expect == 0:
+            statement = self.sql.row_create
+        else:
+            statement = self.sql.row_compare_and_set
+
+        def work(conn: psycopg.Connection[Any]) -> Row | None:
+            row = conn.execute(statement, args).fetchone()
+            return None if row is None else Row(key, bytes(value), int(row[0]))
+
+        return await self._call(work)
+
+    async def row_delete(self, key: str, *, expect: int | None = None) -> bool:
+        args = {"lock": self.lock_name, "key": key, "expect": expect}
+        statement = self.sql.row_delete if expect is None else self.sql.row_delete_expect
+
+        def work(conn: psycopg.Connection[Any]) -> bool:
+            return conn.execute(statement, args).rowcount > 0
+
+        return await self._call(work)
+
+    async def row_scan(self, prefix: str) -> list[Row]:
+        def work(conn: psycopg.Connection[Any]) -> list[Row]:
+            rows = conn.execute(self.sql.row_scan, {"lock": self.lock_name, "prefix": prefix}).fetchall()
+            return [Row(k, bytes(v), int(n)) for k, v, n in rows]
+
+        return await self._call(work)
+
+
+class WatchingPostgresLock(PostgresLock):
+    """PostgresLock that is also Watchable: the default (``watch = true``).
+
+    Costs a second, mostly idle connection per node; with ``watch = false``
+    (many nodes, or a pooler that cannot keep LISTEN) contenders notice a
+    release at their next poll instead."""
 
     async def watch(self) -> AsyncIterator[None]:
         """LISTEN on a dedicated connection; yield when the holder or token changes
@@ -316,46 +366,6 @@ class PostgresLock:
             conn.close()
             raise self._error(f"watch: {_first_line(exc)}") from None
         return conn
-
-    # ------------------------------------------------------------ RowStorage
-
-    async def row_get(self, key: str) -> Row | None:
-        def work(conn: psycopg.Connection[Any]) -> Row | None:
-            row = conn.execute(self.sql.row_get, {"lock": self.lock_name, "key": key}).fetchone()
-            return None if row is None else Row(row[0], bytes(row[1]), int(row[2]))
-
-        return await self._call(work)
-
-    async def row_put(self, key: str, value: bytes, *, expect: int | None = None) -> Row | None:
-        args = {"lock": self.lock_name, "key": key, "value": bytes(value), "expect": expect}
-        if expect is None:
-            statement = self.sql.row_put_any
-        elif expect == 0:
-            statement = self.sql.row_create
-        else:
-            statement = self.sql.row_compare_and_set
-
-        def work(conn: psycopg.Connection[Any]) -> Row | None:
-            row = conn.execute(statement, args).fetchone()
-            return None if row is None else Row(key, bytes(value), int(row[0]))
-
-        return await self._call(work)
-
-    async def row_delete(self, key: str, *, expect: int | None = None) -> bool:
-        args = {"lock": self.lock_name, "key": key, "expect": expect}
-        statement = self.sql.row_delete if expect is None else self.sql.row_delete_expect
-
-        def work(conn: psycopg.Connection[Any]) -> bool:
-            return conn.execute(statement, args).rowcount > 0
-
-        return await self._call(work)
-
-    async def row_scan(self, prefix: str) -> list[Row]:
-        def work(conn: psycopg.Connection[Any]) -> list[Row]:
-            rows = conn.execute(self.sql.row_scan, {"lock": self.lock_name, "prefix": prefix}).fetchall()
-            return [Row(k, bytes(v), int(n)) for k, v, n in rows]
-
-        return await self._call(work)
 
 
 def _first_line(exc: BaseException) -> str:
