@@ -180,3 +180,21 @@ def test_lock_store_latency_applies_to_every_call() -> None:
         assert abs(sim.now() - started - 0.4) < 1e-6
 
     assert simulate(scenario).ok
+
+
+def test_garbage_is_dropped_and_counted_never_fatal() -> None:
+    async def scenario(sim: Simulation) -> None:
+        nodes = await sim.start(3)
+        await sim.sleep(5)
+        for node in nodes:
+            sim.faults.garbage(node, 40)
+        await sim.sleep(5)
+        for node in nodes:
+            assert node.running and node.node is not None
+            drops = sum(v for k, v in node.node.counters.items() if k.startswith("drop."))
+            drops += sum(node.node._transport.stats.dropped.values())
+            assert drops >= 40, (node.node.counters, node.node._transport.stats.dropped)
+            assert in_every_view(sim, node.id)
+
+    result = simulate(scenario)
+    assert result.ok, result.first_violation

@@ -134,6 +134,28 @@ class Faults:
         sim.change("links cleared")
         sim.disturb()
 
+    def garbage(self, node: SimNode, count: int = 20) -> None:
+        """Feed `count` malformed frames to a node (invariant 4: counted drops,
+        never a crash): random bytes, a frame of another cluster, a truncated
+        header, and non-bytes objects."""
+        sim = self.sim
+        assert sim.network is not None
+        rng = sim.random
+        other_cluster = (
+            b"HP\x01\x00"
+            + bytes([0x96, 0xA5])
+            + b"other"
+            + bytes([0xA1, 0x78, 0xA1, 0x63, 1, 0, 0xC0])
+        )
+        samples: list[object] = [b"", b"HP", other_cluster, {"not": "bytes"}]
+        for i in range(count):
+            if i < len(samples):
+                frame = samples[i]
+            else:
+                frame = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64)))
+            sim.network.inject(node.address, frame, src="mem://garbage")
+        sim.log(node.id, f"garbage x{count}")
+
     # ------------------------------------------------------------ store
 
     def store_outage(self, seconds: float) -> None:
