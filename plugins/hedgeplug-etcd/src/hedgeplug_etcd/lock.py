@@ -7,10 +7,10 @@ Key layout, under the configured prefix (default ``hedgeplug/``):
   to the holder's etcd lease, so etcd deletes it when the lease runs out.
 - ``<prefix><lock name>/rows/<key>``: the optional row storage.
 
-The fencing token is the lock key's ``create_revision``: etcd's revision
-counter only grows, and every new holder creates the key anew, so tokens
-strictly increase across holders. Expiry is decided by etcd's own lease
-clock, never by ours.
+The fencing token is the lock key's ``mod_revision``: the key is written
+only when a lease is acquired (renewals touch the etcd lease, never the key),
+and etcd's revision counter only grows, so tokens strictly increase across
+acquisitions. Expiry is decided by etcd's own lease clock, never by ours.
 """
 
 from __future__ import annotations
@@ -118,13 +118,12 @@ class EtcdLock:
                     await self._revoke_quietly(lease_id)
                     return None
                 # We hold it already (the election lost track, e.g. after a late
-                # renewal): replace the key so the fencing token moves on. etcd
-                # forbids a delete and a put of one key in one transaction, so
-                # this is two steps; someone else may take it in between.
-                replaced = await self._delete_if_unchanged(existing)
-                if replaced:
+                # renewal): rewrite the key onto the new lease in one transaction
+                # guarded by its mod_revision, so the token moves on atomically;
+                # the old lease is left without keys and revoked.
+                created, revision = await self._rewrite_if_unchanged(existing, value, lease_id)
+                if created:
                     await self._revoke_quietly(num(existing, "lease"))
-                    created, existing, revision = await self._create(value, lease_id)
         except BaseException:
             await self._revoke_quietly(lease_id)
             raise
@@ -134,20 +133,23 @@ class EtcdLock:
         return Lease(lock=self.lock_name, holder=holder, address=address, token=revision,
                      ttl=ttl, remaining=float(granted_ttl))
 
-    async def _delete_if_unchanged(self, kv: dict[str, Any]) -> bool:
+    async def _rewrite_if_unchanged(
+        self, kv: dict[str, Any], value: bytes, lease_id: int
+    ) -> tuple[bool, int]:
         answer = await self.client.call("kv/txn", {
             "compare": [{"key": b64(self.key), "target": "MOD", "result": "EQUAL",
                          "mod_revision": str(num(kv, "mod_revision"))}],
-            "success": [{"request_delete_range": {"key": b64(self.key)}}],
+            "success": [{"request_put": {"key": b64(self.key), "value": b64(value),
+                                         "lease": str(lease_id)}}],
         })
-        return bool(answer.get("succeeded"))
+        return bool(answer.get("succeeded")), num(answer.get("header", {}), "revision")
 
     async def renew(self, lease: Lease, ttl: float) -> Lease | None:
         # etcd keeps a lease's granted ttl; a different `ttl` here applies from
         # the next acquisition on.
         kv = await self._range_lock()
-        if kv is None or num(kv, "create_revision") != lease.token:
-            return None
+        if kv is None or num(kv, "mod_revision") != lease.token:
+            return None  # gone, or written by a later acquisition
         answer = await self.client.call("lease/keepalive", {"ID": str(num(kv, "lease"))})
         result = answer.get("result", answer)
         remaining = num(result, "TTL")
@@ -158,8 +160,8 @@ class EtcdLock:
 
     async def release(self, lease: Lease) -> None:
         answer = await self.client.call("kv/txn", {
-            "compare": [{"key": b64(self.key), "target": "CREATE", "result": "EQUAL",
-                         "create_revision": str(lease.token)}],
+            "compare": [{"key": b64(self.key), "target": "MOD", "result": "EQUAL",
+                         "mod_revision": str(lease.token)}],
             "success": [{"request_delete_range": {"key": b64(self.key), "prev_kv": True}}],
         })
         if not answer.get("succeeded"):
@@ -181,7 +183,7 @@ class EtcdLock:
         # second left, or ran out and not yet revoked" (etcd revokes expired
         # leases in a loop every 500 ms): still reported as held.
         return Lease(lock=self.lock_name, holder=record["holder"],
-                     address=str(record.get("address", "")), token=num(kv, "create_revision"),
+                     address=str(record.get("address", "")), token=num(kv, "mod_revision"),
                      ttl=float(record.get("ttl") or num(alive, "grantedTTL")),
                      remaining=float(remaining))
 
