@@ -167,6 +167,11 @@ def test_os_processes_contending_on_one_file(db_path: Path, tmp_path: Path) -> N
     problems = check_history(merged, clock_slack=0.005)
     assert not problems, "\n".join(problems[:20])
     holders = {g.holder for g in merged.grants}
+    print(  # shown with -s: what the run covered
+        f"{processes} processes: {len(merged.grants)} grants to {len(holders)} holders, "
+        f"{len(merged.renewals)} renewals, {len(merged.releases)} releases, "
+        f"{merged.calls} calls, {merged.store_errors} store errors"
+    )
     assert len(merged.grants) >= 8 and len(holders) >= 3, (len(merged.grants), holders)
     assert merged.store_errors <= merged.calls // 20, (merged.store_errors, merged.calls)
     tokens = sorted(g.token for g in merged.grants)

@@ -450,6 +450,11 @@ class LockBackendContract(_ContractBase):
         problems = check_history(history, clock_slack=self.clock_slack)
         assert not problems, "\n".join(problems[:20])
         holders = {g.holder for g in history.grants}
+        print(  # shown with -s: what the run covered
+            f"{self.contenders} contenders: {len(history.grants)} grants to {len(holders)} "
+            f"holders, {len(history.renewals)} renewals, {history.calls} calls, "
+            f"{history.store_errors} store errors"
+        )
         assert len(history.grants) >= 5 and len(holders) >= 3, (
             f"too little happened to prove anything: {len(history.grants)} grants to {holders}"
         )
