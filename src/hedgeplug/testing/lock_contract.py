@@ -181,8 +181,8 @@ def check_history(history: History, *, clock_slack: float = 0.02) -> list[str]:
             if later.token <= earlier.token:
                 problems.append(f"token went back: {later} was sent after {earlier} returned")
     for r in history.renewals:
-        g = by_token.get(r.token)
-        if g is None or g.holder != r.holder:
+        granted = by_token.get(r.token)
+        if granted is None or granted.holder != r.holder:
             problems.append(f"renewal of a lease never granted: {r}")
     tokens = sorted(by_token)
     for prev_token, next_token in zip(tokens, tokens[1:], strict=False):
@@ -208,9 +208,11 @@ def check_history(history: History, *, clock_slack: float = 0.02) -> list[str]:
     for o in history.observations:
         if o.token is None:
             continue
-        g = by_token.get(o.token)
-        if g is not None and g.holder != o.holder:
-            problems.append(f"current() showed holder {o.holder} for token {o.token} of {g.holder}")
+        granted = by_token.get(o.token)
+        if granted is not None and granted.holder != o.holder:
+            problems.append(
+                f"current() showed holder {o.holder} for token {o.token} of {granted.holder}"
+            )
         newest_before = max((g.token for g in history.grants if g.returned < o.sent), default=0)
         if o.token < newest_before:
             problems.append(
