@@ -192,10 +192,25 @@ def test_directory_as_path_names_the_path(tmp_path: Path) -> None:
         open_lock(str(tmp_path), "x")
 
 
-@pytest.mark.anyio
-async def test_corrupt_file_is_a_store_error_naming_the_path(tmp_path: Path) -> None:
-    path = tmp_path / "corrupt.sqlite"
+def test_foreign_file_is_refused_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
     path.write_bytes(b"this is not a database, " * 200)
+    with pytest.raises(StoreError, match=f"{path}: file exists but is not a SQLite database"):
+        open_lock(str(path), "x")
+
+
+@pytest.mark.anyio
+async def test_damaged_database_is_a_store_error_naming_the_path(tmp_path: Path) -> None:
+    """A real SQLite file whose pages were overwritten: every call fails cleanly."""
+    path = tmp_path / "damaged.sqlite"
+    lock = open_lock(str(path), "x")
+    assert await lock.acquire("a", "addr", 1.0) is not None
+    await lock.aclose()
+    with open(path, "r+b") as f:  # keep the header, wreck the schema page
+        f.seek(100)
+        f.write(b"\xff" * 3900)
+    for wal in (tmp_path / "damaged.sqlite-wal", tmp_path / "damaged.sqlite-shm"):
+        wal.unlink(missing_ok=True)
     lock = open_lock(str(path), "x")
     try:
         with pytest.raises(StoreError, match=str(path)):

@@ -448,7 +448,22 @@ def open_lock(path: str, lock_name: str, *, busy_timeout: float = 1.0) -> Sqlite
         raise StoreError(f"sqlite lock store {path}: directory {directory} is not writable")
     if os.path.isdir(path):
         raise StoreError(f"sqlite lock store {path}: is a directory, expected a database file")
+    _check_header(path)
     return SqliteLock(path, lock_name, busy_timeout=busy_timeout)
+
+
+def _check_header(path: str) -> None:
+    """Refuse at start-up a file that is plainly not SQLite (one 16-byte read);
+    damage further in shows up as a StoreError on the call that meets it."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except FileNotFoundError:
+        return  # created on first use
+    except OSError as exc:
+        raise StoreError(f"sqlite lock store {path}: cannot read: {exc.strerror}") from None
+    if header and header != b"SQLite format 3\x00":
+        raise StoreError(f"sqlite lock store {path}: file exists but is not a SQLite database")
 
 
 def make(options: SqliteOptions, ctx: NodeContext) -> SqliteLock:
