@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import uuid
 
+import anyio
 import pytest
 from hedgeplug.testing.processes import ProcessCluster
 
@@ -51,6 +52,10 @@ async def test_processes_fail_over_through_spanner(tmp_path, spanner_emulator):
 
         second = cluster.leader_process(await cluster.statuses())
         assert second is not None
+        # Let the others settle into reading: on the emulator a release that
+        # collides with a contender's read-write transaction waits in the
+        # emulator's retry backoff, and may outlast the node's stop timeout.
+        await anyio.sleep(1.0)
         cluster.terminate(second)
         second.running = False
         took = await cluster.wait_new_leader(second.id, timeout=TTL + 10)
