@@ -236,11 +236,14 @@ class Gossip:
         try:
             kind = wire.message_type(payload)
             if kind == wire.PING:
-                return self._on_ping(payload)
+                return self._on_ping(payload, msg.sender)
             if kind == wire.PING_REQ:
                 return await self.prober.relay(payload)
             if kind == wire.GOSSIP:
                 self.absorb(payload.get("u"))
+                accused = self.accusation(msg.sender)
+                if accused is not None:
+                    await self._send(accused.address, {"t": wire.GOSSIP, "u": [self._record(accused)]})
                 return None
             if kind == wire.PUSH_PULL:
                 return self.pushpull.answer(payload)
@@ -251,13 +254,29 @@ class Gossip:
             self.ctx.log.debug("gossip: dropped payload from %s: %s", msg.sender, exc)
         return None
 
-    def _on_ping(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def accusation(self, sender: str) -> Member | None:
+        """Our record of `sender` if it accuses it: a member that can talk to
+        us should hear at once that we suspect it (or think it dead), so it
+        refutes in one round trip instead of whenever gossip happens to reach it."""
+        known = self.table.get(sender) if self.table else None
+        if known is not None and known.state in (MemberState.SUSPECT, MemberState.DEAD):
+            return known
+        return None
+
+    def _record(self, member: Member) -> list[Any]:
+        return wire.record_to_wire(member, self.me.id)
+
+    def _on_ping(self, payload: dict[str, Any], sender: str) -> dict[str, Any]:
         target = wire.field_text(payload, "to")
         self.absorb(payload.get("u"))
         if target != self.me.id:
             self.count("drop.wrong-target")
             return {"t": wire.ACK, "ok": False}
-        return {"t": wire.ACK, "ok": True, "u": self.piggyback()}
+        records = self.piggyback()
+        accused = self.accusation(sender)
+        if accused is not None:
+            records.insert(0, self._record(accused))
+        return {"t": wire.ACK, "ok": True, "u": records}
 
     async def _send(self, address: str, payload: Any) -> None:
         try:
