@@ -4,12 +4,10 @@ errors a user gets for a bad path or a corrupt file."""
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +31,7 @@ from hedgeplug.testing.lock_contract import (
     check_history,
     graceful_failover_seconds,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
+from hedgeplug.testing.lock_processes import run_contender_processes
 
 # A separate OS process that takes SQLite's write lock and holds it until its
 # stdin closes: to every backend that is a store it cannot write to.
@@ -129,41 +126,14 @@ def test_checker_catches_overlap_and_token_regression() -> None:
 
 
 @pytest.mark.slow
-def test_os_processes_contending_on_one_file(db_path: Path, tmp_path: Path) -> None:
+def test_os_processes_contending_on_one_file(db_path: Path) -> None:
     """Six real processes hammer one database file for three seconds."""
-    processes, seconds, ttl = 6, 3.0, 0.25
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.helpers.lock_contender", "sqlite", str(db_path),
-             "multi", f"proc-{i}", str(ttl), str(seconds), str(i)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=(tmp_path / f"proc-{i}.err").open("w"), text=True, cwd=ROOT, env=env,
-        )
-        for i in range(processes)
-    ]
-    start = time.monotonic() + 1.5  # time for every interpreter to import and open the file
-    merged = History()
-    try:
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write(f"{start}\n")
-            p.stdin.close()
-        for i, p in enumerate(procs):
-            assert p.stdout is not None
-            out = p.stdout.read()  # bounded: the process stops at its deadline
-            assert p.wait(timeout=seconds + 20) == 0, (tmp_path / f"proc-{i}.err").read_text()
-            part = json.loads(out)
-            merged.grants += [Grant(**g) for g in part["grants"]]
-            merged.renewals += [Renewal(**r) for r in part["renewals"]]
-            merged.releases += [Release(**r) for r in part["releases"]]
-            merged.observations += [Observation(**o) for o in part["observations"]]
-            merged.store_errors += part["store_errors"]
-            merged.calls += part["calls"]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    processes = 6
+    merged = run_contender_processes(
+        "hedgeplug.lock.sqlite:open_lock",
+        {"path": str(db_path), "lock_name": "multi"},
+        processes=processes, seconds=3.0, ttl=0.25,
+    )
     problems = check_history(merged, clock_slack=0.005)
     assert not problems, "\n".join(problems[:20])
     holders = {g.holder for g in merged.grants}
@@ -174,8 +144,6 @@ def test_os_processes_contending_on_one_file(db_path: Path, tmp_path: Path) -> N
     )
     assert len(merged.grants) >= 8 and len(holders) >= 3, (len(merged.grants), holders)
     assert merged.store_errors <= merged.calls // 20, (merged.store_errors, merged.calls)
-    tokens = sorted(g.token for g in merged.grants)
-    assert len(set(tokens)) == len(tokens)
 
 
 # ------------------------------------------------------------ user mistakes

@@ -24,8 +24,10 @@ from hedgeplug.testing.lock_contract import (
     StallContract,
     StoreOutageContract,
     WatchableContract,
+    check_history,
     graceful_failover_seconds,
 )
+from hedgeplug.testing.lock_processes import run_contender_processes
 
 from hedgeplug_postgres import PostgresLock, PostgresOptions, make
 
@@ -325,3 +327,23 @@ async def test_watch_false_gives_a_backend_without_watch(postgres_server: Any, l
     finally:
         await plain.aclose()
         await watching.aclose()
+
+
+@pytest.mark.slow
+def test_os_processes_contending_through_postgres(postgres_server: Any, lock_name: str) -> None:
+    """Six real processes, each with its own connections, hammer one lock for three seconds."""
+    processes = 6
+    merged = run_contender_processes(
+        "hedgeplug_postgres:open_lock",
+        {"dsn": postgres_server.dsn, "lock_name": lock_name},
+        processes=processes, seconds=3.0, ttl=0.25,
+    )
+    problems = check_history(merged, clock_slack=0.01)
+    assert not problems, "\n".join(problems[:20])
+    holders = {g.holder for g in merged.grants}
+    print(  # shown with -s: what the run covered
+        f"{processes} processes: {len(merged.grants)} grants to {len(holders)} holders, "
+        f"{len(merged.renewals)} renewals, {merged.calls} calls, {merged.store_errors} store errors"
+    )
+    assert len(merged.grants) >= 8 and len(holders) >= 3, (len(merged.grants), holders)
+    assert merged.store_errors <= merged.calls // 20, (merged.store_errors, merged.calls)

@@ -16,11 +16,11 @@ from .lock import PostgresLock, PostgresOptions, WatchingPostgresLock, describe_
 from .schema import Statements
 
 __all__ = [
-    "PostgresLock", "PostgresOptions", "Statements", "WatchingPostgresLock", "make",
+    "PostgresLock", "PostgresOptions", "Statements", "WatchingPostgresLock", "make", "open_lock",
 ]
 
 
-def make(options: PostgresOptions, ctx: NodeContext) -> PostgresLock:
+def make(options: PostgresOptions, ctx: NodeContext | _Standalone) -> PostgresLock:
     try:
         describe_dsn(options.dsn)
     except ValueError as exc:
@@ -32,3 +32,17 @@ def make(options: PostgresOptions, ctx: NodeContext) -> PostgresLock:
 @hookimpl
 def hedgeplug_register_locks(register: Any) -> None:
     register("postgres", make, PostgresOptions)
+
+
+def open_lock(dsn: str, lock_name: str, **options: Any) -> PostgresLock:
+    """A backend outside a node (scripts, tests): `options` are PostgresOptions keys."""
+    return make(PostgresOptions(dsn=dsn, **options), _Standalone(lock_name))
+
+
+class _Standalone:
+    """The little of a NodeContext that make() reads."""
+
+    def __init__(self, lock_name: str) -> None:
+        self.lock_name = lock_name
+        self.cluster = lock_name
+        self.id = "standalone"

@@ -1,0 +1,111 @@
+"""Mutual exclusion across real OS processes: several processes run the lock
+contract's `contend()` loop against one store at the same time, each prints
+its history, and the parent merges and checks them.
+
+    history = run_contender_processes(
+        "hedgeplug.lock.sqlite:open_lock", {"path": db, "lock_name": "multi"},
+        processes=6, seconds=3.0, ttl=0.25,
+    )
+    assert not check_history(history)
+
+The opener is "module:function"; the function is called with the given
+keyword arguments (JSON values) in each child and returns a LockBackend.
+Times are the host's monotonic clock, which all processes of one host share,
+so the merged history can be checked like one from a single process.
+Bounded: each child stops at its deadline and is killed if it overruns.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import anyio
+import attrs
+
+from .lock_contract import Grant, History, Observation, Release, Renewal, contend
+
+START_DELAY = 1.5  # seconds for every child interpreter to import and open the store
+
+
+def run_contender_processes(
+    opener: str,
+    kwargs: dict[str, Any],
+    *,
+    processes: int = 6,
+    seconds: float = 3.0,
+    ttl: float = 0.25,
+) -> History:
+    """Run `processes` contender processes for `seconds`; return their merged history."""
+    with tempfile.TemporaryDirectory(prefix="hedgeplug-contenders-") as tmp:
+        errs = [Path(tmp) / f"contender-{i}.err" for i in range(processes)]
+        procs = []
+        for i in range(processes):
+            with open(errs[i], "w") as err:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", __name__, opener, json.dumps(kwargs),
+                         f"process-{i}", str(ttl), str(seconds), str(i)],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                        text=True, env=dict(os.environ),
+                    )
+                )
+        start = time.monotonic() + START_DELAY
+        merged = History()
+        try:
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write(f"{start}\n")
+                p.stdin.close()
+            for i, p in enumerate(procs):
+                assert p.stdout is not None
+                out = p.stdout.read()  # ends when the child exits at its deadline
+                code = p.wait(timeout=START_DELAY + seconds + 30)
+                if code != 0:
+                    raise AssertionError(
+                        f"contender process {i} exited with {code}:\n{errs[i].read_text()[-3000:]}"
+                    )
+                _merge(merged, json.loads(out))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        return merged
+
+
+def _merge(into: History, part: dict[str, Any]) -> None:
+    into.grants += [Grant(**g) for g in part["grants"]]
+    into.renewals += [Renewal(**r) for r in part["renewals"]]
+    into.releases += [Release(**r) for r in part["releases"]]
+    into.observations += [Observation(**o) for o in part["observations"]]
+    into.store_errors += part["store_errors"]
+    into.calls += part["calls"]
+
+
+async def _child(opener: str, kwargs: str, name: str, ttl: str, seconds: str, seed: str) -> None:
+    module_name, _, function = opener.partition(":")
+    lock = getattr(importlib.import_module(module_name), function)(**json.loads(kwargs))
+    history = History()
+    start = float(sys.stdin.readline())
+    await anyio.sleep(max(0.0, start - time.monotonic()))
+    try:
+        await contend(
+            lock, name, float(ttl), start + float(seconds), history, Random(int(seed)),
+            time.monotonic,
+        )
+    finally:
+        await lock.aclose()
+    json.dump(attrs.asdict(history), sys.stdout)
+
+
+if __name__ == "__main__":
+    anyio.run(_child, *sys.argv[1:])
