@@ -251,7 +251,7 @@ async def test_handlers_per_connection_are_bounded() -> None:
             async with anyio.create_task_group() as tg:
                 for i in range(12):
                     tg.start_soon(client.request, address, b"%d" % i, 8)
-    assert most == 3
+    assert 2 <= most <= 3  # concurrent, but never over the bound
 
 
 async def test_one_way_to_a_closed_port_is_counted() -> None:
@@ -288,14 +288,20 @@ async def test_close_also_closes_streams_opened_from_it() -> None:
 
 
 async def test_replies_overtake_each_other_on_one_connection() -> None:
+    # Handler i finishes only after handler i+1 did, so replies go back in the
+    # reverse of the order the requests were sent, all on one connection.
+    done = {i: anyio.Event() for i in range(10)}
     finished: list[int] = []
 
-    async def later_is_faster(data: bytes, peer: str) -> bytes:
-        await anyio.sleep(0.02 * (10 - int(data)))
-        finished.append(int(data))
+    async def reverse_order(data: bytes, peer: str) -> bytes:
+        i = int(data)
+        if i < 9:
+            await done[i + 1].wait()
+        finished.append(i)
+        done[i].set()
         return data
 
-    async with server_and_client(tcp, later_is_faster) as (server, client, address):
+    async with server_and_client(tcp, reverse_order) as (server, client, address):
         replies: dict[int, bytes] = {}
 
         async def ask(i: int) -> None:

@@ -150,12 +150,16 @@ class _FramedSocket:
             if self.broken is not None:
                 raise self.broken
             if self._stall_timeout is None:
+                await anyio.lowlevel.checkpoint_if_cancelled()  # before any byte: no harm
                 await self._send_or_close(frame)
             else:
-                with anyio.CancelScope(shield=True):
-                    with anyio.move_on_after(self._stall_timeout) as stalled:
-                        await self._send_or_close(frame)
-                    if stalled.cancelled_caught:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                # Shielded from the caller, bounded by its own deadline.
+                deadline = anyio.current_time() + self._stall_timeout
+                with anyio.CancelScope(shield=True, deadline=deadline) as guard:
+                    await self._send_or_close(frame)
+                if guard.cancelled_caught:
+                    with anyio.CancelScope(shield=True):
                         await self.close(
                             TransportError(
                                 f"connection to {self.peer} stalled: a frame could not be"
@@ -168,7 +172,6 @@ class _FramedSocket:
         self.stats.bytes_out += len(frame)
 
     async def _send_or_close(self, frame: bytes) -> None:
-        await anyio.lowlevel.checkpoint_if_cancelled()  # cancelled before any byte: no harm
         sent = False
         try:
             await self.stream.send(frame)
@@ -250,6 +253,15 @@ class _Outgoing(_FramedSocket):
             self._on_closed(self)
 
 
+@attrs.define
+class _Served:
+    """An incoming frame connection as the idle sweep sees it."""
+
+    link: _FramedSocket
+    slots: anyio.Semaphore
+    last_active: float
+
+
 class TcpMessageStream:
     """A MessageStream over a dedicated connection; TCP's flow control is the backpressure."""
 
@@ -326,6 +338,7 @@ class TcpTransport:
         self._connect_locks: dict[str, anyio.Lock] = {}
         self._connect_failures: dict[str, tuple[float, str]] = {}  # address -> (when, why)
         self._incoming: set[SocketStream] = set()
+        self._served: dict[SocketStream, _Served] = {}  # incoming frame connections
         self._streams: set[TcpMessageStream] = set()  # outgoing, until closed
         self._ids = itertools.count(1)
         self._serve_scope: anyio.CancelScope | None = None
@@ -523,11 +536,20 @@ class TcpTransport:
             await self.close_idle()
 
     async def close_idle(self) -> None:
-        """Close outgoing connections nobody used for `idle_timeout`."""
-        cutoff = anyio.current_time() - self.options.idle_timeout
+        """Close outgoing connections nobody used for `idle_timeout`, and incoming
+        ones quiet for twice that: a client closes its own idle connections
+        first, so one still open is abandoned (or hostile) and only holds a slot."""
+        now = anyio.current_time()
+        cutoff = now - self.options.idle_timeout
         for conn in list(self._pool.values()):
             if len(conn.mux) == 0 and conn.last_used < cutoff:
                 await conn.close(_ConnectionLost(f"idle connection to {conn.peer} closed"))
+        incoming_cutoff = now - 2 * self.options.idle_timeout
+        for served in list(self._served.values()):
+            handlers_running = served.slots.value < self.options.max_inflight
+            if served.last_active < incoming_cutoff and not handlers_running:
+                self.log.debug("closing idle connection from %s", served.link.peer)
+                await served.link.close(TransportError("idle"))
         for address, lock in list(self._connect_locks.items()):
             if address not in self._pool and not lock.locked():
                 del self._connect_locks[address]
@@ -584,26 +606,23 @@ class TcpTransport:
                     self.log.warning("stream handler for %s raised: %r", peer, exc)
         finally:
             self._incoming.discard(stream)
+            self._served.pop(stream, None)
             await anyio.aclose_forcefully(stream)
 
     async def _serve_frames(
         self, stream: SocketStream, reader: FrameReader, peer: str, on_frame: FrameHandler
     ) -> None:
-        link = _FramedSocket(stream, reader, peer, self.stats, self.options.connect_timeout)
+        # Replies need no shield: only closing the transport cancels a handler, and
+        # a reply stalled because the requester stopped reading ends when its idle
+        # connection is closed.
+        link = _FramedSocket(stream, reader, peer, self.stats)
         slots = anyio.Semaphore(self.options.max_inflight)
-        # A client closes its idle connections after its idle_timeout; one left
-        # open twice that long is abandoned (or hostile) and only holds a slot.
-        idle_limit = 2 * self.options.idle_timeout
+        served = _Served(link, slots, anyio.current_time())
+        self._served[stream] = served
         async with anyio.create_task_group() as handlers:
             while True:
                 try:
-                    with anyio.move_on_after(idle_limit) as idle:
-                        kind, request_id, body = await reader.read()
-                    if idle.cancelled_caught:
-                        if slots.value < self.options.max_inflight:
-                            continue  # handlers still running: not idle
-                        self.log.debug("closing idle connection from %s", peer)
-                        break
+                    kind, request_id, body = await reader.read()
                 except anyio.EndOfStream:
                     break
                 except FrameRejected as exc:
@@ -617,6 +636,7 @@ class TcpTransport:
                 except _NETWORK_ERRORS:
                     break
                 link.count_in(body)
+                served.last_active = anyio.current_time()
                 if kind is FrameType.ONEWAY or kind is FrameType.REQUEST:
                     await slots.acquire()  # at the limit, stop reading: TCP pushes back
                     handlers.start_soon(self._handle, link, kind, request_id, body, on_frame, slots)
