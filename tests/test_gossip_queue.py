@@ -65,3 +65,12 @@ def test_packing_respects_the_budget() -> None:
     batch = q.take(10 * size, 100)
     assert len(batch) == 10
     assert q.take(0, 100) == []
+
+
+def test_peek_shows_the_next_batch_without_counting_it_sent() -> None:
+    q = TransmitQueue(4)
+    q.push("a", record("a"))
+    q.push("b", record("b"))
+    assert [r[0] for r in q.peek(10_000)] == ["b", "a"]
+    assert q.pending() == {"a": 0, "b": 0}
+    assert q.peek(0) == []

@@ -272,7 +272,9 @@ class Gossip:
         if target != self.me.id:
             self.count("drop.wrong-target")
             return {"t": wire.ACK, "ok": False}
-        records = self.piggyback()
+        # An ack can arrive after the prober gave up (a slow node's usually
+        # does) and is then dropped with its cargo, so it rides along uncounted.
+        records = self.queue.peek(self.settings.packet_budget)
         accused = self.accusation(sender)
         if accused is not None:
             records.insert(0, self._record(accused))

@@ -50,6 +50,18 @@ class TransmitQueue:
     def discard(self, key: str) -> None:
         self._items.pop(key, None)
 
+    def peek(self, budget: int) -> list[list[Any]]:
+        """What `take` would give, without counting it sent (for replies that may arrive
+        after the asker gave up and be thrown away with everything they carry)."""
+        ordered = sorted(self._items.values(), key=lambda q: (q.transmits, -q.seq))
+        picked: list[list[Any]] = []
+        left = budget
+        for item in ordered:
+            if item.size <= left:
+                left -= item.size
+                picked.append(item.record)
+        return picked
+
     def take(self, budget: int, cluster_size: int) -> list[list[Any]]:
         """Records fitting in `budget` bytes, least-sent and newest first; counts them sent."""
         if not self._items or budget <= 0:
