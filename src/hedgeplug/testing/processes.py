@@ -207,8 +207,10 @@ class ProcessCluster:
         self.workdir = Path(workdir)
         self.cluster = cluster
         self.registry = registry or Registry.load()
+        # The sqlite lock in `workdir` unless the caller chose another backend.
+        own_lock = any(item.startswith("lock.use=") for item in overrides)
         self.overrides = [
-            *lock_path_overrides(self.registry, self.workdir),
+            *([] if own_lock else lock_path_overrides(self.registry, self.workdir)),
             f"transport.use={transport}",
             *overrides,
         ]
@@ -420,3 +422,59 @@ def summarize(statuses: dict[str, Status | None]) -> str:
             f"view={s.get('view_version')} members={ids}"
         )
     return "\n".join(lines)
+
+
+@attrs.frozen
+class FailoverFigures:
+    """What `measure_failover` saw, in seconds from the signal."""
+
+    killed_leader_replaced: float
+    agreed_after_kill: float
+    stopped_leader_replaced: float
+    agreed_after_stop: float
+
+    def __str__(self) -> str:
+        return (
+            f"SIGKILL leader: new leader {self.killed_leader_replaced:.2f}s, "
+            f"agreed view {self.agreed_after_kill:.2f}s; SIGTERM leader: new leader "
+            f"{self.stopped_leader_replaced:.2f}s, agreed view {self.agreed_after_stop:.2f}s"
+        )
+
+
+async def measure_failover(
+    cluster: ProcessCluster,
+    *,
+    nodes: int = 5,
+    ttl: float,
+    settle_before_stop: float = 0.0,
+    start_timeout: float = 60.0,
+) -> FailoverFigures:
+    """The core issue's cluster check against any lock backend: start `nodes`
+    `hedgeplug run` processes, wait for one leader and one view, SIGKILL the
+    leader and time the new leader and the agreed view, then SIGTERM the new
+    leader (graceful: release) and time the handover. Raises ProcessError
+    (with the statuses) when a step does not happen within its bound's
+    generous timeout; callers assert their own bounds on the figures."""
+    await cluster.start(nodes, ready_timeout=start_timeout)
+    await cluster.wait_agreed(timeout=start_timeout)
+    leader = cluster.leader_process(await cluster.statuses())
+    if leader is None:
+        raise ProcessError("agreement reached but no process reports leading")
+    cluster.kill(leader)
+    start = anyio.current_time()
+    killed_replaced = await cluster.wait_new_leader(leader.id, timeout=ttl + 15)
+    await cluster.wait_agreed(timeout=ttl + 15)
+    agreed_after_kill = anyio.current_time() - start
+
+    second = cluster.leader_process(await cluster.statuses())
+    if second is None:
+        raise ProcessError("agreement reached after the kill but no process reports leading")
+    if settle_before_stop:
+        await anyio.sleep(settle_before_stop)
+    cluster.terminate(second)
+    start = anyio.current_time()
+    stopped_replaced = await cluster.wait_new_leader(second.id, timeout=ttl + 15)
+    await cluster.wait_exit(second)
+    await cluster.wait_agreed(timeout=ttl + 15)
+    agreed_after_stop = anyio.current_time() - start
+    return FailoverFigures(killed_replaced, agreed_after_kill, stopped_replaced, agreed_after_stop)
