@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
+from anyio.abc import TaskGroup
 
 from hedgeplug.contracts import Message, NodeContext
 from hedgeplug.view import Member, MemberState, View, ViewVersion
@@ -49,6 +50,8 @@ class Gossip:
         self._dirty = False
         self._view = View()
         self._view_seq = 0
+        self._tasks: TaskGroup | None = None
+        self._last_chances: set[str] = set()
 
     # ------------------------------------------------------------ life cycle
 
@@ -65,6 +68,7 @@ class Gossip:
     async def run(self) -> None:
         self.start()
         async with anyio.create_task_group() as tg:
+            self._tasks = tg
             tg.start_soon(self.prober.run)
             tg.start_soon(self._gossip_loop)
             tg.start_soon(self.pushpull.run)
@@ -212,11 +216,52 @@ class Gossip:
                 and current.state is MemberState.SUSPECT
                 and current.incarnation == s.incarnation
             ):
-                self.apply(attrs.evolve(current, state=MemberState.DEAD), self.me.id)
+                if self._tasks is None:
+                    self.declare_dead(current)
+                elif current.id not in self._last_chances:
+                    self._last_chances.add(current.id)
+                    self._tasks.start_soon(self._last_chance, current)
         for gone in self.table.forget_gone(self.ctx.now(), self.settings.dead_retention):
             self.suspicions.cancel(gone.id)
             self.queue.discard(gone.id)
             self._dirty = True
+
+    def declare_dead(self, member: Member) -> None:
+        self.apply(attrs.evolve(member, state=MemberState.DEAD), self.me.id)
+        self.publish()
+
+    async def _last_chance(self, suspect: Member) -> None:
+        """Ping a suspect once more before declaring it dead.
+
+        The ping carries the accusation, so a live suspect refutes in its ack.
+        Without this, a refutation that missed one node (the epidemic reaches
+        everyone only with high probability) gets a live member killed there.
+        It delays a real death by at most one probe interval.
+        """
+        try:
+            answered = await self.prober.ping(
+                suspect.address, suspect.id, self.awareness.scale(self.settings.probe_interval)
+            )
+            current = self.table.get(suspect.id) if self.table else None
+            if current is None or current.state is not MemberState.SUSPECT:
+                return
+            if current.incarnation != suspect.incarnation:
+                return
+            if answered:
+                # Alive, but its refutation has not reached us yet: give it another round.
+                self.count("suspect.spared")
+                self.suspicions.start(
+                    current.id,
+                    current.incarnation,
+                    self.me.id,
+                    self.ctx.now(),
+                    self.cluster_size(),
+                    self.settings.probe_interval,
+                )
+                return
+            self.declare_dead(current)
+        finally:
+            self._last_chances.discard(suspect.id)
 
     def publish(self) -> None:
         if not self._dirty or self.table is None:
@@ -243,7 +288,9 @@ class Gossip:
                 self.absorb(payload.get("u"))
                 accused = self.accusation(msg.sender)
                 if accused is not None:
-                    await self._send(accused.address, {"t": wire.GOSSIP, "u": [self._record(accused)]})
+                    await self._send(
+                        accused.address, {"t": wire.GOSSIP, "u": [self._record(accused)]}
+                    )
                 return None
             if kind == wire.PUSH_PULL:
                 return self.pushpull.answer(payload)
