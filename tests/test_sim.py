@@ -176,3 +176,12 @@ def test_plot_is_written(tmp_path) -> None:  # noqa: ANN001
     args = ["sim", "leader-kill", "-p", "size=3", "-p", "kills=1", "-p", "gap=8", "-p", "settle=8"]
     assert main([*args, "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_are_bounded_in_wall_time_and_nodes() -> None:
+    spec = load_scenario("churn")
+    params = spec.bind({"size": 5, "duration": 100000.0})
+    with pytest.raises(HedgeplugError, match="wall time"):
+        Simulation(1, max_wall=0.5).run(lambda s: spec.run(s, **params))
+    with pytest.raises(HedgeplugError, match="more than 3 nodes"):
+        Simulation(1, max_nodes=3).run(lambda s: spec.run(s, **params))

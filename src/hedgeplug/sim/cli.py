@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="20s",
         help="invariant 3: calm time after which a removal is flapping",
     )
+    parser.add_argument(
+        "--max-wall", default="15m", help="stop a run after this much real time (default 15m)"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument(
         "--plot", metavar="FILE.png", help="plot size, groups, agreement and token over time"
@@ -127,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     ttl = _duration("--ttl", args.ttl)
     bound = _duration("--convergence-bound", args.convergence_bound)
     grace = _duration("--flap-grace", args.flap_grace)
+    max_wall = _duration("--max-wall", args.max_wall)
     results: list[Result] = []
     sink = None
     try:
@@ -147,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 flap_grace=grace,
                 trace=Trace(sink=sink),
                 verbose=args.verbose,
+                max_wall=max_wall,
             )
             result = sim.run(lambda s: spec.run(s, **params), name=spec.name, params=params)
             results.append(result)

@@ -24,6 +24,7 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
+from hedgeplug.errors import HedgeplugError
 from hedgeplug.events import LeaderChanged, MembersChanged
 from hedgeplug.lock.memory import MemoryStore, new_store
 from hedgeplug.node import Node, open_node
@@ -39,6 +40,7 @@ STORE = "sim"
 CLUSTER = "sim"
 JOIN_RULES = ("one-random", "sample-1-3", "fixed")
 DEFAULT_LATENCY = Latency(0.0005, 0.001, "uniform")  # one-way, like a LAN
+MAX_NODES = 5000  # processes one run may start, over its whole life
 
 Scenario = Callable[["Simulation"], Awaitable[None]]
 
@@ -159,6 +161,8 @@ class Simulation:
         checkers: Sequence[Checker] | None = None,
         trace: Trace | None = None,
         verbose: bool = False,
+        max_wall: float | None = None,
+        max_nodes: int = MAX_NODES,
     ) -> None:
         if join_rule not in JOIN_RULES:
             raise ValueError(f"join rule must be one of {', '.join(JOIN_RULES)}, got {join_rule!r}")
@@ -173,6 +177,9 @@ class Simulation:
         self.convergence_bound = convergence_bound
         self.flap_grace = flap_grace
         self.verbose = verbose
+        self.max_wall = max_wall
+        self.max_nodes = max_nodes
+        self._wall_deadline = float("inf")
         self.registry = Registry.load(extra=list(extra_plugins))
         self.random = Random(derive_seed(seed, "harness"))
         self.trace = trace or Trace()
@@ -280,6 +287,8 @@ class Simulation:
 
     async def _start_one(self, rule: str, node_id: str | None = None) -> SimNode:
         assert self._tg is not None, "start nodes from inside a running scenario"
+        if len(self.nodes) >= self.max_nodes:
+            raise HedgeplugError(f"the scenario tried to start more than {self.max_nodes} nodes")
         index = self._next_index
         self._next_index += 1
         node_id = node_id or f"n{index:04d}"
@@ -408,6 +417,12 @@ class Simulation:
     async def _sampler(self) -> None:
         while True:
             self._sample()
+            # A bound on real time too: virtual time is cheap, a big run is not.
+            if time.perf_counter() > self._wall_deadline:
+                raise HedgeplugError(
+                    f"simulation stopped after {self.max_wall}s of wall time "
+                    f"at virtual {self.now():.1f}s ({len(self.running())} nodes running)"
+                )
             await anyio.sleep(self.sample_every)
 
     def _sample(self, from_event: bool = False) -> None:
@@ -483,6 +498,8 @@ class Simulation:
             logger.setLevel(logging.CRITICAL)
         self._end = 0.0
         wall_started = time.perf_counter()  # the harness's own wall time, not protocol time
+        if self.max_wall is not None:
+            self._wall_deadline = wall_started + self.max_wall
         try:
             with reproducible_scheduling(derive_seed(self.seed, "scheduler")):
                 trio.run(self._main, scenario, clock=trio.testing.MockClock(autojump_threshold=0))
