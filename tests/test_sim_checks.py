@@ -230,3 +230,17 @@ def test_node_crash_is_reported_not_fatal() -> None:
 def test_real_plugins_pass_the_same_scenarios() -> None:
     assert simulate(steady).ok
     assert simulate(kill_leaders).ok
+
+
+def test_detection_checker_catches_a_crash_nobody_notices() -> None:
+    async def crash_follower(sim: Simulation) -> None:
+        await sim.start(4)
+        await sim.sleep(5)
+        sim.faults.crash(next(n for n in sim.running() if not n.is_leader))
+        await sim.sleep(20)
+
+    # Heartbeat told to tolerate 1000 missed beats: a crash stays in the views.
+    result = simulate(crash_follower, membership_options={"missed": 1000}, detection_bound=10)
+    assert_caught(result, "detection")
+    assert "still in the view of 3 node(s)" in result.first_violation.message  # type: ignore[union-attr]
+    assert simulate(crash_follower, detection_bound=10).ok

@@ -129,6 +129,40 @@ class NoFlapping(Checker):
             )
 
 
+class DetectionBound(Checker):
+    """Invariant 3: a crashed or departed node is gone from every live view
+    within `bound` seconds of leaving (counted from the last disturbance,
+    since a partition or outage may legitimately delay it)."""
+
+    name = "detection"
+
+    def __init__(
+        self, bound: float, pending: Callable[[], dict[str, float]], calm: Callable[[], float]
+    ) -> None:
+        self.bound = bound
+        self._pending = pending
+        self._calm = calm
+        self._reported: set[str] = set()
+
+    def on_sample(self, snap: Snapshot, report: Report) -> None:
+        pending = self._pending()
+        if not pending:
+            return
+        calm = self._calm()
+        for node in sorted(pending):
+            if node in self._reported:
+                continue
+            since = max(pending[node], calm)
+            if snap.t - since > self.bound:
+                self._reported.add(node)
+                holders = sorted(n for n, view in snap.views.items() if node in view)
+                report(
+                    self.name,
+                    f"{node} left {snap.t - pending[node]:.1f}s ago and is still in the view of "
+                    f"{len(holders)} node(s) ({', '.join(holders[:5])}); bound {self.bound}s",
+                )
+
+
 def default_checkers(sim: object) -> list[Checker]:
     """The checkers every run gets (the harness passes itself)."""
     from .harness import Simulation
@@ -141,4 +175,7 @@ def default_checkers(sim: object) -> list[Checker]:
             sim.convergence_bound, lambda: sim.metrics.last_change, lambda: sim.metrics.converged_at
         ),
         NoFlapping(sim.flap_grace, sim.calm_since, sim.is_running),
+        DetectionBound(
+            sim.detection_bound, lambda: sim.metrics.pending_departures, lambda: sim._calm
+        ),
     ]

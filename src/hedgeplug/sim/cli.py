@@ -61,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="invariant 3: calm time after which a removal is flapping",
     )
     parser.add_argument(
+        "--detection-bound",
+        default="20s",
+        help="invariant 3: a departed node is gone from every view within this",
+    )
+    parser.add_argument(
         "--max-wall", default="15m", help="stop a run after this much real time (default 15m)"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -131,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     bound = _duration("--convergence-bound", args.convergence_bound)
     grace = _duration("--flap-grace", args.flap_grace)
     max_wall = _duration("--max-wall", args.max_wall)
+    detection = _duration("--detection-bound", args.detection_bound)
     results: list[Result] = []
     sink = None
     try:
@@ -152,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
                 trace=Trace(sink=sink),
                 verbose=args.verbose,
                 max_wall=max_wall,
+                detection_bound=detection,
             )
             result = sim.run(lambda s: spec.run(s, **params), name=spec.name, params=params)
             results.append(result)

@@ -157,6 +157,7 @@ class Simulation:
         join_rule: str = "one-random",
         convergence_bound: float = 20.0,
         flap_grace: float = 20.0,
+        detection_bound: float = 20.0,
         extra_plugins: Sequence[Any] = (),
         checkers: Sequence[Checker] | None = None,
         trace: Trace | None = None,
@@ -176,6 +177,7 @@ class Simulation:
         self.join_rule = join_rule
         self.convergence_bound = convergence_bound
         self.flap_grace = flap_grace
+        self.detection_bound = detection_bound
         self.verbose = verbose
         self.max_wall = max_wall
         self.max_nodes = max_nodes

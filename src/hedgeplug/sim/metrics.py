@@ -125,6 +125,11 @@ class Metrics:
         self._joining.pop(node, None)
         self._leaving[node] = t
 
+    @property
+    def pending_departures(self) -> dict[str, float]:
+        """Nodes gone but still in some live view, with the time they went."""
+        return self._leaving
+
     def leader_lost(self, old: str, t: float) -> None:
         if self._failover_since is None:
             self._failover_since = t
