@@ -133,3 +133,14 @@ def test_metadata_change_raises_the_incarnation() -> None:
     g, ctx = gossip()
     anyio.run(g.set_meta, {"role": "new"})
     assert g.me.incarnation == 1 and ctx.views[-1].get("me").metadata == {"role": "new"}
+
+
+def test_relays_that_failed_too_confirm_our_own_suspicion() -> None:
+    g, _ = gossip()
+    for i in range(10):
+        g.apply(rec(f"m{i}"), "me")
+    g.suspect(rec("m1"), confirmed_by=["m2", "m3"])
+    sus = g.suspicions.get("m1")
+    assert sus is not None and sus.confirmations == 2 and sus.timeout() == sus.low
+    g.suspect(rec("m4", inc=5))  # not the incarnation we know: no accusation
+    assert "m4" not in g.suspicions

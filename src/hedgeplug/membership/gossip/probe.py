@@ -111,18 +111,18 @@ class Prober:
         relays = g.ctx.random.sample(others, min(s.indirect_checks, len(others)))
         deadline = started + g.awareness.scale(s.probe_interval)
         acked = False
-        nacks = 0
+        nackers: list[str] = []
         request = {"t": wire.PING_REQ, "to": target.id, "addr": target.address}
 
         async def ask(relay: Member, scope: anyio.CancelScope) -> None:
-            nonlocal acked, nacks
+            nonlocal acked
             reply = await g.request(relay.address, request, max(0.01, deadline - g.ctx.now()))
             if isinstance(reply, dict) and reply.get("t") == wire.ACK:
                 if reply.get("ok") is True:
                     acked = True
                     scope.cancel()
                 else:
-                    nacks += 1
+                    nackers.append(relay.id)
 
         if relays:
             async with anyio.create_task_group() as tg:
@@ -131,10 +131,13 @@ class Prober:
         if acked:
             g.count("probe.indirect-ok")
             return True
-        # Relays that did not even nack suggest the trouble is on our side.
-        g.awareness.apply(len(relays) - nacks if relays else 1)
+        # No answer from any relay suggests the trouble is on our side. One nack
+        # is enough to show our messages get through: the silent relays are then
+        # more likely down themselves (a mass crash would otherwise slow every
+        # survivor's probing down exactly when there is most to detect).
+        g.awareness.apply(0 if nackers else 1)
         g.count("probe.failed")
-        g.suspect(target)
+        g.suspect(target, confirmed_by=nackers)
         return False
 
     async def relay(self, payload: dict[str, Any]) -> dict[str, Any]:

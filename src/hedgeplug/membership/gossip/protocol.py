@@ -8,6 +8,7 @@ news spreads on the next messages whoever learned it first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -198,13 +199,20 @@ class Gossip:
             self.apply(member, origin, from_state=from_state)
         self.publish()
 
-    def suspect(self, member: Member) -> None:
-        """Our own probe failed: accuse `member` at the incarnation we know."""
+    def suspect(self, member: Member, confirmed_by: Sequence[str] = ()) -> None:
+        """Our own probe failed: accuse `member` at the incarnation we know.
+
+        `confirmed_by` are the relays that tried the member for us and failed
+        (they nacked): independent witnesses, so they count as confirmations
+        and shorten the suspicion as much as accusations by them would.
+        """
         current = self.table.get(member.id) if self.table else None
         if current is None or not current.live or current.incarnation != member.incarnation:
             return
         self.count("suspect")
         self.apply(attrs.evolve(current, state=MemberState.SUSPECT), self.me.id)
+        for witness in confirmed_by:
+            self.suspicions.confirm(member.id, member.incarnation, witness)
         self.publish()
 
     def expire_suspicions(self) -> None:
