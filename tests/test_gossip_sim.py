@@ -84,3 +84,21 @@ def test_loss_and_a_slow_node_kill_nobody_healthy_and_a_crash_is_still_detected(
     assert result.ok, result.first_violation  # no flapping; converged after the crash
     detection = result.metrics["detection_time"]
     assert detection is not None and detection["max"] < detection_bound(10)
+
+
+async def mass_crash(sim: Any, size: int, crashed: int) -> None:
+    nodes = await sim.start(size)
+    await sim.sleep(15)
+    for sn in nodes[1 : 1 + crashed]:
+        sim.faults.crash(sn)
+    await sim.sleep(detection_bound(size) + LAN["probe_interval"])
+
+
+def test_a_mass_crash_is_detected_everywhere_within_the_stated_bound() -> None:
+    # The few survivors must find every victim themselves: the slow case of SWIM.
+    bound = detection_bound(20) + LAN["probe_interval"]
+    sim = Simulation(4, membership="gossip", convergence_bound=bound)
+    result = sim.run(lambda s: mass_crash(s, 20, 14), name="mass-crash")
+    assert result.ok, result.first_violation
+    assert result.metrics["detection_time"]["count"] == 14
+    assert result.metrics["detection_time"]["max"] < bound
