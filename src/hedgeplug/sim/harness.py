@@ -6,9 +6,10 @@ trio's MockClock (virtual time that jumps whenever every task waits), node
 ids and seeds derived from the run's seed, the network's own seeded Random,
 the harness's own seeded Random for its choices, and trio's scheduler put in
 its reproducible mode (the same switch trio flips for Hypothesis). Python's
-string hashing is the one thing a process fixes at start: run the command
-with PYTHONHASHSEED set (`hedgeplug sim` does that itself) so that set
-iteration in strategy code is the same from run to run.
+string hashing differs between interpreters; the built-in strategies never
+let set order decide anything (a test replays a run under two
+PYTHONHASHSEED values), but a plugin that iterates a set of strings would
+need PYTHONHASHSEED fixed to replay across processes.
 """
 
 from __future__ import annotations
