@@ -387,7 +387,7 @@ class Simulation:
 
     def _gone(self, sn: SimNode, how: str, was_leader: bool) -> None:
         self.log(sn.id, how + (" (leader)" if was_leader else ""))
-        self.metrics.gone(sn.id, self.now())
+        self.metrics.gone(sn.id, self.now(), graceful=how == "stop")
         self.change(f"{how} {sn.id}")
         if was_leader:
             self.metrics.leader_lost(sn.id, self.now())

@@ -97,6 +97,8 @@ class Metrics:
         self.converged_at: float | None = None
         self.join_times: list[float] = []
         self.detection_times: list[float] = []
+        self.leave_times: list[float] = []
+        self._graceful: set[str] = set()
         self.failover_times: list[float] = []
         self.unresolved: dict[str, int] = {"join": 0, "detection": 0, "failover": 0}
         self._joining: dict[str, float] = {}
@@ -120,10 +122,13 @@ class Metrics:
     def started(self, node: str, t: float) -> None:
         self._joining[node] = t
 
-    def gone(self, node: str, t: float) -> None:
-        """A node crashed or stopped: detection runs until no live view holds it."""
+    def gone(self, node: str, t: float, graceful: bool = False) -> None:
+        """A node crashed or stopped: detection (or, for a graceful stop, the
+        leave) runs until no live view holds it."""
         self._joining.pop(node, None)
         self._leaving[node] = t
+        if graceful:
+            self._graceful.add(node)
 
     @property
     def pending_departures(self) -> dict[str, float]:
@@ -183,7 +188,12 @@ class Metrics:
                 self.join_times.append(snap.t - self._joining.pop(node))
         for node in sorted(self._leaving):
             if not any(node in v for v in views):
-                self.detection_times.append(snap.t - self._leaving.pop(node))
+                took = snap.t - self._leaving.pop(node)
+                if node in self._graceful:
+                    self._graceful.discard(node)
+                    self.leave_times.append(took)
+                else:
+                    self.detection_times.append(took)
 
     def finish(self) -> None:
         self.unresolved = {
@@ -213,6 +223,7 @@ class Metrics:
             else round(self.convergence_time, 4),
             "join_time": _summary(self.join_times),
             "detection_time": _summary(self.detection_times),
+            "leave_time": _summary(self.leave_times),
             "failover_time": _summary(self.failover_times),
             "unresolved": self.unresolved,
             "leader_overlap": {

@@ -31,7 +31,8 @@ def format_result(result: Result) -> str:
         ("last change", f"{m['last_change']['what']} at {m['last_change']['t']:.2f}s"),
         ("convergence time", "not converged" if conv is None else f"{conv:.2f}s"),
         ("join time", _fmt_summary(m["join_time"])),
-        ("detection time", _fmt_summary(m["detection_time"])),
+        ("detection time (crash)", _fmt_summary(m["detection_time"])),
+        ("leave time (graceful)", _fmt_summary(m["leave_time"])),
         ("failover time", _fmt_summary(m["failover_time"])),
         (
             "unresolved join/detect/failover",
