@@ -268,6 +268,9 @@ class Gossip:
                 )
                 return
             self.declare_dead(current)
+        except Exception:  # a bug here must not take the membership task down
+            self.count("errors")
+            self.ctx.log.exception("gossip last-chance probe failed")
         finally:
             self._last_chances.discard(suspect.id)
 
