@@ -185,3 +185,10 @@ def test_runs_are_bounded_in_wall_time_and_nodes() -> None:
         Simulation(1, max_wall=0.5).run(lambda s: spec.run(s, **params))
     with pytest.raises(HedgeplugError, match="more than 3 nodes"):
         Simulation(1, max_nodes=3).run(lambda s: spec.run(s, **params))
+
+
+def test_store_outage_shows_as_time_without_a_leader() -> None:
+    result = run("store-outage", size=3, outage=8.0, settle=10.0)
+    # The leader steps down within the ttl and nobody leads until the store returns.
+    assert 5.0 < result.metrics["leaderless_seconds"] <= 9.0
+    assert run("churn", **CHURN).metrics["leaderless_seconds"] < 4.0

@@ -107,6 +107,8 @@ class Metrics:
         self._failover_from: str | None = None
         self.overlap_samples = 0
         self.overlap_seconds = 0.0
+        self.leaderless_seconds = 0.0  # after the first leader appeared
+        self._had_leader = False
         self.max_groups_after_change = 0
         self.final: Snapshot | None = None
         self._last_t = 0.0
@@ -148,6 +150,10 @@ class Metrics:
         if len(snap.leaders) > 1:
             self.overlap_samples += 1
             self.overlap_seconds += dt
+        if snap.leaders:
+            self._had_leader = True
+        elif self._had_leader and snap.live:
+            self.leaderless_seconds += dt
         self.leaders_seen(snap.t, snap.leaders)
         if views_changed or self._joining or self._leaving:
             self._resolve_membership(snap)
@@ -230,4 +236,5 @@ class Metrics:
                 "samples": self.overlap_samples,
                 "seconds": round(self.overlap_seconds, 4),
             },
+            "leaderless_seconds": round(self.leaderless_seconds, 4),
         }

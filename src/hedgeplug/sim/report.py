@@ -42,6 +42,7 @@ def format_result(result: Result) -> str:
             "two-leader periods",
             f"{m['leader_overlap']['samples']} samples, {m['leader_overlap']['seconds']:.3f}s",
         ),
+        ("time without a leader", f"{m['leaderless_seconds']:.2f}s"),
         ("messages / node / s", f"{result.traffic['messages_per_node_per_second']:.2f}"),
         ("bytes / node / s", f"{result.traffic['bytes_per_node_per_second']:.0f}"),
         (
