@@ -3,15 +3,18 @@
 Followers find the leader in the lock store and heartbeat it every
 `interval`. The leader adds a member on its first beat, removes it after
 `missed` intervals without one (or at once on a goodbye), stamps every new
-view with (its fencing token, seq) and pushes only the change to every
-member. A member that missed a change catches up from its next beat's reply
-(the changes since its version, or the whole view). A node ignores any view
-stamped with a token lower than the newest lease token it has seen, so a
-deposed leader cannot overwrite its successor's view.
+view with (its fencing token, seq) and pushes only the changes to every
+member, gathered for `batch` so a burst of joins costs one message per
+member instead of one per join. A member that missed a change catches up
+from its next beat's reply (the changes since its version, or the whole
+view). A node ignores any view stamped with a token lower than the newest
+lease token it has seen, so a deposed leader cannot overwrite its
+successor's view.
 
-Bounds (interval I, missed M, lease ttl T): join within one round trip of
-the first beat; graceful leave within one round trip; crash detection within
-M*I + I/2; after a leader crash an agreed view within about T + 2*I.
+Bounds (interval I, missed M, lease ttl T, batch B): join within one round
+trip of the first beat plus B; graceful leave within one round trip plus B;
+crash detection within M*I + I/2 + B; after a leader crash an agreed view
+within about T + 2*I.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from hedgeplug.hookspecs import hookimpl
 from hedgeplug.view import Member, View, ViewVersion
 
 CHANNEL = "heartbeat"
-DELTA_LOG = 64  # changes the leader keeps to answer a lagging member with a delta
+DELTA_LOG = 1024  # changes the leader keeps to answer a lagging member with a delta
 
 
 @attrs.frozen
@@ -43,6 +46,11 @@ class HeartbeatOptions:
     )
     timeout: Duration | None = attrs.field(
         default=None, metadata={"help": "heartbeat request timeout; default: the interval"}
+    )
+    batch: Duration = attrs.field(
+        default=Duration(0.05),
+        validator=attrs.validators.ge(0),
+        metadata={"help": "the leader gathers changes this long before pushing them in one message"},
     )
 
 
@@ -112,6 +120,8 @@ class Heartbeat:
         self._beat_now = anyio.Event()
         self._leaving = False
         self._tg: Any = None  # the strategy's task group, for background pushes
+        self._push_wanted = anyio.Event()
+        self._pushed: ViewVersion | None = None  # last version pushed to the members
 
     @property
     def interval(self) -> float:
@@ -130,6 +140,7 @@ class Heartbeat:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._watch_leader)
+            tg.start_soon(self._pusher)
             while True:
                 if self.ctx.is_leader and not self._leaving:
                     await self._lead_round()
@@ -170,39 +181,38 @@ class Heartbeat:
 
     def _apply_reply(self, reply: Any) -> None:
         try:
-            if not isinstance(reply, dict) or reply.get("not_leader"):
-                return
-            if "members" in reply:
-                self._accept_full(ViewVersion(*reply["v"]), reply["members"])
-            elif "changes" in reply:
-                for seq, joined, left in reply["changes"]:
-                    self._accept_change(ViewVersion(reply["v"][0], seq - 1), ViewVersion(reply["v"][0], seq), joined, left)
+            if isinstance(reply, dict) and not reply.get("not_leader"):
+                self._accept(reply)
         except (TypeError, ValueError, KeyError) as exc:
             self.ctx.count("heartbeat.drop.malformed")
             self.ctx.log.debug("malformed heartbeat reply: %s", exc)
 
-    def _accept_full(self, version: ViewVersion, members: Any) -> None:
+    def _accept(self, update: dict[str, Any]) -> None:
+        """Apply a whole view ("members") or the changes after some version
+        ("changes": [[seq, joined, left], ...]), both stamped "v" = [token, seq]."""
+        version = ViewVersion(*update["v"])
         if version.token < self.ctx.newest_token:
             self.ctx.count("heartbeat.stale-views")
             return
-        if version <= self.ctx.view.version:
-            return  # we already have this view or a newer one
-        self.ctx.publish_view(View(tuple(Member.from_wire(m) for m in members), version))
-
-    def _accept_change(self, base: ViewVersion, version: ViewVersion, joined: Any, left: Any) -> None:
         current = self.ctx.view
-        if version.token < self.ctx.newest_token:
-            self.ctx.count("heartbeat.stale-views")
+        if version <= current.version:
+            return  # we already have this view or a newer one
+        if "members" in update:
+            self.ctx.publish_view(View(tuple(Member.from_wire(m) for m in update["members"]), version))
             return
-        if current.version != base:
-            return  # not the next change for us: the next beat's reply catches us up
         members = {m.id: m for m in current.members}
-        for raw in joined:
-            m = Member.from_wire(raw)
-            members[m.id] = m
-        for mid in left:
-            members.pop(mid, None)
-        self.ctx.publish_view(View(tuple(members.values()), version))
+        at = current.version
+        for seq, joined, left in update["changes"]:
+            if (version.token, seq - 1) != at.as_tuple():
+                continue  # not the next change for us: the next beat's reply catches us up
+            for raw in joined:
+                m = Member.from_wire(raw)
+                members[m.id] = m
+            for mid in left:
+                members.pop(mid, None)
+            at = ViewVersion(version.token, seq)
+        if at != current.version:
+            self.ctx.publish_view(View(tuple(members.values()), at))
 
     # ------------------------------------------------------------ leader
 
@@ -237,37 +247,55 @@ class Heartbeat:
             self._change([], gone)
 
     def _change(self, joined: list[Member], left: list[str]) -> None:
-        """Apply a change to the leader's view, publish it, push it to the others."""
+        """Apply a change to the leader's view and publish it; the pusher
+        sends it to the others after the batching window."""
         lead = self._lead
         assert lead is not None
-        change = lead.apply(joined, left)
-        if change is None:
+        if lead.apply(joined, left) is None:
             return
         self.ctx.publish_view(lead.view())
-        push = {
-            "op": "change",
-            "base": [lead.token, change.seq - 1],
-            "v": [lead.token, change.seq],
-            "joined": _members_wire(change.joined),
-            "left": list(change.left),
-        }
-        # New members get the whole view in their beat's reply instead.
-        self._push(push, exclude={m.id for m in change.joined})
+        self._push_wanted.set()
 
     def _publish_and_push_full(self) -> None:
         lead = self._lead
         assert lead is not None
-        view = lead.view()
-        self.ctx.publish_view(view)
-        self._push({"op": "view", "v": [lead.token, lead.seq], "members": _members_wire(view.members)})
+        self.ctx.publish_view(lead.view())
+        self._pushed = None  # the pusher sends the whole view
+        self._push_wanted.set()
 
-    def _push(self, payload: dict[str, Any], exclude: set[str] | None = None) -> None:
+    async def _pusher(self) -> None:
+        while True:
+            await self._push_wanted.wait()
+            await self.ctx.sleep(self.options.batch)
+            self._push_wanted = anyio.Event()
+            lead = self._lead
+            if lead is None or not self.ctx.is_leader or self._leaving:
+                continue
+            update = self._update_since(self._pushed) if self._pushed else None
+            if update is None:
+                update = self._full_reply()
+            self._pushed = lead.version
+            self._send_to_members({"op": "update", **update})
+
+    def _send_to_members(self, payload: dict[str, Any]) -> None:
         lead, tg = self._lead, self._tg
         if lead is None or tg is None:
             return
         for m in sorted(lead.members.values(), key=lambda m: m.id):
-            if m.id != self.ctx.id and (exclude is None or m.id not in exclude):
+            if m.id != self.ctx.id:
                 tg.start_soon(self.channel.send, m.address, payload)
+
+    def _update_since(self, version: ViewVersion) -> dict[str, Any] | None:
+        """The changes after `version` as a message, or None when only the whole view will do."""
+        lead = self._lead
+        assert lead is not None
+        changes = lead.changes_since(version)
+        if changes is None:
+            return None
+        return {
+            "v": [lead.token, lead.seq],
+            "changes": [[c.seq, _members_wire(c.joined), list(c.left)] for c in changes],
+        }
 
     def _full_reply(self) -> dict[str, Any]:
         lead = self._lead
@@ -287,14 +315,8 @@ class Heartbeat:
                 return self._on_beat(Member.from_wire(payload["m"]), ViewVersion(*payload["v"]))
             if op == "leave":
                 return self._on_leave(str(payload["id"]))
-            if op == "change":
-                self._accept_change(
-                    ViewVersion(*payload["base"]), ViewVersion(*payload["v"]),
-                    payload["joined"], payload["left"],
-                )
-                return None
-            if op == "view":
-                self._accept_full(ViewVersion(*payload["v"]), payload["members"])
+            if op == "update":
+                self._accept(payload)
                 return None
         except (TypeError, ValueError, KeyError) as exc:
             self.ctx.count("heartbeat.drop.malformed")
@@ -313,13 +335,7 @@ class Heartbeat:
         lead.last_seen[member.id] = self.ctx.now()
         if lead.members.get(member.id) != member:
             self._change([member], [])
-        changes = lead.changes_since(version)
-        if changes is None:
-            return self._full_reply()
-        return {
-            "v": [lead.token, lead.seq],
-            "changes": [[c.seq, _members_wire(c.joined), list(c.left)] for c in changes],
-        }
+        return self._update_since(version) or self._full_reply()
 
     def _on_leave(self, member_id: str) -> Any:
         if self.ctx.is_leader and self._lead is not None and member_id in self._lead.members:
@@ -336,13 +352,7 @@ class Heartbeat:
             lead = self._lead
             change = lead.apply([], [self.ctx.id])
             if change is not None:
-                payload = {
-                    "op": "change",
-                    "base": [lead.token, change.seq - 1],
-                    "v": [lead.token, change.seq],
-                    "joined": [],
-                    "left": [self.ctx.id],
-                }
+                payload = {"op": "update", "v": [lead.token, change.seq], "changes": [[change.seq, [], [self.ctx.id]]]}
                 with anyio.move_on_after(self.request_timeout):
                     async with anyio.create_task_group() as tg:
                         for m in sorted(lead.members.values(), key=lambda m: m.id):
