@@ -50,3 +50,15 @@ def test_bench_refuses_unbounded_or_nonsense_runs(capsys) -> None:  # noqa: ANN0
     assert "--size" in capsys.readouterr().err
     assert main(["bench", "leader-kill", "--timeout", "0"]) == 2
     assert "--timeout" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_idle_cost_and_round_trip_beside_a_raw_echo(capsys) -> None:  # noqa: ANN001
+    assert main(["bench", "idle", "--size", "3", "--window", "2", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["cpu_s_per_node_per_min"]["count"] == 2  # the followers
+    # Followers beat the leader every second: they send something, but little.
+    assert 10 < figures["bytes_sent_per_node_per_s"]["median"] < 5000
+    assert figures["leader_bytes_sent_per_s"] > 0
+    assert figures["status_rtt_ms"]["count"] == figures["raw_tcp_echo_rtt_ms"]["count"] == 200
+    assert figures["status_over_echo_median"] > 0

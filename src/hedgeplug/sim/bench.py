@@ -9,6 +9,12 @@ polling error plus the machine's load. Every phase is bounded by
     hedgeplug bench leader-kill --size 5 --rounds 3
     hedgeplug bench scale-up -k 20 --membership gossip --join one-random
     hedgeplug bench churn --size 6 --rounds 5 --json
+    hedgeplug bench idle --size 50 --window 20
+
+`idle` measures what a settled cluster costs: CPU seconds per node per
+minute and bytes sent per node per second over `--window`, and a status
+request/reply round trip beside a raw TCP echo round trip measured in the
+same run (the baseline).
 """
 
 from __future__ import annotations
@@ -22,14 +28,15 @@ from random import Random
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from hedgeplug.errors import HedgeplugError
 from hedgeplug.testing.processes import NodeProcess, ProcessCluster, ProcessError
 
 from .metrics import count_groups
 
-HELP = "measure scale-up, churn or leader-kill on real node processes (loopback, sqlite lock)"
-SCENARIOS = ("scale-up", "churn", "leader-kill")
+HELP = "measure scale-up, churn, leader-kill or idle cost on real node processes (loopback)"
+SCENARIOS = ("scale-up", "churn", "leader-kill", "idle")
 JOIN_RULES = ("one-random", "sample-1-3", "none")
 MAX_PROCESSES = 200  # a bound on what one command may start
 
@@ -61,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout", type=float, default=60.0, help="bound on each phase in seconds (default 60)"
+    )
+    parser.add_argument(
+        "--window", type=float, default=20.0, help="idle: seconds to measure over (default 20)"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the bench's own choices")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -182,6 +192,46 @@ class Bench:
         self.figures["failover_s"] = _summary(failovers)
         self.figures["agreement_after_kill_s"] = _summary(agreements)
 
+    async def idle(self) -> None:
+        await self.cluster.start(self.args.size, ready_timeout=max(60.0, self.args.timeout))
+        self.figures["agreement_s"] = round(await self.agreed(), 3)
+        nodes = self.cluster.live
+        before_cpu = {n.id: n.cpu_seconds() for n in nodes}
+        before = await self.cluster.statuses()
+        began = anyio.current_time()
+        await anyio.sleep(self.args.window)
+        after = await self.cluster.statuses()
+        took = anyio.current_time() - began
+        cpu_per_min = {n.id: (n.cpu_seconds() - before_cpu[n.id]) * 60 / took for n in nodes}
+        sent_per_s = {
+            n.id: (after[n.id]["transport"]["bytes_out"] - before[n.id]["transport"]["bytes_out"]) / took
+            for n in nodes
+            if before.get(n.id) and after.get(n.id)
+        }
+        leader = self.cluster.leader_process(after)
+        followers = [n.id for n in nodes if leader is None or n.id != leader.id]
+        self.figures["window_s"] = round(took, 1)
+        self.figures["cpu_s_per_node_per_min"] = _summary([cpu_per_min[i] for i in followers])
+        self.figures["bytes_sent_per_node_per_s"] = _summary(
+            [sent_per_s[i] for i in followers if i in sent_per_s]
+        )
+        if leader is not None:
+            self.figures["leader_cpu_s_per_min"] = round(cpu_per_min[leader.id], 3)
+            self.figures["leader_bytes_sent_per_s"] = round(sent_per_s.get(leader.id, 0.0), 1)
+        # Request/reply through a node beside a raw TCP echo, in this run.
+        target = nodes[0]
+        rtts = []
+        for _ in range(200):
+            t0 = anyio.current_time()
+            await self.cluster.status_of(target)
+            rtts.append(anyio.current_time() - t0)
+        echo = await _raw_echo_rtts(200)
+        self.figures["status_rtt_ms"] = _summary([r * 1000 for r in rtts])
+        self.figures["raw_tcp_echo_rtt_ms"] = _summary([r * 1000 for r in echo])
+        self.figures["status_over_echo_median"] = round(
+            statistics.median(rtts) / statistics.median(echo), 1
+        )
+
     async def run(self) -> dict[str, Any]:
         try:
             async with self.cluster:
@@ -193,6 +243,34 @@ class Bench:
         return self.figures
 
 
+async def _raw_echo_rtts(count: int) -> list[float]:
+    """Round trips of 64 bytes over one raw anyio TCP connection on loopback."""
+    async def echo(stream: Any) -> None:
+        async with stream:
+            try:
+                while True:
+                    await stream.send(await stream.receive(64))
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                pass
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    rtts = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, echo)
+        async with await anyio.connect_tcp("127.0.0.1", port) as client:
+            payload = b"x" * 64
+            for _ in range(count):
+                t0 = anyio.current_time()
+                await client.send(payload)
+                got = b""
+                while len(got) < len(payload):
+                    got += await client.receive(64)
+                rtts.append(anyio.current_time() - t0)
+        tg.cancel_scope.cancel()
+    return rtts
+
+
 def _summary(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
@@ -200,6 +278,7 @@ def _summary(values: list[float]) -> dict[str, float] | None:
     return {
         "count": len(data),
         "median": round(statistics.median(data), 3),
+        "p99": round(data[min(len(data) - 1, int(len(data) * 0.99))], 3),
         "max": round(data[-1], 3),
     }
 
