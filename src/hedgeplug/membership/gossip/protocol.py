@@ -137,9 +137,12 @@ class Gossip:
             # News of the death of someone we never knew: nothing to remember,
             # and remembering it would let tombstones bounce between tables forever.
             return
-        if from_state and member.state is MemberState.DEAD and current is not None and current.live:
-            # Another node's table is not first-hand evidence: start our own
-            # suspicion instead of believing the death outright.
+        second_hand_death = (
+            from_state and member.state is MemberState.DEAD and current is not None and current.live
+        )
+        if second_hand_death:
+            # Another node's table is not first-hand evidence: suspect, and
+            # check at once below instead of believing the death outright.
             member = attrs.evolve(member, state=MemberState.SUSPECT)
         if (
             member.state is MemberState.SUSPECT
@@ -171,6 +174,10 @@ class Gossip:
             self.count("dead")
         self.enqueue(after, origin)
         self._dirty = True
+        if second_hand_death:
+            # A node that joined late or healed a split can otherwise carry a
+            # dead member for a whole suspicion timeout after everyone else.
+            self.check_now(after)
 
     def _about_me(self, record: Member) -> None:
         assert self.table is not None
@@ -226,13 +233,18 @@ class Gossip:
             ):
                 if self._tasks is None:
                     self.declare_dead(current)
-                elif current.id not in self._last_chances:
-                    self._last_chances.add(current.id)
-                    self._tasks.start_soon(self._last_chance, current)
+                else:
+                    self.check_now(current)
         for gone in self.table.forget_gone(self.ctx.now(), self.settings.dead_retention):
             self.suspicions.cancel(gone.id)
             self.queue.discard(gone.id)
             self._dirty = True
+
+    def check_now(self, suspect: Member) -> None:
+        """Start a last-chance probe of `suspect` unless one is running."""
+        if self._tasks is not None and suspect.id not in self._last_chances:
+            self._last_chances.add(suspect.id)
+            self._tasks.start_soon(self._last_chance, suspect)
 
     def declare_dead(self, member: Member) -> None:
         self.apply(attrs.evolve(member, state=MemberState.DEAD), self.me.id)
