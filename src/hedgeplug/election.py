@@ -170,6 +170,9 @@ class Election:
                         self._count("acquired")
                         log.info("%s: leader with token %s", self.holder, got.token)
                         current = got
+                    elif got is None:
+                        # Someone else won the race: learn who now, not a retry period later.
+                        current = await self.lock.current()
             except Exception as exc:
                 self._count("store-errors")
                 log.warning("%s: lock store error: %s", self.holder, exc)

@@ -159,10 +159,16 @@ class Heartbeat:
         self._beat_now = anyio.Event()
 
     async def _watch_leader(self) -> None:
-        # Beat the new leader at once instead of waiting for the next round.
+        # Beat a new leader at once instead of waiting for the next round. The
+        # comparison also catches a leader learned before this task first ran.
+        seen: tuple[str, int] | None = None
         while True:
+            lease = self.ctx.leader
+            current = None if lease is None else (lease.holder, lease.token)
+            if current != seen:
+                seen = current
+                self._beat_now.set()
             await self.ctx.wait_leader_change()
-            self._beat_now.set()
 
     # ------------------------------------------------------------ follower
 
