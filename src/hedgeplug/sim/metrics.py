@@ -14,7 +14,8 @@ import attrs
 
 
 def count_groups(views: Mapping[str, frozenset[str]]) -> int:
-    """Connected components of "a has b in its view" over the nodes in `views`.
+    """Connected components of "a has b in its view" over the nodes in `views`,
+    leaving out nodes that are still joining (no view, in nobody's view).
 
     Nodes holding equal views are joined in one pass over that view (all of
     them reach its live members), so a converged cluster costs O(n), not O(n^2).
@@ -44,7 +45,11 @@ def count_groups(views: Mapping[str, frozenset[str]]) -> int:
             union(anchor, node)
         for member in live[1:]:
             union(anchor, member)
-    return len({find(node) for node in parent})
+    # A node that holds no view yet and is in nobody's view is still joining
+    # (its join time counts that), not a group of its own.
+    referenced = {m for view in views.values() for m in view if m in parent}
+    counted = [n for n, view in views.items() if view or n in referenced]
+    return len({find(node) for node in counted})
 
 
 @attrs.frozen
