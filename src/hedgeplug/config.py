@@ -278,7 +278,7 @@ class _Errors:
 
     def raise_if_any(self) -> None:
         if self.lines:
-            head = f"invalid configuration ({self.source}):"
+            head = "invalid configuration" + (f" ({self.source})" if self.source != "(defaults)" else "") + ":"
             raise ConfigError(head + "\n  " + "\n  ".join(self.lines))
 
 
@@ -300,12 +300,12 @@ def build_options(
     for key, (value, origin, from_text) in raw.items():
         if key not in types_:
             allowed = ", ".join(sorted(set(types_) | set(also_allowed))) or "(no keys)"
-            errors.add(f"{origin} [{section}] {key}", f"unknown key for {what}; allowed keys: {allowed}")
+            errors.add(_where(origin, section, key), f"unknown key for {what}; allowed keys: {allowed}")
             continue
         try:
             kwargs[key] = convert(types_[key], value, from_text=from_text)
         except ValueError as exc:
-            errors.add(f"{origin} [{section}] {key}", str(exc))
+            errors.add(_where(origin, section, key), str(exc))
     if len(kwargs) != len([k for k in raw if k in types_]):
         return None
     try:
@@ -315,6 +315,13 @@ def build_options(
         where = f"[{section}] {key}" if key else f"[{section}]"
         errors.add(where, f"{_strip_attr(exc)}")
         return None
+
+
+def _where(origin: str, section: str, key: str) -> str:
+    # Environment variables and --set already name the section and key.
+    if origin.startswith(("environment ", "--set ")):
+        return origin
+    return f"{origin} [{section}] {key}"
 
 
 def _guess_key(exc: Exception, names: Mapping[str, Any]) -> str | None:
@@ -395,12 +402,12 @@ def load_config(
         target, eq, value = item.partition("=")
         section, dot, key = target.strip().partition(".")
         if not eq or not dot or not key:
-            errors.add(f"override {item!r}", "expected section.key=value, e.g. lock.ttl=3s")
+            errors.add(f"--set {item!r}", "expected section.key=value, e.g. lock.ttl=3s")
             continue
         if section not in SECTIONS:
-            errors.add(f"override {item!r}", f"unknown section {section!r}; sections are {', '.join(SECTIONS)}")
+            errors.add(f"--set {item!r}", f"unknown section {section!r}; sections are {', '.join(SECTIONS)}")
             continue
-        layers[section][key.strip()] = (value, f"override {target.strip()}", True)
+        layers[section][key.strip()] = (value, f"--set {target.strip()}", True)
 
     node = build_options(NodeSettings, layers["node"], errors, "node", "the node", ())
     missing_plugin = False
