@@ -429,3 +429,14 @@ def test_demo_live_table_in_a_terminal_kill_key_then_quit_key():
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+
+
+def test_demo_runs_a_gossip_cluster_too(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hedgeplug", "demo", "--nodes", "3", "--membership", "gossip",
+         "--duration", "6", "--json"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["final"]["agreed"] is True and len(figures["final"]["live"]) == 3

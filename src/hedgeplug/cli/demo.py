@@ -43,6 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--interval", type=duration_type, default=1.0, help="heartbeat interval (default 1s)"
     )
     parser.add_argument(
+        "--membership",
+        default="heartbeat",
+        help="membership strategy: heartbeat (default) or gossip",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a config override for every node (repeatable)",
+    )
+    parser.add_argument(
         "--duration", type=duration_type, help="run this long without a terminal, then stop"
     )
     parser.add_argument(
@@ -142,7 +154,7 @@ def render(
             )
     head = [
         f"hedgeplug demo: {len(live_ids)} live of {len(cluster.nodes)} nodes, lease {args.ttl:g}s, "
-        f"heartbeat {args.interval:g}s, t={timeline.now():.1f}s",
+        f"{_strategy(args)}, t={timeline.now():.1f}s",
         f"leader {leader.id if leader else 'none'}"
         + (f" token {leader_status.get('token')}" if leader_status else "")
         + f"   views agree: {'yes' if ok else 'no (' + why + ')'}",
@@ -249,10 +261,19 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def _strategy(args: argparse.Namespace) -> str:
+    if args.membership == "heartbeat":
+        return f"heartbeat {args.interval:g}s"
+    return args.membership
+
+
 async def _demo(
     args: argparse.Namespace, workdir: Path, interactive: bool
 ) -> dict[str, Any] | None:
-    overrides = [f"lock.ttl={args.ttl}", f"membership.interval={args.interval}"]
+    overrides = [f"lock.ttl={args.ttl}", f"membership.use={args.membership}"]
+    if args.membership == "heartbeat":
+        overrides.append(f"membership.interval={args.interval}")
+    overrides += args.set
     stop = anyio.Event()
     result: dict[str, Any] | None = None
     async with ProcessCluster(workdir, cluster="hedgeplug-demo", overrides=overrides) as cluster:
