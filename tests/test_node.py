@@ -347,3 +347,25 @@ def test_streams_carry_ordered_values_both_ways(backend):
         assert got == [i * 2 for i in range(50)]
 
     run(backend, body)
+
+
+def test_metadata_updates_reach_every_view(backend):
+    async def body(c: Cluster):
+        await c.settle(5)
+        follower = next(n for n in c.live() if not n.is_leader)
+        leader = next(n for n in c.live() if n.is_leader)
+        await follower.set_meta({"zone": "b"})
+        await leader.set_meta({"role": "primary"})
+        with anyio.fail_after(3):
+            while not all(
+                n.view.get(follower.id).metadata == {"zone": "b"}
+                and n.view.get(leader.id).metadata == {"role": "primary"}
+                for n in c.live()
+            ):
+                await anyio.sleep(0.02)
+        with pytest.raises(hedgeplug.HedgeplugError, match="strings"):
+            await follower.set_meta({"n": 1})
+        with pytest.raises(hedgeplug.HedgeplugError, match="4 KiB"):
+            await follower.set_meta({"big": "x" * 5000})
+
+    run(backend, body)

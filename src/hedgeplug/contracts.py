@@ -261,7 +261,10 @@ class NodeContext(Protocol):
 @runtime_checkable
 class Membership(Protocol):
     """Keeps the view. `run` is a task of the node, cancelled at shutdown
-    after `leave` was awaited (bounded by the node's stop timeout)."""
+    after `leave` was awaited (bounded by the node's stop timeout).
+
+    Optional: `async def set_meta(meta)`, called after `Node.set_meta` changed
+    ctx.meta, to spread the new metadata at once."""
 
     async def run(self) -> None: ...
 

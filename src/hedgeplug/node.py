@@ -193,6 +193,22 @@ class Node:
         """Leader and membership changes from now on, as an async iterator."""
         return self._events.subscribe()
 
+    async def set_meta(self, meta: Mapping[str, str]) -> None:
+        """Replace this node's metadata; the membership strategy spreads it.
+
+        Metadata is small (at most 64 entries, 4 KiB in all): it travels in
+        views and heartbeats, so it is for labels, not data."""
+        if not isinstance(meta, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+        ):
+            raise HedgeplugError("metadata must be a mapping of strings to strings")
+        if len(meta) > 64 or sum(len(k) + len(v) for k, v in meta.items()) > 4096:
+            raise HedgeplugError("metadata is limited to 64 entries and 4 KiB in all")
+        self.ctx.meta = dict(meta)
+        spread = getattr(self._membership, "set_meta", None)
+        if spread is not None:
+            await spread(dict(meta))
+
     def channel(self, name: str) -> NodeChannel:
         """An application channel (namespaced so it never collides with strategies)."""
         return self._dispatcher.channel(APP_PREFIX + name)

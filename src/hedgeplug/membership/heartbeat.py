@@ -348,6 +348,16 @@ class Heartbeat:
             self._change([], [member_id])
         return True
 
+    # ------------------------------------------------------------ metadata
+
+    async def set_meta(self, meta: dict[str, str]) -> None:
+        """The node changed its metadata (ctx.meta): the leader applies its own
+        at once, a follower beats now so the leader learns it."""
+        if self.ctx.is_leader and self._lead is not None:
+            self._change([self._me()], [])
+        else:
+            self._beat_now.set()
+
     # ------------------------------------------------------------ leave
 
     async def leave(self) -> None:
