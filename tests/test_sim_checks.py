@@ -244,3 +244,29 @@ def test_detection_checker_catches_a_crash_nobody_notices() -> None:
     assert_caught(result, "detection")
     assert "still in the view of 3 node(s)" in result.first_violation.message  # type: ignore[union-attr]
     assert simulate(crash_follower, detection_bound=10).ok
+
+
+async def crash_one_follower(sim: Simulation) -> None:
+    await sim.start(4)
+    await sim.sleep(5)
+    sim.faults.crash(next(n for n in sim.running() if not n.is_leader))
+    await sim.sleep(30)
+
+
+def test_without_a_given_bound_the_strategy_states_it() -> None:
+    # Heartbeat with 10 missed beats of 1s states more than 12s; its crash
+    # detection takes about 10s: within its own bound, and beyond a 5s one.
+    result = simulate(crash_one_follower, membership_options={"missed": 10})
+    assert result.ok, result.first_violation
+    stated = result.bounds["detection"]
+    assert stated["source"] == "stated, largest" and 12 < stated["seconds"] < 20
+    assert result.metrics["detection_time"]["max"] > 9
+    given = simulate(crash_one_follower, membership_options={"missed": 10}, detection_bound=5)
+    assert_caught(given, "detection")
+    assert given.bounds["detection"] == {"seconds": 5, "source": "given"}
+
+
+def test_a_strategy_stating_no_bound_gets_the_default() -> None:
+    result = simulate(lambda sim: steady(sim, 3, 5), membership="lonely")
+    assert result.bounds["detection"]["source"] == "default"
+    assert result.bounds["detection"]["seconds"] == 20.0

@@ -1,7 +1,7 @@
 """The interfaces of the four plugin kinds and the node context they receive.
 
 These are typing Protocols: a plugin implements them by shape, it never
-subclasses anything from the core. Optional capabilities (watch, rows) are
+subclasses anything from the core. Optional capabilities (watch, rows, stated bounds) are
 separate runtime-checkable protocols; the core asks `isinstance(backend,
 Watchable)` and falls back when a backend does not opt in.
 
@@ -269,6 +269,20 @@ class Membership(Protocol):
     async def run(self) -> None: ...
 
     async def leave(self) -> None: ...
+
+
+@runtime_checkable
+class StatesBounds(Protocol):
+    """Optional: a membership that states its own bounds (DESIGN.md invariants
+    2 and 3), computed from its options for a cluster of `cluster_size`
+    members (count the members still in views, departed ones included).
+
+    Keys, in seconds: "detection" (a crashed member gone from every live
+    view) and "convergence" (every live view equal to the live set after the
+    last change). The simulator checks against these unless told otherwise.
+    """
+
+    def bounds(self, cluster_size: int) -> Mapping[str, float]: ...
 
 
 # ---------------------------------------------------------------- broadcast

@@ -14,7 +14,10 @@ successor's view.
 Bounds (interval I, missed M, lease ttl T, batch B): join within one round
 trip of the first beat plus B; graceful leave within one round trip plus B;
 crash detection within M*I + I/2 + B; after a leader crash an agreed view
-within about T + 2*I.
+within about T + 2*I. `bounds()` states them for the simulator's checkers:
+detection T + T/4 + (M + 2)*I + B (a crash around a leader crash, counting
+the lease expiry, one contender poll and a new leader's first M beats),
+convergence the same.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from hedgeplug.hookspecs import hookimpl
 from hedgeplug.view import Member, View, ViewVersion
 
 CHANNEL = "heartbeat"
+UNKNOWN_TTL = 5.0  # the lock's default ttl, for bounds asked before any lease is known
 DELTA_LOG = 1024  # changes the leader keeps to answer a lagging member with a delta
 
 
@@ -130,6 +134,14 @@ class Heartbeat:
     @property
     def request_timeout(self) -> float:
         return self.options.timeout or self.options.interval
+
+    def bounds(self, cluster_size: int) -> dict[str, float]:
+        """Stated detection and convergence bounds (seconds); see the module docstring."""
+        lease = self.ctx.leader
+        ttl = lease.ttl if lease is not None else UNKNOWN_TTL
+        o = self.options
+        detection = ttl * 1.25 + (o.missed + 2) * o.interval + o.batch
+        return {"detection": detection, "convergence": detection}
 
     def _me(self) -> Member:
         return Member(self.ctx.id, self.ctx.address, dict(self.ctx.meta))

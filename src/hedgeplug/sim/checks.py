@@ -74,11 +74,11 @@ class Convergence(Checker):
 
     def __init__(
         self,
-        bound: float,
+        bound: float | Callable[[], float],
         last_change: Callable[[], float],
         converged_at: Callable[[], float | None],
     ) -> None:
-        self.bound = bound
+        self._bound = bound
         self._last_change = last_change
         self._converged_at = converged_at
         self.final: Snapshot | None = None
@@ -86,9 +86,14 @@ class Convergence(Checker):
     def on_sample(self, snap: Snapshot, report: Report) -> None:
         self.final = snap
 
+    @property
+    def bound(self) -> float:
+        return self._bound() if callable(self._bound) else self._bound
+
     def finish(self, t: float, report: Report) -> None:
+        bound = self.bound
         since = t - self._last_change()
-        if since < self.bound:
+        if since < bound:
             return  # the run ended too soon after its last change to judge
         converged = self._converged_at()
         final = self.final
@@ -97,10 +102,10 @@ class Convergence(Checker):
             if final is not None:
                 detail = f" ({final.groups} groups, {final.agreement:.0%} of {len(final.live)} views agree)"
             report(self.name, f"not converged {since:.1f}s after the last change{detail}")
-        elif converged - self._last_change() > self.bound:
+        elif converged - self._last_change() > bound:
             report(
                 self.name,
-                f"converged only {converged - self._last_change():.1f}s after the last change (bound {self.bound}s)",
+                f"converged only {converged - self._last_change():.1f}s after the last change (bound {bound:.1f}s)",
             )
 
 
@@ -132,17 +137,30 @@ class NoFlapping(Checker):
 class DetectionBound(Checker):
     """Invariant 3: a crashed or departed node is gone from every live view
     within `bound` seconds of leaving (counted from the last disturbance,
-    since a partition or outage may legitimately delay it)."""
+    since a partition or outage may legitimately delay it). A callable bound
+    is asked once per departed node, at the first sample after it left (the
+    bound a strategy states depends on the cluster size it left)."""
 
     name = "detection"
 
     def __init__(
-        self, bound: float, pending: Callable[[], dict[str, float]], calm: Callable[[], float]
+        self,
+        bound: float | Callable[[], float],
+        pending: Callable[[], dict[str, float]],
+        calm: Callable[[], float],
     ) -> None:
-        self.bound = bound
+        self._bound = bound
         self._pending = pending
         self._calm = calm
         self._reported: set[str] = set()
+        self._bounds: dict[str, float] = {}
+
+    def bound_for(self, node: str) -> float:
+        if not callable(self._bound):
+            return self._bound
+        if node not in self._bounds:
+            self._bounds[node] = self._bound()
+        return self._bounds[node]
 
     def on_sample(self, snap: Snapshot, report: Report) -> None:
         pending = self._pending()
@@ -152,14 +170,16 @@ class DetectionBound(Checker):
         for node in sorted(pending):
             if node in self._reported:
                 continue
+            bound = self.bound_for(node)
             since = max(pending[node], calm)
-            if snap.t - since > self.bound:
+            if snap.t - since > bound:
                 self._reported.add(node)
+                self._bounds.pop(node, None)
                 holders = sorted(n for n, view in snap.views.items() if node in view)
                 report(
                     self.name,
                     f"{node} left {snap.t - pending[node]:.1f}s ago and is still in the view of "
-                    f"{len(holders)} node(s) ({', '.join(holders[:5])}); bound {self.bound}s",
+                    f"{len(holders)} node(s) ({', '.join(holders[:5])}); bound {bound:.1f}s",
                 )
 
 
@@ -172,10 +192,12 @@ def default_checkers(sim: object) -> list[Checker]:
         SingleLeader(),
         FencingTokens(sim.leader_token),
         Convergence(
-            sim.convergence_bound, lambda: sim.metrics.last_change, lambda: sim.metrics.converged_at
+            sim.convergence_bound_now,
+            lambda: sim.metrics.last_change,
+            lambda: sim.metrics.converged_at,
         ),
         NoFlapping(sim.flap_grace, sim.calm_since, sim.is_running),
         DetectionBound(
-            sim.detection_bound, lambda: sim.metrics.pending_departures, lambda: sim._calm
+            lambda: sim.bound("detection"), lambda: sim.metrics.pending_departures, lambda: sim._calm
         ),
     ]

@@ -53,7 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ttl", default="3s", help="lease ttl (default 3s)")
     parser.add_argument(
-        "--convergence-bound", default="20s", help="invariant 2 bound after the last change"
+        "--convergence-bound",
+        default=None,
+        help="invariant 2 bound after the last change "
+        "(default: the membership's stated bound, 20s if it states none)",
     )
     parser.add_argument(
         "--flap-grace",
@@ -62,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--detection-bound",
-        default="20s",
-        help="invariant 3: a departed node is gone from every view within this",
+        default=None,
+        help="invariant 3: a departed node is gone from every view within this "
+        "(default: the membership's stated bound, 20s if it states none)",
     )
     parser.add_argument(
         "--max-wall", default="15m", help="stop a run after this much real time (default 15m)"
@@ -112,6 +116,10 @@ def _duration(flag: str, value: str) -> float:
         raise ConfigError(f"{flag}: {exc}") from None
 
 
+def _bound(flag: str, value: str | None) -> float | None:
+    return None if value is None else _duration(flag, value)
+
+
 def list_scenarios() -> str:
     lines = []
     for spec in builtin_scenarios():
@@ -133,10 +141,10 @@ def run(args: argparse.Namespace) -> int:
     params = spec.bind(args.param)
     membership_options, lock_options = _options(args.option)
     ttl = _duration("--ttl", args.ttl)
-    bound = _duration("--convergence-bound", args.convergence_bound)
+    bound = _bound("--convergence-bound", args.convergence_bound)
     grace = _duration("--flap-grace", args.flap_grace)
     max_wall = _duration("--max-wall", args.max_wall)
-    detection = _duration("--detection-bound", args.detection_bound)
+    detection = _bound("--detection-bound", args.detection_bound)
     results: list[Result] = []
     sink = None
     try:

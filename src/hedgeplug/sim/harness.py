@@ -25,6 +25,7 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
+from hedgeplug.contracts import StatesBounds
 from hedgeplug.errors import HedgeplugError
 from hedgeplug.events import LeaderChanged, MembersChanged
 from hedgeplug.lock.memory import MemoryStore, new_store
@@ -42,6 +43,7 @@ CLUSTER = "sim"
 JOIN_RULES = ("one-random", "sample-1-3", "fixed")
 DEFAULT_LATENCY = Latency(0.0005, 0.001, "uniform")  # one-way, like a LAN
 MAX_NODES = 5000  # processes one run may start, over its whole life
+DEFAULT_BOUND = 20.0  # convergence and detection bound for a strategy that states none
 
 Scenario = Callable[["Simulation"], Awaitable[None]]
 
@@ -128,6 +130,7 @@ class Result:
     first_violation: Violation | None
     violation_counts: dict[str, int]
     series: list[dict[str, float]]
+    bounds: dict[str, Any] = attrs.Factory(dict)
 
     @property
     def ok(self) -> bool:
@@ -156,9 +159,9 @@ class Simulation:
         latency: Latency = DEFAULT_LATENCY,
         sample_every: float = 0.05,
         join_rule: str = "one-random",
-        convergence_bound: float = 20.0,
+        convergence_bound: float | None = None,
         flap_grace: float = 20.0,
-        detection_bound: float = 20.0,
+        detection_bound: float | None = None,
         extra_plugins: Sequence[Any] = (),
         checkers: Sequence[Checker] | None = None,
         trace: Trace | None = None,
@@ -176,9 +179,13 @@ class Simulation:
         self.latency = latency
         self.sample_every = sample_every
         self.join_rule = join_rule
+        # None: the bound the membership states for the cluster size (DESIGN.md
+        # invariants 2 and 3), or DEFAULT_BOUND when it states none.
         self.convergence_bound = convergence_bound
         self.flap_grace = flap_grace
         self.detection_bound = detection_bound
+        self._size_at_change = 0
+        self.bounds_used: dict[str, float] = {}
         self.verbose = verbose
         self.max_wall = max_wall
         self.max_nodes = max_nodes
@@ -222,7 +229,35 @@ class Simulation:
     def change(self, what: str) -> None:
         """Something happened that the cluster must converge after."""
         self.metrics.change(self.now(), what)
+        self._size_at_change = self.table_size()
         self._dirty = True
+
+    def table_size(self) -> int:
+        """Members the strategy deals with now: the live nodes, or the largest
+        view at the last sample when departed nodes are still in it."""
+        sizes = [len(self.running())]
+        if self._cache is not None:
+            sizes.extend(len(view) for view in self._cache[1].values())
+        return max(sizes)
+
+    def bound(self, key: str, size: int | None = None) -> float:
+        """The "detection" or "convergence" bound for a cluster of `size`
+        (default: now): the one given, else the one the strategy states."""
+        given = self.detection_bound if key == "detection" else self.convergence_bound
+        if given is not None:
+            return given
+        for sn in self.running():
+            membership = sn.node._membership if sn.node is not None else None
+            if isinstance(membership, StatesBounds):
+                value = float(membership.bounds(max(1, size or self.table_size()))[key])
+                self.bounds_used[key] = max(self.bounds_used.get(key, 0.0), value)
+                return value
+            break
+        return DEFAULT_BOUND
+
+    def convergence_bound_now(self) -> float:
+        """The convergence bound for the size the cluster had at its last change."""
+        return self.bound("convergence", self._size_at_change)
 
     def disturb(self) -> None:
         """A cluster-wide disturbance (partition, outage, leader loss): no
@@ -559,4 +594,17 @@ class Simulation:
             first_violation=self.violations[0] if self.violations else None,
             violation_counts=dict(sorted(self.violation_counts.items())),
             series=[attrs.asdict(p) for p in self.metrics.series],
+            bounds=self._bounds_report(),
         )
+
+    def _bounds_report(self) -> dict[str, Any]:
+        """The bounds the checkers used: given, or the largest the strategy stated."""
+        out: dict[str, Any] = {}
+        for key, given in (("detection", self.detection_bound), ("convergence", self.convergence_bound)):
+            if given is not None:
+                out[key] = {"seconds": given, "source": "given"}
+            elif key in self.bounds_used:
+                out[key] = {"seconds": round(self.bounds_used[key], 2), "source": "stated, largest"}
+            else:
+                out[key] = {"seconds": DEFAULT_BOUND, "source": "default"}
+        return out

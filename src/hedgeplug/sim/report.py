@@ -55,6 +55,15 @@ def format_result(result: Result) -> str:
             if result.ok
             else ", ".join(f"{k}={v}" for k, v in result.violation_counts.items()),
         ),
+        (
+            "bounds detection / convergence",
+            " / ".join(
+                f"{b['seconds']:.1f}s ({b['source']})"
+                for b in (result.bounds.get("detection"), result.bounds.get("convergence"))
+                if b
+            )
+            or "-",
+        ),
         ("trace digest", f"{result.digest} ({result.trace_lines} lines)"),
     ]
     width = max(len(k) for k, _ in rows)
