@@ -62,3 +62,23 @@ def test_idle_cost_and_round_trip_beside_a_raw_echo(capsys) -> None:  # noqa: AN
     assert figures["leader_bytes_sent_per_s"] > 0
     assert figures["status_rtt_ms"]["count"] == figures["raw_tcp_echo_rtt_ms"]["count"] == 200
     assert figures["status_over_echo_median"] > 0
+
+
+@pytest.mark.slow
+def test_detect_times_a_killed_follower_gone_from_every_view_over_udp(capsys) -> None:  # noqa: ANN001
+    argv = ["bench", "detect", "--size", "4", "--rounds", "1", "--timeout", "25"]
+    argv += ["--membership", "gossip", "--transport", "udp", "--json"]
+    assert main(argv) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["transport"] == "udp" and figures["size"] == 3
+    detection = figures["detection_s"]
+    # A SWIM crash is found by a failed probe and a suspicion timeout (4s at
+    # this size on the lan profile): never at once, well within the bound.
+    assert detection["count"] == 1 and 2 < detection["max"] < 20
+    assert figures["agreement_after_kill_s"]["max"] >= detection["max"]
+    assert figures["groups_at_end"] == 1
+
+
+def test_bench_rejects_an_unknown_transport(capsys) -> None:  # noqa: ANN001
+    assert main(["bench", "detect", "--transport", "carrier-pigeon"]) == 2
+    assert "--transport" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """`hedgeplug bench`: the simulator's scenarios on real OS processes.
 
-Every node is a `hedgeplug run` process on loopback (tcp), sharing the
+Every node is a `hedgeplug run` process on loopback (tcp, or udp with
+`--transport udp`), sharing the
 embedded sqlite lock in a temporary folder. Cluster state is read by
 polling every node's status every 50 ms, so times carry up to ~50 ms of
 polling error plus the machine's load. Every phase is bounded by
@@ -10,11 +11,16 @@ polling error plus the machine's load. Every phase is bounded by
     hedgeplug bench scale-up -k 20 --membership gossip --join one-random
     hedgeplug bench churn --size 6 --rounds 5 --json
     hedgeplug bench idle --size 50 --window 20
+    hedgeplug bench detect --size 50 --rounds 3 --membership gossip --transport udp
 
 `idle` measures what a settled cluster costs: CPU seconds per node per
 minute and bytes sent per node per second over `--window`, and a status
 request/reply round trip beside a raw TCP echo round trip measured in the
 same run (the baseline).
+
+`detect` measures crash detection: SIGKILL a random follower (never the
+leader, so the lease does not move), time until no live node's view holds
+it, then until all views agree again; `--rounds` times.
 """
 
 from __future__ import annotations
@@ -36,8 +42,12 @@ from hedgeplug.testing.processes import NodeProcess, ProcessCluster, ProcessErro
 
 from .metrics import count_groups
 
-HELP = "measure scale-up, churn, leader-kill or idle cost on real node processes (loopback)"
-SCENARIOS = ("scale-up", "churn", "leader-kill", "idle")
+HELP = (
+    "measure scale-up, churn, leader-kill, crash detection or idle cost "
+    "on real node processes (loopback)"
+)
+SCENARIOS = ("scale-up", "churn", "leader-kill", "idle", "detect")
+TRANSPORTS = ("tcp", "udp")
 JOIN_RULES = ("one-random", "sample-1-3", "none")
 MAX_PROCESSES = 200  # a bound on what one command may start
 _ENVELOPE_BYTES = 64  # header, cluster, sender, channel and ids around a reply (about)
@@ -60,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=JOIN_RULES,
         default="one-random",
         help="seeds for strategies that take them",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="tcp",
+        help="transport of every node and of the status polling (default tcp)",
     )
     parser.add_argument(
         "--set",
@@ -104,9 +120,15 @@ class Bench:
         self.args = args
         self.random = Random(args.seed)
         overrides = [f"membership.use={args.membership}", *args.set]
-        self.cluster = _Cluster(workdir, cluster="hedgeplug-bench", overrides=overrides)
+        self.cluster = _Cluster(
+            workdir, cluster="hedgeplug-bench", overrides=overrides, transport=args.transport
+        )
         self._seeds = self._takes_seeds(args.membership)
-        self.figures: dict[str, Any] = {"scenario": args.scenario, "membership": args.membership}
+        self.figures: dict[str, Any] = {
+            "scenario": args.scenario,
+            "membership": args.membership,
+            "transport": args.transport,
+        }
 
     def _takes_seeds(self, membership: str) -> bool:
         import attrs
@@ -193,6 +215,38 @@ class Bench:
             agreements.append(anyio.current_time() - began)
         self.figures["failover_s"] = _summary(failovers)
         self.figures["agreement_after_kill_s"] = _summary(agreements)
+
+    async def detect(self) -> None:
+        await self.cluster.start(self.args.size, ready_timeout=max(60.0, self.args.timeout))
+        self.figures["agreement_s"] = round(await self.agreed(), 3)
+        detections, agreements = [], []
+        for _ in range(self.args.rounds):
+            statuses = await self.cluster.statuses()
+            leader = self.cluster.leader_process(statuses)
+            followers = [n for n in self.cluster.live if leader is None or n.id != leader.id]
+            if not followers:
+                raise HedgeplugError("no follower left to kill")
+            victim = self.random.choice(followers)
+            self.cluster.kill(victim)
+            began = anyio.current_time()
+
+            def gone(statuses: dict[str, Any], victim: str = victim.id) -> bool:
+                answered = [s for s in statuses.values() if s is not None]
+                return bool(answered) and all(
+                    victim not in {m["id"] for m in s.get("members", [])} for s in answered
+                )
+
+            detections.append(
+                await self.cluster.wait_for(
+                    gone, self.args.timeout, describe=f"{victim.id} gone from every view"
+                )
+            )
+            await self.agreed()
+            agreements.append(anyio.current_time() - began)
+        self.figures["size"] = len(self.cluster.live)
+        self.figures["detection_s"] = _summary(detections)
+        self.figures["agreement_after_kill_s"] = _summary(agreements)
+        self.figures["groups_at_end"] = _groups(await self.cluster.statuses())
 
     async def idle(self) -> None:
         await self.cluster.start(self.args.size, ready_timeout=max(60.0, self.args.timeout))
