@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 # A relay answers with a nack before the asker gives up on it (memberlist uses 80%).
 RELAY_SHARE = 0.8
+# A relay heard from within this many probe intervals was expected to answer.
+RECENT_PROBES = 2
 
 
 class ProbeOrder:
@@ -75,7 +77,11 @@ class Prober:
         g = self.gossip
         if g.leaving or g.table is None:
             return None
-        target = self.order.next({m.id: m for m in g.table.live_others()})
+        # Members we already suspect are left to their suspicion (it ends with
+        # a last-chance ping): after a mass crash the survivors' probes then
+        # cover the members nobody suspects yet instead of the same dead ones.
+        candidates = {m.id: m for m in g.table.live_others() if m.id not in g.suspicions}
+        target = self.order.next(candidates)
         if target is None:
             return None
         return await self.probe(target)
@@ -91,6 +97,8 @@ class Prober:
         reply = await g.request(address, {"t": wire.PING, "to": target, "u": records}, timeout)
         if not isinstance(reply, dict) or reply.get("t") != wire.ACK:
             return False
+        if reply.get("ok") is True:
+            g.heard_from(target)
         try:
             g.absorb(reply.get("u"))
         except wire.BadPayload as exc:
@@ -107,8 +115,7 @@ class Prober:
             g.count("probe.ok")
             return True
         assert g.table is not None
-        others = [m for m in g.table.live_others() if m.id != target.id]
-        relays = g.ctx.random.sample(others, min(s.indirect_checks, len(others)))
+        relays, fresh = self.pick_relays(target)
         deadline = started + g.awareness.scale(s.probe_interval)
         acked = False
         nackers: list[str] = []
@@ -118,6 +125,7 @@ class Prober:
             nonlocal acked
             reply = await g.request(relay.address, request, max(0.01, deadline - g.ctx.now()))
             if isinstance(reply, dict) and reply.get("t") == wire.ACK:
+                g.heard_from(relay.id)
                 if reply.get("ok") is True:
                     acked = True
                     scope.cancel()
@@ -131,14 +139,47 @@ class Prober:
         if acked:
             g.count("probe.indirect-ok")
             return True
-        # No answer from any relay suggests the trouble is on our side. One nack
-        # is enough to show our messages get through: the silent relays are then
-        # more likely down themselves (a mass crash would otherwise slow every
-        # survivor's probing down exactly when there is most to detect).
-        g.awareness.apply(0 if nackers else 1)
+        # No answer from any relay suggests the trouble is on our side, but only
+        # if we expected answers: relays we heard from lately. A nack shows our
+        # messages get through in time, as an ack would: the target and the
+        # silent relays are then more likely down themselves (a mass crash
+        # would otherwise slow every survivor's probing down exactly when there
+        # is most to detect, and keep it slow: acks are rare then).
+        if nackers:
+            g.awareness.apply(-1)
+        elif fresh:
+            g.awareness.apply(1)
         g.count("probe.failed")
         g.suspect(target, confirmed_by=nackers)
         return False
+
+    def pick_relays(self, target: Member) -> tuple[list[Member], bool]:
+        """Up to `indirect_checks` relays, drawn from the healthy members we
+        heard from most recently (twice as many as needed, so the load
+        spreads), and whether any of them was heard within RECENT_PROBES
+        probe intervals. Random members would be mostly dead after a mass
+        crash: no nacks, so no confirmations, and our own health would take
+        the blame and slow all our probing down."""
+        g = self.gossip
+        assert g.table is not None
+        want = g.settings.indirect_checks
+        others = [m for m in g.table.live_others() if m.id != target.id]
+        heard = [
+            (g.heard[m.id], m.id, m)
+            for m in others
+            if m.state is MemberState.ALIVE and m.id in g.heard
+        ]
+        heard.sort(reverse=True)
+        best = [m for _, _, m in heard[: 2 * want]]
+        picked = g.ctx.random.sample(best, min(want, len(best)))
+        recent = g.ctx.now() - RECENT_PROBES * g.settings.probe_interval
+        fresh = any(g.heard[m.id] >= recent for m in picked)
+        for state in (MemberState.ALIVE, MemberState.SUSPECT):
+            if len(picked) >= want:
+                break
+            rest = [m for m in others if m.state is state and m not in picked]
+            picked += g.ctx.random.sample(rest, min(want - len(picked), len(rest)))
+        return picked, fresh
 
     async def relay(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Ping a member for someone else; ack or nack before they give up."""

@@ -33,6 +33,23 @@ if TYPE_CHECKING:
 CHANNEL = "gossip"
 
 
+def stated_bounds(s: Settings, n: int) -> dict[str, float]:
+    """Detection: one probe pass over the n members (the victim is probed by
+    the last prober to reach it at worst), the longest suspicion, the
+    last-chance ping, and the spread of the death. Convergence after the
+    last change: a crash's detection, or a join repaired by an anchor check,
+    whichever is longer."""
+    from .queue import retransmit_limit
+    from .suspicion import suspicion_bounds
+
+    n = max(1, n)
+    _, longest = suspicion_bounds(n, s.probe_interval, s.suspicion_mult, s.suspicion_max_timeout_mult)
+    spread = retransmit_limit(s.retransmit_mult, n) * s.gossip_interval
+    detection = n * s.probe_interval + longest + s.probe_interval + spread
+    join = 1.1 * s.anchor_interval + s.heal_after + s.push_pull_timeout + spread
+    return {"detection": detection, "convergence": max(detection, join)}
+
+
 class Gossip:
     """SWIM with Lifeguard, anchored on the lock's lease holder."""
 
@@ -53,6 +70,7 @@ class Gossip:
         self._view_seq = 0
         self._tasks: TaskGroup | None = None
         self._last_chances: set[str] = set()
+        self.heard: dict[str, float] = {}  # member id -> last time a message from it arrived
 
     # ------------------------------------------------------------ life cycle
 
@@ -116,6 +134,22 @@ class Gossip:
     def cluster_size(self) -> int:
         return self.table.live_count() if self.table else 1
 
+    def healthy_size(self) -> int:
+        """Members not under suspicion, this node included: the ones a refutation
+        has to reach. After a mass crash the suspects are mostly the dead, and
+        sizing suspicion timeouts by them would stretch every detection."""
+        if self.table is None:
+            return 1
+        return sum(1 for m in self.table if m.state is MemberState.ALIVE)
+
+    def bounds(self, cluster_size: int) -> dict[str, float]:
+        """Stated detection and convergence bounds for `cluster_size` members
+        (docs/gossip.md, "Bounds"); the simulator checks against them."""
+        return stated_bounds(self.settings, cluster_size)
+
+    def heard_from(self, member_id: str) -> None:
+        self.heard[member_id] = self.ctx.now()
+
     def count(self, what: str, n: int = 1) -> None:
         self.ctx.count(f"gossip.{what}", n)
 
@@ -165,7 +199,7 @@ class Gossip:
                 after.incarnation,
                 origin,
                 now,
-                self.cluster_size(),
+                self.healthy_size(),
                 self.settings.probe_interval,
             )
         else:
@@ -238,6 +272,7 @@ class Gossip:
         for gone in self.table.forget_gone(self.ctx.now(), self.settings.dead_retention):
             self.suspicions.cancel(gone.id)
             self.queue.discard(gone.id)
+            self.heard.pop(gone.id, None)
             self._dirty = True
 
     def check_now(self, suspect: Member) -> None:
@@ -275,7 +310,7 @@ class Gossip:
                     current.incarnation,
                     self.me.id,
                     self.ctx.now(),
-                    self.cluster_size(),
+                    self.healthy_size(),
                     self.settings.probe_interval,
                 )
                 return
@@ -301,6 +336,7 @@ class Gossip:
 
     async def handle(self, msg: Message) -> Any:
         payload = msg.payload
+        self.heard_from(msg.sender)
         try:
             kind = wire.message_type(payload)
             if kind == wire.PING:
