@@ -144,3 +144,119 @@ def test_relays_that_failed_too_confirm_our_own_suspicion() -> None:
     assert sus is not None and sus.confirmations == 2 and sus.timeout() == sus.low
     g.suspect(rec("m4", inc=5))  # not the incarnation we know: no accusation
     assert "m4" not in g.suspicions
+
+
+# ---------------------------------------------------------------- after a mass crash
+
+
+def probe_with(g: Gossip, replies: dict[tuple[str, str], Any], target: str = "m1") -> list[str]:
+    """Run one probe of `target` with canned replies by (address, message type);
+    returns the addresses asked, in order."""
+    import anyio
+
+    asked: list[str] = []
+
+    async def request(address: str, payload: Any, timeout: float) -> Any:
+        asked.append(address)
+        return replies.get((address, payload["t"]))
+
+    g.request = request  # type: ignore[method-assign]
+    anyio.run(g.prober.probe, g.table.get(target))  # type: ignore[union-attr]
+    return asked
+
+
+NACK = {"t": "ack", "ok": False}
+
+
+def crowd(g: Gossip, n: int) -> None:
+    for i in range(n):
+        g.apply(rec(f"m{i}"), "me")
+
+
+def test_relays_are_drawn_from_the_members_heard_from_most_recently() -> None:
+    g, ctx = gossip()
+    crowd(g, 30)
+    ctx.time = 10.0
+    for mid in ("m5", "m6", "m7"):
+        g.heard_from(mid)
+    relays, fresh = g.prober.pick_relays(rec("m1"))
+    assert {m.id for m in relays} == {"m5", "m6", "m7"} and fresh
+    ctx.time = 20.0  # heard too long ago to expect an answer, still the best bet
+    relays, fresh = g.prober.pick_relays(rec("m1"))
+    assert {m.id for m in relays} == {"m5", "m6", "m7"} and not fresh
+
+
+def test_nacks_confirm_and_heal_local_health_silent_fresh_relays_hurt_it() -> None:
+    g, ctx = gossip()
+    crowd(g, 30)
+    g.awareness.apply(3)
+    for mid in ("m5", "m6", "m7"):
+        g.heard_from(mid)
+    asked = probe_with(g, {(f"m{i}:1", "ping-req"): NACK for i in (5, 6, 7)})
+    assert asked[0] == "m1:1" and sorted(asked[1:]) == ["m5:1", "m6:1", "m7:1"]
+    assert g.awareness.score == 2  # a nack is a timely answer: we are not the slow one
+    sus = g.suspicions.get("m1")
+    # Three witnesses; the first two already bring the timeout to its minimum.
+    assert sus is not None and sus.confirmations == 2 and abs(sus.timeout() - sus.low) < 1e-9
+    # The same relays, heard a moment ago, now silent: the trouble may be ours.
+    ctx.time = 0.5
+    for mid in ("m5", "m6", "m7"):
+        g.heard_from(mid)
+    probe_with(g, {}, target="m2")
+    assert g.awareness.score == 3
+
+
+def test_silent_relays_we_never_heard_from_say_nothing_about_us() -> None:
+    g, _ = gossip()
+    crowd(g, 30)  # after a mass crash most of these would be dead
+    probe_with(g, {})
+    assert g.awareness.score == 0
+    assert "m1" in g.suspicions
+
+
+def test_a_member_we_suspect_is_left_to_its_suspicion_not_probed_again() -> None:
+    import anyio
+
+    g, _ = gossip()
+    crowd(g, 4)
+    g.suspect(rec("m1"))
+    pinged: list[str] = []
+
+    async def request(address: str, payload: Any, timeout: float) -> Any:
+        pinged.append(payload["to"])
+        return {"t": "ack", "ok": True}
+
+    g.request = request  # type: ignore[method-assign]
+
+    async def probes() -> None:
+        for _ in range(9):
+            await g.prober.probe_next()
+
+    anyio.run(probes)
+    assert sorted(set(pinged)) == ["m0", "m2", "m3"]
+
+
+def test_suspicion_timeouts_are_sized_by_the_members_nobody_suspects() -> None:
+    from hedgeplug.membership.gossip.suspicion import suspicion_bounds
+
+    g, _ = gossip()
+    crowd(g, 149)
+    first = g.suspicions.start("x", 0, "me", 0.0, g.healthy_size(), 1.0)
+    for i in range(140):
+        g.apply(rec(f"m{i}", SUSPECT), "m148")
+    g.suspect(rec("m145"))
+    after = g.suspicions.get("m145")
+    assert g.healthy_size() == 9  # me and m140..m147 but m145
+    assert after is not None and after.low == suspicion_bounds(9, 1.0, 4, 6)[0] == 4.0
+    assert first.low > 8.5  # 150 members: 4 * log10(150)
+
+
+def test_stated_bounds_grow_with_the_cluster_and_cover_a_join_repair() -> None:
+    g, _ = gossip()
+    small, large = g.bounds(10), g.bounds(150)
+    # lan: 150 probes of 1s, the longest suspicion 6 * 8.7s, one last-chance ping,
+    # 12 retransmission rounds of 0.2s.
+    assert abs(large["detection"] - (150 + 6 * 4 * 2.1761 + 1 + 12 * 0.2)) < 0.1
+    assert small["detection"] < large["detection"]
+    assert small["convergence"] >= 1.1 * 5 + 5 + 5  # an anchor repair of a missed join
+    assert large["convergence"] == large["detection"]
