@@ -26,7 +26,7 @@ from .channels import Dispatcher, NodeChannel, SealedStream
 from .config import Config, load_config
 from .contracts import Lease, Reply
 from .election import Election
-from .errors import HedgeplugError, NoLeader, RemoteError, TransportError
+from .errors import HedgeplugError, NoLeader, RemoteError, RequestTimeout, TransportError
 from .events import Event, EventHub, LeaderChanged, MembersChanged
 from .registry import Observers, Registry
 from .view import Member, View
@@ -272,8 +272,6 @@ class Node:
             delay = min(delay * 2, 1.0)
         if last is None:
             raise NoLeader(f"no leader known within {timeout}s")
-        from .errors import RequestTimeout
-
         raise RequestTimeout(f"send to leader failed within {timeout}s: {last}")
 
     async def broadcast(
