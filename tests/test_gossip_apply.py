@@ -234,6 +234,28 @@ def test_a_member_we_suspect_is_left_to_its_suspicion_not_probed_again() -> None
 
     anyio.run(probes)
     assert sorted(set(pinged)) == ["m0", "m2", "m3"]
+    # Someone else's suspicion still short of witnesses gets our probe (and,
+    # failing, our confirmation); a fully confirmed one does not.
+    g.apply(rec("m2", SUSPECT), "m0")
+    g.apply(rec("m3", SUSPECT), "m0")
+    g.suspicions.confirm("m3", 0, "m1")
+    g.suspicions.confirm("m3", 0, "m2")
+    pinged.clear()
+    anyio.run(probes)
+    assert sorted(set(pinged)) == ["m0", "m2"]
+
+
+def test_one_gossip_target_is_among_the_members_heard_from_most_recently() -> None:
+    g, ctx = gossip()
+    crowd(g, 40)
+    ctx.time = 5.0
+    for mid in ("m1", "m2", "m3", "m4", "m5", "m6"):
+        g.heard_from(mid)
+    recent = {"m1", "m2", "m3", "m4", "m5", "m6"}
+    rounds = [g.gossip_targets(g.table.live_others()) for _ in range(50)]  # type: ignore[union-attr]
+    assert all(len({m.id for m in r}) == 3 and r[0].id in recent for r in rounds)
+    # The others stay random: over 50 rounds they reach well beyond the recent six.
+    assert len({m.id for r in rounds for m in r[1:]} - recent) > 20
 
 
 def test_suspicion_timeouts_are_sized_by_the_members_nobody_suspects() -> None:

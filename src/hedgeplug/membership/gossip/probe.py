@@ -77,14 +77,24 @@ class Prober:
         g = self.gossip
         if g.leaving or g.table is None:
             return None
-        # Members we already suspect are left to their suspicion (it ends with
-        # a last-chance ping): after a mass crash the survivors' probes then
-        # cover the members nobody suspects yet instead of the same dead ones.
-        candidates = {m.id: m for m in g.table.live_others() if m.id not in g.suspicions}
+        # A suspicion we share or that needs no more confirmations is left to
+        # run (it ends with a last-chance ping): after a mass crash the
+        # survivors' probes then cover the members nobody suspects yet instead
+        # of the same dead ones. One still short of witnesses gets our probe.
+        candidates = {m.id: m for m in g.table.live_others() if not self._settled(m.id)}
         target = self.order.next(candidates)
         if target is None:
             return None
         return await self.probe(target)
+
+    def _settled(self, member_id: str) -> bool:
+        suspicion = self.gossip.suspicions.get(member_id)
+        if suspicion is None:
+            return False
+        return (
+            self.gossip.me.id in suspicion.accusers
+            or suspicion.confirmations >= suspicion.expected
+        )
 
     async def ping(self, address: str, target: str, timeout: float) -> bool:
         g = self.gossip

@@ -414,6 +414,22 @@ class Gossip:
                 self.count("errors")
                 self.ctx.log.exception("gossip round failed")
 
+    def gossip_targets(self, candidates: list[Member]) -> list[Member]:
+        """`gossip_nodes` random candidates, one of them among the members we
+        heard from most recently when there are such. After a mass crash
+        random targets are mostly dead and the news (which members are
+        suspect or dead) would barely reach the survivors, each of which
+        would then have to find every victim itself."""
+        k = min(self.settings.gossip_nodes, len(candidates))
+        heard = sorted(
+            ((self.heard[m.id], m.id, m) for m in candidates if m.id in self.heard and m.live),
+            reverse=True,
+        )
+        best = [m for _, _, m in heard[: 2 * k]]
+        first = [self.ctx.random.choice(best)] if best and k else []
+        rest = [m for m in candidates if m not in first]
+        return first + self.ctx.random.sample(rest, k - len(first))
+
     async def gossip_round(self) -> None:
         table = self.start()
         self.expire_suspicions()
@@ -424,8 +440,7 @@ class Gossip:
         candidates = table.live_others() + table.recently_gone(now, self.settings.dead_retention)
         if not candidates:
             return
-        k = min(self.settings.gossip_nodes, len(candidates))
-        for target in self.ctx.random.sample(candidates, k):
+        for target in self.gossip_targets(candidates):
             records = self.piggyback()
             if not records:
                 break
