@@ -41,7 +41,9 @@ DELTA_LOG = 1024  # changes the leader keeps to answer a lagging member with a d
 @attrs.frozen
 class HeartbeatOptions:
     interval: Duration = attrs.field(
-        default=Duration(1.0), validator=attrs.validators.gt(0), metadata={"help": "heartbeat period"}
+        default=Duration(1.0),
+        validator=attrs.validators.gt(Duration(0.0)),
+        metadata={"help": "heartbeat period"},
     )
     missed: int = attrs.field(
         default=3,
@@ -53,7 +55,7 @@ class HeartbeatOptions:
     )
     batch: Duration = attrs.field(
         default=Duration(0.05),
-        validator=attrs.validators.ge(0),
+        validator=attrs.validators.ge(Duration(0.0)),
         metadata={"help": "the leader gathers changes this long before pushing them in one message"},
     )
 

@@ -76,12 +76,12 @@ class UdpOptions:
     )
     max_datagram: Size = attrs.field(
         default=Size(1400),
-        validator=[_at_least(64), attrs.validators.le(65000)],
+        validator=[_at_least(64), attrs.validators.le(Size(65000))],
         metadata={"help": "largest datagram sent; larger frames go over tcp"},
     )
     max_frame: Size = attrs.field(
         default=Size(1 << 20),
-        validator=[_at_least(64), attrs.validators.le(0xFFFFFFF0)],
+        validator=[_at_least(64), attrs.validators.le(Size(0xFFFFFFF0))],
         metadata={"help": "largest frame sent or accepted (over tcp)"},
     )
     connect_timeout: Duration = attrs.field(
