@@ -311,8 +311,8 @@ def build_options(
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        key = _guess_key(exc, types_)
-        where = f"[{section}] {key}" if key else f"[{section}]"
+        guessed = _guess_key(exc, types_)
+        where = f"[{section}] {guessed}" if guessed else f"[{section}]"
         errors.add(where, f"{_strip_attr(exc)}")
         return None
 

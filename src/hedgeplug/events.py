@@ -55,7 +55,9 @@ class EventHub:
                     result = cb(event)
                     if inspect.isawaitable(result):
                         if self.spawn is None:
-                            result.close()  # type: ignore[union-attr]
+                            close = getattr(result, "close", None)  # never started: no warning
+                            if close is not None:
+                                close()
                         else:
                             self.spawn(result)
                 except Exception:

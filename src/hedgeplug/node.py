@@ -384,7 +384,11 @@ class Node:
     async def _start(self, tg: TaskGroup) -> None:
         self._tg = tg
         self._started_at = anyio.current_time()
-        self._events.spawn = lambda coro: tg.start_soon(_await, coro)
+
+        def spawn(coro: Any) -> None:
+            tg.start_soon(_await, coro)
+
+        self._events.spawn = spawn
         self.address = await self._transport.bind()
         self._election = Election(
             self._lock,

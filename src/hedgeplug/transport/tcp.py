@@ -85,7 +85,7 @@ class TcpOptions:
     )
     max_frame: Size = attrs.field(
         default=Size(1 << 20),
-        validator=[_at_least(64), attrs.validators.le(MAX_REQUEST_ID)],
+        validator=[_at_least(64), attrs.validators.le(Size(MAX_REQUEST_ID))],
         metadata={
             "help": "largest frame sent or accepted; larger incoming frames close the connection"
         },
