@@ -108,4 +108,4 @@ async def _child(opener: str, kwargs: str, name: str, ttl: str, seconds: str, se
 
 
 if __name__ == "__main__":
-    anyio.run(_child, *sys.argv[1:])
+    anyio.run(_child, *sys.argv[1:])  # type: ignore[arg-type]

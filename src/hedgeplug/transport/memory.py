@@ -524,7 +524,7 @@ class MemoryTransport:
         theirs = MemoryStream(target, self.address, to_us, peer_in)
         self._streams.add(ours)
         target._streams.add(theirs)
-        target._tg.start_soon(target._on_stream, theirs)
+        target._tg.start_soon(target._on_stream, theirs)  # type: ignore[arg-type]
         return ours
 
     async def aclose(self) -> None:

@@ -359,7 +359,7 @@ class TcpTransport:
             raise TransportError(
                 f"cannot listen on {self.options.bind}: {exc.strerror or exc}"
             ) from None
-        self._listeners = list(listener.listeners)  # type: ignore[attr-defined]
+        self._listeners = list(listener.listeners)  # type: ignore[attr-defined,arg-type]
         self.address = self._advertised(host)
         return self.address
 

@@ -240,7 +240,7 @@ class UdpTransport:
             family = self.tcp._listeners[0].extra(SocketAttribute.family)
             try:
                 sock = await anyio.create_udp_socket(
-                    family, local_host=host or None, local_port=self.tcp.port
+                    family, local_host=host or None, local_port=self.tcp.port  # type: ignore[arg-type]
                 )
             except OSError as exc:
                 last_error = exc
@@ -327,7 +327,7 @@ class UdpTransport:
                 family = socket.AF_INET6 if version == 6 else socket.AF_INET
                 try:
                     sock = await anyio.create_udp_socket(
-                        family, local_host=self._source_host(version)
+                        family, local_host=self._source_host(version)  # type: ignore[arg-type]
                     )
                 except OSError as exc:
                     raise TransportError(f"cannot open a udp socket: {exc}") from None
