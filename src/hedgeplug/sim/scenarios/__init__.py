@@ -33,6 +33,7 @@ BUILTIN = {
     "leader-freeze": "leader_freeze",
     "store-outage": "store_outage",
     "partition-heal": "partition_heal",
+    "mass-crash": "mass_crash",
 }
 
 
