@@ -261,15 +261,13 @@ class Bench:
         cpu_per_min = {n.id: (n.cpu_seconds() - before_cpu[n.id]) * 60 / took for n in nodes}
         # The first status reply itself leaves after its counters were read:
         # take its size (payload plus envelope) back out of the window.
-        sent_per_s = {
-            n.id: (
-                after[n.id]["transport"]["bytes_out"]
-                - before[n.id]["transport"]["bytes_out"]
-                - len(msgpack.packb(before[n.id])) - _ENVELOPE_BYTES
-            ) / took
-            for n in nodes
-            if before.get(n.id) and after.get(n.id)
-        }
+        sent_per_s: dict[str, float] = {}
+        for n in nodes:
+            first, last = before.get(n.id), after.get(n.id)
+            if first and last:
+                sent = last["transport"]["bytes_out"] - first["transport"]["bytes_out"]
+                sent -= len(msgpack.packb(first)) + _ENVELOPE_BYTES
+                sent_per_s[n.id] = sent / took
         leader = self.cluster.leader_process(after)
         followers = [n.id for n in nodes if leader is None or n.id != leader.id]
         self.figures["window_s"] = round(took, 1)

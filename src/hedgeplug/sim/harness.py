@@ -352,8 +352,15 @@ class Simulation:
                 sn.address = node.address
                 sn.state = "running"
                 sn.view_ids = node.view.ids
-                node.on_members_changed(lambda ev, sn=sn: self._on_members(sn, ev))
-                node.on_leader_changed(lambda ev, sn=sn: self._on_leader(sn, ev))
+
+                def on_members(ev: MembersChanged) -> None:
+                    self._on_members(sn, ev)
+
+                def on_leader(ev: LeaderChanged) -> None:
+                    self._on_leader(sn, ev)
+
+                node.on_members_changed(on_members)
+                node.on_leader_changed(on_leader)
                 started = True
                 task_status.started()
                 await sn.stop_requested.wait()
