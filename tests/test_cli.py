@@ -440,3 +440,38 @@ def test_demo_runs_a_gossip_cluster_too(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     assert figures["final"]["agreed"] is True and len(figures["final"]["live"]) == 3
+
+
+def test_children_of_a_killed_parent_stop_by_themselves(tmp_path) -> None:
+    """A parent that dies without cleaning up (SIGKILL) leaves no node running."""
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(f"""
+        import subprocess, sys, os, time
+        env = dict(os.environ, HEDGEPLUG_DIE_WITH_PARENT="1")
+        child = subprocess.Popen(
+            [sys.executable, "-m", "hedgeplug", "run", "--bind", "127.0.0.1:0",
+             "--set", "lock.path={tmp_path / 'lock.db'}"],
+            stdout=subprocess.PIPE, env=env)
+        child.stdout.readline()
+        print(child.pid, flush=True)
+        time.sleep(60)
+    """))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait(10)
+    for _ in range(100):
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        # A zombie (exited, not yet reaped by init) counts as gone.
+        stat = Path(f"/proc/{child_pid}/stat")
+        if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        import time
+
+        time.sleep(0.1)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+        raise AssertionError("the node outlived its killed parent")

@@ -139,7 +139,26 @@ async def serve(config: Config, registry: Registry) -> None:
     log.info("stopped")
 
 
+DIE_WITH_PARENT = "HEDGEPLUG_DIE_WITH_PARENT"
+
+
+def _die_with_parent() -> None:
+    """With HEDGEPLUG_DIE_WITH_PARENT=1 (set by the demo, bench and test kit),
+    ask Linux for a SIGTERM when the parent dies, so a parent killed without
+    its own cleanup does not leave nodes running; SIGTERM is a graceful stop."""
+    if os.environ.get(DIE_WITH_PARENT) != "1" or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:  # the parent was already gone before the request
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run(args: argparse.Namespace) -> int:
+    _die_with_parent()
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,

@@ -101,6 +101,7 @@ async def start_node(
             stdout=subprocess.PIPE,
             stderr=log_file,
             start_new_session=True,  # a Ctrl-C in the terminal reaches the parent only
+            env={**os.environ, "HEDGEPLUG_DIE_WITH_PARENT": "1"},  # no orphans if we die
         )
     finally:
         log_file.close()
