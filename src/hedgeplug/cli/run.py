@@ -119,6 +119,22 @@ def install_echo_handlers(node: Node) -> None:
     node.on_broadcast(echo)
 
 
+DIE_WITH_PARENT = "HEDGEPLUG_DIE_WITH_PARENT"
+
+
+async def _stop_when_parent_exits(scope: anyio.CancelScope) -> None:
+    """With HEDGEPLUG_DIE_WITH_PARENT=1 (set by the demo, bench and test kit)
+    the node stops gracefully once the process that started it is gone, so a
+    parent killed without its own cleanup leaves no nodes behind. (Polling the
+    parent id: Linux's parent-death signal follows the spawning *thread*, and
+    async libraries spawn from worker threads that come and go.)"""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await anyio.sleep(0.5)
+    log.info("stopping: parent process %d exited", parent)
+    scope.cancel()
+
+
 async def serve(config: Config, registry: Registry) -> None:
     async with open_node(config, registry=registry) as node:
         install_echo_handlers(node)
@@ -129,6 +145,8 @@ async def serve(config: Config, registry: Registry) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_log_events, node)
+                if os.environ.get(DIE_WITH_PARENT) == "1":
+                    tg.start_soon(_stop_when_parent_exits, tg.cancel_scope)
                 async for signum in signals:
                     log.info(
                         "stopping on %s: leaving and releasing the lease",
@@ -139,26 +157,7 @@ async def serve(config: Config, registry: Registry) -> None:
     log.info("stopped")
 
 
-DIE_WITH_PARENT = "HEDGEPLUG_DIE_WITH_PARENT"
-
-
-def _die_with_parent() -> None:
-    """With HEDGEPLUG_DIE_WITH_PARENT=1 (set by the demo, bench and test kit),
-    ask Linux for a SIGTERM when the parent dies, so a parent killed without
-    its own cleanup does not leave nodes running; SIGTERM is a graceful stop."""
-    if os.environ.get(DIE_WITH_PARENT) != "1" or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() == 1:  # the parent was already gone before the request
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def run(args: argparse.Namespace) -> int:
-    _die_with_parent()
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
