@@ -45,7 +45,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 POSTGRES_DSN_ENV = "HEDGEPLUG_TEST_POSTGRES_DSN"
 ETCD_ENDPOINTS_ENV = "HEDGEPLUG_TEST_ETCD_ENDPOINTS"
@@ -403,14 +403,22 @@ class PostgresServer(ServerHandle):
         return {POSTGRES_DSN_ENV: self.dsn}
 
 
-def start_postgres(*, detached: bool = False) -> PostgresServer:
-    server = PostgresServer(detached=detached)
+ServerHandleT = TypeVar("ServerHandleT", bound=ServerHandle)
+
+
+def _started(server: ServerHandleT) -> ServerHandleT:
+    """Start `server`; on any failure remove what it left (files, process) and re-raise."""
     try:
         server.start()
     except BaseException:
         server.cleanup()
         raise
     return server
+
+
+def start_postgres(*, detached: bool = False) -> PostgresServer:
+    server = PostgresServer(detached=detached)
+    return _started(server)
 
 
 # ---------------------------------------------------------------- etcd
@@ -580,12 +588,7 @@ class EtcdServer(ServerHandle):
 
 def start_etcd(*, detached: bool = False, tls: bool = False) -> EtcdServer:
     server = EtcdServer(detached=detached, tls=tls)
-    try:
-        server.start()
-    except BaseException:
-        server.cleanup()
-        raise
-    return server
+    return _started(server)
 
 
 # ---------------------------------------------------------------- Spanner emulator
@@ -639,12 +642,7 @@ class SpannerEmulator(ServerHandle):
 
 def start_spanner_emulator(*, detached: bool = False) -> SpannerEmulator:
     server = SpannerEmulator(detached=detached)
-    try:
-        server.start()
-    except BaseException:
-        server.cleanup()
-        raise
-    return server
+    return _started(server)
 
 
 # ---------------------------------------------------------------- given from outside
