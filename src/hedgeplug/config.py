@@ -14,80 +14,31 @@ source, the section and key, and what is allowed.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, NewType
+from typing import Any
 
 import attrs
 
+from .address import Address
 from .errors import ConfigError
-
-Duration = NewType("Duration", float)
-"""Seconds; read from "500ms", "3s", "1.5m", "1h" or a plain number of seconds."""
-
-Size = NewType("Size", int)
-"""Bytes; read from "64KiB", "1MiB", "1500" or a plain integer."""
+from .options import (  # noqa: F401  (re-exported: config.Duration etc. stay importable)
+    Duration,
+    Size,
+    format_duration,
+    fraction,
+    parse_duration,
+    parse_size,
+    positive,
+)
 
 SECTIONS = ("node", "lock", "transport", "membership", "broadcast")
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB|k|K|M|G)?\s*$")
-_SIZE_UNITS = {
-    None: 1, "B": 1, "k": 1000, "K": 1024, "KB": 1000, "KiB": 1024,
-    "M": 1024**2, "MB": 1000**2, "MiB": 1024**2, "G": 1024**3, "GB": 1000**3, "GiB": 1024**3,
-}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from "500ms", "3s", "1m", "1h" or a number."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like '500ms', '3s' or '1m', got a boolean")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"a duration cannot be negative, got {value}")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    raise ValueError(f"expected a duration like '500ms', '3s' or '1m', got {value!r}")
-
-
-def parse_size(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m:
-            return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
-    raise ValueError(f"expected a size like 65536, '64KiB' or '1MiB', got {value!r}")
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 1 and seconds * 1000 == int(seconds * 1000):
-        return f"{int(seconds * 1000)}ms"
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    return f"{seconds}s"
-
 
 # ------------------------------------------------------------ core sections
-
-
-# Validators pass the attribute along, so the config error can name the key.
-def _positive(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"must be greater than zero, got {value}", attr)
-
-
-def _fraction(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"must be a fraction from 0 up to (not including) 1, got {value}", attr)
 
 
 def _default_node_id() -> str:
@@ -105,7 +56,7 @@ class NodeSettings:
     key: str = attrs.field(default="", metadata={"help": "shared secret; when set, frames are encrypted and authenticated"})
     meta: dict[str, str] = attrs.field(factory=dict, metadata={"help": "small str->str metadata shown to other members"})
     seed: int | None = attrs.field(default=None, metadata={"help": "seed for protocol randomness; default random"})
-    stop_timeout: Duration = attrs.field(default=Duration(3.0), validator=_positive, metadata={"help": "bound on a graceful stop"})
+    stop_timeout: Duration = attrs.field(default=Duration(3.0), validator=positive, metadata={"help": "bound on a graceful stop"})
 
     @property
     def lock(self) -> str:
@@ -117,10 +68,10 @@ class LockSettings:
     """[lock]: the store backend and the election's timings."""
 
     use: str = attrs.field(default="sqlite", metadata={"help": "lock backend name (see `hedgeplug plugins`)"})
-    ttl: Duration = attrs.field(default=Duration(5.0), validator=_positive, metadata={"help": "lease time to live"})
-    margin: float = attrs.field(default=0.25, validator=_fraction, metadata={"help": "leader counts itself leader only for ttl*(1-margin) after sending a renewal"})
-    renew: Duration | None = attrs.field(default=None, validator=_positive, metadata={"help": "renewal period; default ttl/4"})
-    retry: Duration | None = attrs.field(default=None, validator=_positive, metadata={"help": "contender and follower poll period; default ttl/4"})
+    ttl: Duration = attrs.field(default=Duration(5.0), validator=positive, metadata={"help": "lease time to live"})
+    margin: float = attrs.field(default=0.25, validator=fraction, metadata={"help": "leader counts itself leader only for ttl*(1-margin) after sending a renewal"})
+    renew: Duration | None = attrs.field(default=None, validator=positive, metadata={"help": "renewal period; default ttl/4"})
+    retry: Duration | None = attrs.field(default=None, validator=positive, metadata={"help": "contender and follower poll period; default ttl/4"})
 
     @property
     def renew_every(self) -> float:
@@ -182,6 +133,8 @@ def _describe(tp: Any) -> str:
         return "a duration like '500ms', '3s' or '1m'"
     if tp is Size:
         return "a size like 65536 or '1MiB'"
+    if tp is Address:
+        return "an address like '127.0.0.1:7946' or '[::1]:7946'"
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -203,6 +156,8 @@ def convert(tp: Any, value: Any, *, from_text: bool) -> Any:
         return parse_duration(value)
     if tp is Size:
         return parse_size(value)
+    if tp is Address:
+        return Address.parse(value)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]

@@ -1,0 +1,113 @@
+"""Everything a plugin author imports, in one module.
+
+    from hedgeplug.plugin import hookimpl, Lease, LockBackend, Duration, positive
+
+A plugin implements one of four kinds (lock, transport, membership,
+broadcast) by shape: the contracts below are typing Protocols, nothing is
+subclassed. It registers each implementation from a registration hook:
+
+    @hookimpl
+    def hedgeplug_register_locks(register):
+        register("filelock", make_lock, FileLockOptions)
+
+where `FileLockOptions` is an attrs class holding the keys of the config
+section (fields typed `Duration`, `Size` or `Address` are parsed by the
+loader) and `make_lock(options, context)` builds the implementation.
+
+Built-in plugins import only from here, as a third party would. docs/plugins.md
+lists every contract method with its signature and meaning.
+"""
+
+from __future__ import annotations
+
+from .address import Address, AddressError
+from .contracts import (
+    Broadcast,
+    Channel,
+    FrameHandler,
+    Handler,
+    Lease,
+    LockBackend,
+    Membership,
+    Message,
+    MessageStream,
+    NodeContext,
+    Reply,
+    Row,
+    RowStorage,
+    StatesBounds,
+    StreamHandler,
+    Transport,
+    TransportStats,
+    Watchable,
+)
+from .errors import (
+    ConfigError,
+    FrameTooLarge,
+    HedgeplugError,
+    NoLeader,
+    PluginError,
+    RemoteError,
+    RequestTimeout,
+    StoreError,
+    TransportError,
+)
+from .hookspecs import hookimpl
+from .options import (
+    Duration,
+    Size,
+    at_least,
+    format_duration,
+    fraction,
+    parse_duration,
+    parse_size,
+    positive,
+)
+from .view import Member, MemberState, View, ViewVersion
+from .worker import run_in_worker
+
+__all__ = [
+    "Address",
+    "AddressError",
+    "Broadcast",
+    "Channel",
+    "ConfigError",
+    "Duration",
+    "FrameHandler",
+    "FrameTooLarge",
+    "Handler",
+    "HedgeplugError",
+    "Lease",
+    "LockBackend",
+    "Member",
+    "MemberState",
+    "Membership",
+    "Message",
+    "MessageStream",
+    "NoLeader",
+    "NodeContext",
+    "PluginError",
+    "RemoteError",
+    "Reply",
+    "RequestTimeout",
+    "Row",
+    "RowStorage",
+    "Size",
+    "StatesBounds",
+    "StoreError",
+    "StreamHandler",
+    "Transport",
+    "TransportError",
+    "TransportStats",
+    "View",
+    "ViewVersion",
+    "Watchable",
+    "at_least",
+    "format_duration",
+    "fraction",
+    "hookimpl",
+    "parse_duration",
+    "parse_size",
+    "positive",
+    "run_in_worker",
+]
