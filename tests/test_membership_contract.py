@@ -23,15 +23,19 @@ from hedgeplug.testing.membership_contract import (
 class TestHeartbeat(MembershipContract):
     @pytest.fixture
     def membership(self) -> MembershipUnderTest:
-        # The leader pushes a goodbye at once: a leave takes one round trip
-        # plus the batch delay, far below the convergence bound.
-        return MembershipUnderTest("heartbeat", {"interval": "1s", "missed": 3}, leave=1.0)
+        # Stated in the strategy's documentation: a join within one round trip
+        # of the first beat (one interval) plus the batch delay; a leave within
+        # one round trip plus the batch delay, both far below convergence.
+        return MembershipUnderTest(
+            "heartbeat", {"interval": "1s", "missed": 3}, join=2.0, leave=1.0
+        )
 
 
 class TestGossip(MembershipContract):
     @pytest.fixture
     def membership(self) -> MembershipUnderTest:
-        return MembershipUnderTest("gossip", {"profile": "lan"})
+        # A goodbye goes straight to every live member: one message delay.
+        return MembershipUnderTest("gossip", {"profile": "lan"}, leave=1.0)
 
 
 # ---------------------------------------------------------------- a broken strategy

@@ -21,8 +21,9 @@ the simulator adds to its registry::
 Each check is a test of its own, and a plain function (`check_join`, ...)
 that raises AssertionError with what went wrong:
 
-- join: every node is in the view of every running node within the
-  convergence bound after it started;
+- join: nodes started one after another; each node and every node started
+  before it hold each other in their views within the join bound (given,
+  else the convergence bound) of its start;
 - graceful leave: a stopped node is gone from every view within the leave
   bound (given, else the convergence bound) of its stop;
 - crash detection: a crashed node is gone from every view within the
@@ -79,9 +80,10 @@ class MembershipUnderTest:
     its `options` (config keys), and `plugins` to add to the registry when
     the strategy is not an installed entry point.
 
-    `detection`, `convergence` and `leave` override bounds in seconds (None:
-    the strategy's stated bound, or the simulator's default; `leave` defaults
-    to the convergence bound). `ttl` is the lease ttl of the memory lock.
+    `detection`, `convergence`, `join` and `leave` override bounds in
+    seconds (None: the strategy's stated bound, or the simulator's default;
+    `join` and `leave` default to the convergence bound). `ttl` is the lease
+    ttl of the memory lock; `seeds` the runs of every check.
     """
 
     name: str
@@ -90,6 +92,7 @@ class MembershipUnderTest:
     ttl: float = 3.0
     detection: float | None = None
     convergence: float | None = None
+    join: float | None = None
     leave: float | None = None
     seeds: Sequence[int] = attrs.field(default=(1, 2, 3), converter=tuple)
 
@@ -201,30 +204,43 @@ def run_checked(
 def check_join(
     strategy: MembershipUnderTest, size: int = 10, seeds: Sequence[int] | None = None
 ) -> list[Result]:
-    """Every node reaches every running node's view within the convergence bound."""
+    """Every node and every node started before it hold each other in their
+    views within the join bound (given, else the convergence bound) of its start."""
 
     async def scenario(sim: Simulation) -> None:
+        joined: dict[str, float] = {}
+
+        def update() -> bool:
+            # A node has joined once it and every node started before it
+            # (itself included) hold each other in their views; pairs with a
+            # later node count toward that node's join.
+            running = sim.running()
+            for new in running:
+                if new.id in joined:
+                    continue
+                older = [sn for sn in running if sn.started_at <= new.started_at]
+                if all(new.id in sn.view_ids and sn.id in new.view_ids for sn in older):
+                    joined[new.id] = sim.now() - new.started_at
+            return all(sn.id in joined for sn in running)
+
+        async def watch(seconds: float) -> None:
+            end = sim.now() + seconds
+            while sim.now() < end:
+                update()
+                await sim.sleep(POLL)
+
         await sim.start(2)
-        await sim.sleep(2.0)
+        await watch(2.0)
         for _ in range(size - 2):
             await sim.start(1)
-            await sim.sleep(0.3)
-        bound = sim.bound("convergence", size)
-        joined: dict[str, float] = {}
+            await watch(0.3)
         nodes = sim.running()
-
-        def all_joined() -> bool:
-            for sn in nodes:
-                if sn.id not in joined and in_every_view(sim, sn.id):
-                    joined[sn.id] = sim.now() - sn.started_at
-            return len(joined) == len(nodes)
-
-        last_start = max(sn.started_at for sn in nodes)
-        await wait_until(sim, all_joined, last_start + bound)
+        bound = strategy.join or sim.bound("convergence", size)
+        await wait_until(sim, update, max(sn.started_at for sn in nodes) + bound)
         late = {sn.id: joined.get(sn.id) for sn in nodes if joined.get(sn.id, bound + 1) > bound}
         if late:
             raise AssertionError(
-                f"join: node(s) not in every view within the convergence bound {bound:.1f}s "
+                f"join: node(s) not in every view within the join bound {bound:.1f}s "
                 f"after starting (seconds taken, None = never): {late}; {describe_views(sim)}"
             )
         await hold(sim, "after the joins")
