@@ -120,10 +120,6 @@ def views_agree(sim: Simulation) -> bool:
     return bool(live) and all(sn.view_ids == live for sn in running)
 
 
-def in_every_view(sim: Simulation, node_id: str) -> bool:
-    return all(node_id in sn.view_ids for sn in sim.running())
-
-
 def in_no_view(sim: Simulation, node_id: str) -> bool:
     return not any(node_id in sn.view_ids for sn in sim.running())
 
