@@ -4,6 +4,7 @@ catches a strategy that breaks it."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,8 @@ from hedgeplug.testing.membership_contract import (
     check_join,
     check_scale_up,
 )
+
+pytest_plugins = ("pytester",)
 
 
 class TestHeartbeat(MembershipContract):
@@ -92,3 +95,34 @@ def test_plain_swim_with_service_style_joins_fails_the_scale_up_check() -> None:
     with pytest.raises(AssertionError) as info:
         check_scale_up(plain_swim, seeds=[1])
     assert "views did not agree within the convergence bound" in str(info.value)
+
+
+def test_as_a_plugin_author_sees_it_each_broken_promise_is_its_own_failure(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_mine="""
+        import pytest
+        from hedgeplug.testing.membership_contract import MembershipContract, MembershipUnderTest
+        from test_membership_contract import NeverForgetsPlugin
+
+        class TestNeverForgets(MembershipContract):
+            @pytest.fixture
+            def membership(self):
+                return MembershipUnderTest(
+                    "never-forgets", {"interval": "1s"}, plugins=(NeverForgetsPlugin(),), seeds=(1,)
+                )
+        """
+    )
+    pytester.syspathinsert(str(Path(__file__).parent))
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
+    # Keeping departed members breaks leave, crash detection and the leader change;
+    # joins, the scale-up and replay still hold.
+    result.assert_outcomes(passed=3, failed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED test_mine.py::TestNeverForgets::test_graceful_leave*",
+            "FAILED test_mine.py::TestNeverForgets::test_crash_detection*",
+            "FAILED test_mine.py::TestNeverForgets::test_leader_change*",
+        ]
+    )
