@@ -10,10 +10,9 @@ import urllib.request
 import psycopg
 import pytest
 
+from hedgeplug.testing import servers
 from hedgeplug_etcd.testing import ETCD_ENDPOINTS_ENV, ExternalEtcd, find_etcd, start_etcd
 from hedgeplug_spanner.testing import SPANNER_EMULATOR_HOST_ENV
-
-from hedgeplug.testing import servers
 
 
 def _etcd_get(endpoint: str, key: bytes) -> dict:
@@ -179,3 +178,39 @@ def test_core_testing_kit_names_no_server():
         code = source.replace(docstring, "", 1).lower()  # the docstring may show examples
         for name in ("postgres", "etcd", "spanner"):
             assert name not in code, f"{path.name} names {name}"
+
+
+def test_percentile_is_a_measured_value_by_nearest_rank():
+    from hedgeplug.stats import percentile
+
+    values = [float(v) for v in range(100, 0, -1)]  # 1..100, unsorted
+    assert percentile(values, 0.5) == 51.0
+    assert percentile(values, 0.99) == 100.0 and percentile(values, 0.0) == 1.0
+    assert percentile([3.0], 0.99) == 3.0
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 0.5)
+    with pytest.raises(ValueError, match="0..1"):
+        percentile(values, 50)  # a percent, not a fraction
+
+
+def test_measure_is_bounded_by_count_and_by_time():
+    import anyio
+
+    from hedgeplug.testing.timing import measure
+
+    async def quick(watch):
+        with watch.timing("op"):
+            await anyio.sleep(0)
+
+    async def slow(watch):
+        with watch.timing("op"):
+            await anyio.sleep(0.05)
+
+    async def main():
+        counted = await measure(quick, count=7, seconds=10.0, warmup=2)
+        timed = await measure(slow, count=10_000, seconds=0.3, warmup=0)
+        return counted, timed
+
+    counted, timed = anyio.run(main, backend="trio")
+    assert len(counted["op"]) == 7
+    assert 1 <= len(timed["op"]) <= 7 and all(t >= 0.05 for t in timed["op"])
