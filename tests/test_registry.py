@@ -356,3 +356,36 @@ def test_raising_hook_wrapper_is_disabled_and_the_observers_still_run(caplog):
         observers.call("hedgeplug_node_stopping", node=None)
     assert calls == ["plain", "plain"] and observers.errors == 1
     assert "BadWrapper" in caplog.text
+
+
+def test_node_refuses_to_start_on_a_lock_factory_returning_none():
+    import anyio
+
+    import hedgeplug
+
+    @attrs.frozen
+    class NoOptions:
+        pass
+
+    class NoneLock:
+        @staticmethod
+        @hookimpl
+        def hedgeplug_register_locks(register):
+            register("none-lock", lambda o, c: None, NoOptions)
+
+    reg = Registry.load(extra=[NoneLock])
+    config = {
+        "node": {"id": "n1", "cluster": "none-lock-test"},
+        "lock": {"use": "none-lock"},
+        "transport": {"use": "memory", "network": "none-lock-test"},
+        "membership": {"use": "heartbeat"},
+        "broadcast": {"use": "direct"},
+    }
+
+    async def main():
+        with anyio.fail_after(10):
+            async with hedgeplug.open_node(config, registry=reg):
+                pytest.fail("the node started on a None lock")
+
+    with pytest.raises(PluginError, match=r"'none-lock' returned None instead of a LockBackend"):
+        anyio.run(main, backend="trio")
