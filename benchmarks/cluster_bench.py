@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 
 from hedgeplug import open_node
+from hedgeplug.stats import percentile
 from hedgeplug.testing.processes import NodeProcess, ProcessCluster
 
 TTL = 3.0
@@ -67,18 +68,12 @@ anyio.run(main, backend="trio")
 """
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def summary(values: list[float], unit: float = 1.0) -> dict[str, float]:
     scaled = [v * unit for v in values]
     return {
         "n": len(scaled),
-        "p50": round(percentile(scaled, 50), 3),
-        "p99": round(percentile(scaled, 99), 3),
+        "p50": round(percentile(scaled, 0.5), 3),
+        "p99": round(percentile(scaled, 0.99), 3),
         "mean": round(statistics.fmean(scaled), 3),
         "max": round(max(scaled), 3),
     }
@@ -217,7 +212,7 @@ class Bench:
             echo = await raw_echo_round_trips(self.args.sends, 64)
             report("send to leader round trip", sends, "ms", 1000)
             report("raw anyio TCP echo round trip (baseline)", echo, "ms", 1000)
-            ratio = percentile(sends, 50) / percentile(echo, 50)
+            ratio = percentile(sends, 0.5) / percentile(echo, 0.5)
             print(f"{'send p50 / raw echo p50':<44} ratio={ratio:.1f}", flush=True)
             self.results["send_ms"] = summary(sends, 1000)
             self.results["raw_echo_ms"] = summary(echo, 1000)

@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import SocketAttribute, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from hedgeplug.stats import percentile
 from hedgeplug.testing.transport_contract import serving
 from hedgeplug.transport.tcp import TcpTransport
 from hedgeplug.transport.udp import UdpTransport
@@ -62,11 +63,6 @@ async def interleaved(
             await round_trip()
             samples[name].append((time.perf_counter() - started) * 1e6)
     return samples
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 @asynccontextmanager

@@ -11,6 +11,8 @@ import psycopg
 import pytest
 
 from hedgeplug.testing import servers
+from hedgeplug_etcd.testing import ETCD_ENDPOINTS_ENV, ExternalEtcd, find_etcd, start_etcd
+from hedgeplug_spanner.testing import SPANNER_EMULATOR_HOST_ENV
 
 
 def _etcd_get(endpoint: str, key: bytes) -> dict:
@@ -80,7 +82,7 @@ def test_session_servers_answer(etcd_server, spanner_emulator):
 
 
 def test_external_server_cannot_be_stopped(monkeypatch):
-    given = servers.ExternalEtcd("http://127.0.0.1:1, http://127.0.0.1:2")
+    given = ExternalEtcd("http://127.0.0.1:1, http://127.0.0.1:2")
     assert given.endpoints == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
     assert given.owned is False
 
@@ -92,12 +94,12 @@ def test_up_and_down_from_the_command_line(tmp_path):
                         capture_output=True, text=True, timeout=120)
     assert up.returncode == 0, up.stderr
     env = dict(line.split("=", 1) for line in (state / "servers.env").read_text().split())
-    assert set(env) == {servers.ETCD_ENDPOINTS_ENV, servers.SPANNER_EMULATOR_HOST_ENV}
+    assert set(env) == {ETCD_ENDPOINTS_ENV, SPANNER_EMULATOR_HOST_ENV}
     assert up.stdout.split() == (state / "servers.env").read_text().split()
     entries = json.loads((state / "state.json").read_text())
     try:
         # The servers outlived the `up` process.
-        assert _etcd_get(env[servers.ETCD_ENDPOINTS_ENV], b"x").get("count") in (None, "0")
+        assert _etcd_get(env[ETCD_ENDPOINTS_ENV], b"x").get("count") in (None, "0")
         again = subprocess.run([*cmd, "up", "--state", str(state)], capture_output=True,
                                text=True, timeout=60)
         assert again.returncode == 2 and "down" in again.stderr
@@ -106,7 +108,7 @@ def test_up_and_down_from_the_command_line(tmp_path):
                               text=True, timeout=60)
     assert down.returncode == 0, down.stderr
     for entry in entries:
-        assert not servers._pid_alive(entry["pid"])
+        assert not servers.pid_alive(entry["pid"])
     assert not (state / "state.json").exists()
 
 
@@ -122,8 +124,8 @@ def test_server_started_from_a_worker_thread_outlives_the_thread():
     import threading
     import time
 
-    started: list[servers.EtcdServer] = []
-    worker = threading.Thread(target=lambda: started.append(servers.start_etcd()))
+    started: list[servers.ServerHandle] = []
+    worker = threading.Thread(target=lambda: started.append(start_etcd()))
     worker.start()
     worker.join(timeout=60)
     (etcd,) = started
@@ -147,7 +149,68 @@ def test_https_etcd_demands_a_client_certificate(server_factory):
 
 
 def test_missing_binary_says_how_to_install(monkeypatch):
+    import os
+
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(servers.os.path, "exists", lambda path: False)
+    monkeypatch.setattr(os.path, "exists", lambda path: False)
     with pytest.raises(servers.ServerError, match="apt-get install -y etcd-server"):
-        servers.find_etcd()
+        find_etcd()
+
+
+def test_launchers_come_from_the_plugin_distributions():
+    found = servers.launchers()
+    assert {"postgres", "etcd", "spanner"} <= set(found)
+    assert found["etcd"].dist is not None and found["etcd"].dist.name == "hedgeplug-etcd"
+    with pytest.raises(servers.ServerError, match="no test server named 'mysql'"):
+        servers.launcher("mysql")
+
+
+def test_core_testing_kit_names_no_server():
+    import ast
+    from pathlib import Path
+
+    import hedgeplug.testing
+
+    kit = Path(hedgeplug.testing.__file__).parent
+    for path in [kit / f"{m}.py" for m in ("supervise", "servers", "pytest_plugin")]:
+        source = path.read_text()
+        docstring = ast.get_docstring(ast.parse(source), clean=False) or ""
+        code = source.replace(docstring, "", 1).lower()  # the docstring may show examples
+        for name in ("postgres", "etcd", "spanner"):
+            assert name not in code, f"{path.name} names {name}"
+
+
+def test_percentile_is_a_measured_value_by_nearest_rank():
+    from hedgeplug.stats import percentile
+
+    values = [float(v) for v in range(100, 0, -1)]  # 1..100, unsorted
+    assert percentile(values, 0.5) == 51.0
+    assert percentile(values, 0.99) == 100.0 and percentile(values, 0.0) == 1.0
+    assert percentile([3.0], 0.99) == 3.0
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 0.5)
+    with pytest.raises(ValueError, match="0..1"):
+        percentile(values, 50)  # a percent, not a fraction
+
+
+def test_measure_is_bounded_by_count_and_by_time():
+    import anyio
+
+    from hedgeplug.testing.timing import measure
+
+    async def quick(watch):
+        with watch.timing("op"):
+            await anyio.sleep(0)
+
+    async def slow(watch):
+        with watch.timing("op"):
+            await anyio.sleep(0.05)
+
+    async def main():
+        counted = await measure(quick, count=7, seconds=10.0, warmup=2)
+        timed = await measure(slow, count=10_000, seconds=0.3, warmup=0)
+        return counted, timed
+
+    counted, timed = anyio.run(main, backend="trio")
+    assert len(counted["op"]) == 7
+    assert 1 <= len(timed["op"]) <= 7 and all(t >= 0.05 for t in timed["op"])

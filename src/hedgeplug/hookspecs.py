@@ -1,60 +1,84 @@
 """Every hook a hedgeplug plugin can implement.
 
-Registration hooks are called once when the registry loads. Each receives a
-`register(name, factory, options)` callable: `name` is what a config selects
-with ``use = "name"``, `factory(options, context)` builds the implementation,
-and `options` is the attrs class holding the keys of that config section.
+Registration hooks are called once when the registry loads, before any node
+exists. Each receives a `register(name, factory, options)` callable: `name`
+is what a config selects with ``use = "name"``, `factory(options, context)`
+builds the implementation, and `options` is the attrs class holding the keys
+of that config section. The object the factory returns is checked against its
+kind's contract (hedgeplug.contracts) when a node builds it.
 
-Observer hooks are called by a running node. An observer that raises is
-logged with its plugin's name and switched off for that node; it never stops
-the node.
+Observer hooks are called by a running node, synchronously, from the node's
+own task: keep them quick. They go through pluggy's hook caller, so
+``tryfirst``, ``trylast``, ``hookwrapper`` and ``wrapper`` work as in any
+pluggy project. An observer that raises is logged with its plugin's name and
+switched off for that node; the other observers still run and the node goes on.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
+
+if TYPE_CHECKING:
+    from .contracts import Lease, NodeContext
+    from .node import Node
+    from .view import Member, View
 
 hookspec = pluggy.HookspecMarker("hedgeplug")
 hookimpl = pluggy.HookimplMarker("hedgeplug")
 
 
-@hookspec
-def hedgeplug_register_locks(register: Any) -> None:
-    """Register lock backends (where the lease lives)."""
+class Register(Protocol):
+    """What a registration hook receives: call it once per implementation."""
+
+    def __call__(
+        self, name: str, factory: Callable[[Any, NodeContext], Any], options: type
+    ) -> None: ...
 
 
 @hookspec
-def hedgeplug_register_transports(register: Any) -> None:
-    """Register transports (how frames move between nodes)."""
+def hedgeplug_register_locks(register: Register) -> None:
+    """Register lock backends (where the lease lives); called once at registry load."""
 
 
 @hookspec
-def hedgeplug_register_memberships(register: Any) -> None:
-    """Register membership strategies (how the view is kept)."""
+def hedgeplug_register_transports(register: Register) -> None:
+    """Register transports (how frames move between nodes); called once at registry load."""
 
 
 @hookspec
-def hedgeplug_register_broadcasts(register: Any) -> None:
-    """Register broadcast strategies (how a message reaches all members)."""
+def hedgeplug_register_memberships(register: Register) -> None:
+    """Register membership strategies (how the view is kept); called once at registry load."""
 
 
 @hookspec
-def hedgeplug_node_started(node: Any) -> None:
-    """Called once a node is bound and its tasks are running."""
+def hedgeplug_register_broadcasts(register: Register) -> None:
+    """Register broadcast strategies (how a message reaches all members); called once at
+    registry load."""
 
 
 @hookspec
-def hedgeplug_leader_changed(node: Any, lease: Any, previous: Any) -> None:
-    """Called when the node learns of a different leader (lease holder or token); `lease` may be None."""
+def hedgeplug_node_started(node: Node) -> None:
+    """Called once per node start, after the node is bound and its tasks are running."""
 
 
 @hookspec
-def hedgeplug_members_changed(node: Any, view: Any, joined: Any, left: Any) -> None:
-    """Called when the node's view changes membership; `joined`/`left` are tuples of Members."""
+def hedgeplug_leader_changed(node: Node, lease: Lease | None, previous: Lease | None) -> None:
+    """Called each time the node learns of a different leader (another holder or a newer
+    token), including losing it: `lease` is then None. `previous` is what it knew before."""
 
 
 @hookspec
-def hedgeplug_node_stopping(node: Any) -> None:
-    """Called when a node begins a graceful stop, before it leaves and releases its lease."""
+def hedgeplug_members_changed(
+    node: Node, view: View, joined: tuple[Member, ...], left: tuple[Member, ...]
+) -> None:
+    """Called each time the node's view changes who is a member (not on a mere version or
+    metadata bump); `joined` and `left` are the members that came and went."""
+
+
+@hookspec
+def hedgeplug_node_stopping(node: Node) -> None:
+    """Called once when a node begins a graceful stop, before it leaves the membership and
+    releases its lease (not on a kill)."""

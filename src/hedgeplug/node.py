@@ -129,7 +129,7 @@ class Node:
             section = getattr(config, kind)
             impl = registry.get(kind, section.use)
             try:
-                return impl.factory(section.options, self.ctx)
+                return impl.create(section.options, self.ctx)
             except HedgeplugError:
                 raise
             except Exception as exc:

@@ -16,9 +16,10 @@ import pytest
 from hedgeplug.config import LockSettings, load_config
 from hedgeplug.election import Election
 from hedgeplug.errors import ConfigError, StoreError
-from hedgeplug.testing.servers import free_port, make_test_certificates
+from hedgeplug.testing.servers import free_port
 
 from hedgeplug_etcd import EtcdLock, EtcdOptions, GatewayClient, lease_seconds, make, ssl_context
+from hedgeplug_etcd.testing import make_test_certificates
 
 
 def _lock(endpoints, prefix=None, **client_args) -> EtcdLock:

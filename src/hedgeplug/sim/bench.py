@@ -38,6 +38,7 @@ import anyio.abc
 import msgpack
 
 from hedgeplug.errors import HedgeplugError
+from hedgeplug.stats import percentile
 from hedgeplug.testing.processes import NodeProcess, ProcessCluster, ProcessError
 
 from .metrics import count_groups
@@ -338,7 +339,7 @@ def _summary(values: list[float]) -> dict[str, float] | None:
     return {
         "count": len(data),
         "median": round(statistics.median(data), 3),
-        "p99": round(data[min(len(data) - 1, int(len(data) * 0.99))], 3),
+        "p99": round(percentile(data, 0.99), 3),
         "max": round(data[-1], 3),
     }
 

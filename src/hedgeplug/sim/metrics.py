@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
+from ..stats import percentile
+
 
 def count_groups(views: Mapping[str, frozenset[str]]) -> int:
     """Connected components of "a has b in its view" over the nodes in `views`,
@@ -87,7 +89,7 @@ def _summary(values: Iterable[float]) -> dict[str, float] | None:
         "count": len(data),
         "min": round(data[0], 4),
         "median": round(statistics.median(data), 4),
-        "p95": round(data[min(len(data) - 1, int(0.95 * len(data)))], 4),
+        "p95": round(percentile(data, 0.95), 4),
         "max": round(data[-1], 4),
     }
 
