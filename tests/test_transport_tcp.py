@@ -172,7 +172,7 @@ async def test_idle_connection_is_closed_and_reopened_on_demand() -> None:
     server, client = tcp(), tcp(idle_timeout=0.2)
     async with serving(server) as address, serving(client):
         assert await client.request(address, b"1", 5) == b"echo:1"
-        await eventually(lambda: not client._pool)
+        await eventually(lambda: len(client.pool) == 0)
         assert await client.request(address, b"2", 5) == b"echo:2"
         assert server.accepted == 2
 
@@ -264,7 +264,7 @@ async def test_server_closes_abandoned_connections_and_clients_recover() -> None
     server, client = tcp(idle_timeout=0.1), tcp(idle_timeout=60)
     async with serving(server) as address, serving(client):
         assert await client.request(address, b"1", 5) == b"echo:1"
-        await eventually(lambda: not server._incoming)
+        await eventually(lambda: len(server.incoming) == 0)
         # The client's pooled connection is dead now; the request retries once.
         assert await client.request(address, b"2", 5) == b"echo:2"
         assert server.accepted == 2
@@ -418,6 +418,6 @@ async def test_bounded_soak_with_timeouts_mixed_in_leaves_nothing_behind() -> No
         assert client.stats.dropped.get("late-reply") == slow_handled
         assert outcomes == {"ok": 1800, "timeout": 200}
         assert server.accepted == 1
-        (conn,) = client._pool.values()
+        (conn,) = client.pool.connections()
         assert len(conn.mux) == 0 and conn.broken is None
         assert set(client.stats.dropped) == {"late-reply"} and not server.stats.dropped

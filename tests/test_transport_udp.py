@@ -106,7 +106,7 @@ async def test_big_reply_is_fetched_over_tcp_and_the_handler_runs_once() -> None
         assert await client.request(address, b"small question", 5) == b"r" * 100_000
         assert calls == 1
         assert server.tcp.accepted == 1
-        assert not server._parked
+        assert server.parked_replies == 0
 
 
 async def test_big_one_way_frame_goes_over_tcp() -> None:
@@ -214,6 +214,6 @@ async def test_bounded_soak_mixing_datagrams_tcp_and_parked_replies() -> None:
             async with anyio.create_task_group() as tg:
                 for n in range(10):
                     tg.start_soon(worker, n)
-        assert not server._parked
+        assert server.parked_replies == 0
         assert server.tcp.accepted == 1
         assert not client.stats.dropped and not server.stats.dropped
