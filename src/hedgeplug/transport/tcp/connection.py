@@ -7,12 +7,19 @@ import socket
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
 
-from hedgeplug.plugin import TransportError, TransportStats
+from hedgeplug.plugin import Address, AddressError, TransportError, TransportStats
 
-from .._address import format_address
 from .._framing import HEADER_SIZE, FrameReader, FrameType, encode_frame
 
 NETWORK_ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
+
+
+def peer_address(text: str) -> Address:
+    """A peer's host:port as the caller gave it; a malformed one is a TransportError."""
+    try:
+        return Address.parse(text, what="peer address")
+    except AddressError as exc:
+        raise TransportError(str(exc)) from None
 
 
 class ConnectionLost(TransportError):
@@ -116,5 +123,5 @@ def remote_name(stream: SocketStream) -> str:
     except anyio.TypedAttributeLookupError:
         return "tcp:?"
     if isinstance(address, tuple):
-        return format_address(str(address[0]), int(address[1]))
+        return str(Address(str(address[0]), int(address[1])))
     return str(address)

@@ -2,53 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import attrs
 
-from hedgeplug.plugin import Duration, Size, TransportError
+from hedgeplug.plugin import Address, Duration, Size, at_least
 
-from .._address import parse_address
 from .._framing import MAX_REQUEST_ID
 
 
-def check_bind(_inst: Any, _attr: attrs.Attribute, value: str) -> None:
-    try:
-        parse_address(value, what="bind address")
-    except TransportError as exc:
-        raise ValueError(str(exc)) from None
+def bind_address(value: Address | str) -> Address:
+    """The bind option as an Address; the loader passes one already, code may pass text."""
+    if isinstance(value, Address):
+        return value
+    return Address.parse(value, what="bind")
 
 
-def check_advertise(_inst: Any, _attr: attrs.Attribute, value: str) -> None:
-    if value and (value.startswith("[") or value.count(":") == 1):
-        try:
-            parse_address(value, what="advertise address")
-        except TransportError as exc:
-            raise ValueError(str(exc)) from None
-
-
-def at_least(minimum: float) -> Callable[[Any, attrs.Attribute, Any], None]:
-    def check(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
-        if value < minimum:
-            raise ValueError(f"{attr.name} must be at least {minimum}, got {value}")
-
-    return check
+def advertise_address(value: Address | str | None) -> Address | None:
+    """The advertise option: None (or empty text) means the bound address."""
+    if isinstance(value, Address) or value is None:
+        return value
+    if not value.strip():
+        return None
+    return Address.parse(value, what="advertise")
 
 
 @attrs.frozen
 class TcpOptions:
     """[transport] keys of the tcp transport."""
 
-    bind: str = attrs.field(
-        default="127.0.0.1:0",
-        validator=check_bind,
+    bind: Address = attrs.field(
+        default=Address("127.0.0.1", 0),
+        converter=bind_address,
         metadata={"help": "host:port to listen on; port 0 picks a free one; IPv6 as [::1]:0"},
     )
-    advertise: str = attrs.field(
-        default="",
-        validator=check_advertise,
-        metadata={"help": "address other nodes dial (host or host:port); default: the bound one"},
+    advertise: Address | None = attrs.field(
+        default=None,
+        converter=advertise_address,
+        metadata={
+            "help": "host:port other nodes dial; port 0 keeps the bound port; default: the bound one"
+        },
     )
     max_frame: Size = attrs.field(
         default=Size(1 << 20),

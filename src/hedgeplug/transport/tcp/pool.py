@@ -14,21 +14,20 @@ from anyio.abc import SocketStream
 
 from hedgeplug.plugin import TransportError, TransportStats
 
-from .._address import parse_address
 from .._framing import PURPOSE_FRAMES, FrameReader, FrameRejected, FrameType, preamble
 from .._mux import ReplyMux
-from .connection import NETWORK_ERRORS, ConnectionLost, FramedSocket, set_nodelay
+from .connection import NETWORK_ERRORS, ConnectionLost, FramedSocket, peer_address, set_nodelay
 
 
 async def dial(
     address: str, purpose: bytes, timeout: float, max_frame: int
 ) -> tuple[SocketStream, FrameReader]:
     """A new connection to `address` that announced its purpose, within `timeout`."""
-    host, port = parse_address(address)
+    peer = peer_address(address)
     stream: SocketStream | None = None
     with anyio.move_on_after(timeout):
         try:
-            stream = await anyio.connect_tcp(host, port)
+            stream = await anyio.connect_tcp(peer.host, peer.port)
             await stream.send(preamble(purpose))
         except NETWORK_ERRORS as exc:
             if stream is not None:

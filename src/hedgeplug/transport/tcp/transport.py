@@ -22,6 +22,7 @@ import anyio
 from anyio.abc import SocketListener
 
 from hedgeplug.plugin import (
+    Address,
     FrameHandler,
     FrameTooLarge,
     RequestTimeout,
@@ -30,7 +31,6 @@ from hedgeplug.plugin import (
     TransportStats,
 )
 
-from .._address import format_address, is_wildcard, parse_address
 from .._framing import MAX_REQUEST_ID, PURPOSE_STREAM, FrameType
 from .connection import ConnectionLost
 from .options import TcpOptions
@@ -83,31 +83,29 @@ class TcpTransport:
         return 0 if self.incoming is None else self.incoming.accepted
 
     async def bind(self) -> str:
-        host, port = parse_address(self.options.bind, what="[transport] bind address")
+        bind = self.options.bind
         try:
-            listener = await anyio.create_tcp_listener(local_host=host or None, local_port=port)
+            listener = await anyio.create_tcp_listener(
+                local_host=bind.host or None, local_port=bind.port
+            )
         except OSError as exc:
-            raise TransportError(
-                f"cannot listen on {self.options.bind}: {exc.strerror or exc}"
-            ) from None
+            raise TransportError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
         listeners: list[SocketListener] = list(listener.listeners)  # type: ignore[attr-defined,arg-type]
         self.incoming = IncomingConnections(listeners, self.options, self.stats, self.log)
-        self.address = self._advertised(host)
+        self.address = str(self._advertised(bind))
         return self.address
 
-    def _advertised(self, bound_host: str) -> str:
-        advertise = self.options.advertise.strip()
-        if advertise.startswith("[") or advertise.count(":") == 1:
-            return advertise
-        if advertise:
-            return format_address(advertise, self.port)
-        if is_wildcard(bound_host):
+    def _advertised(self, bound: Address) -> Address:
+        advertise = self.options.advertise
+        if advertise is not None:
+            return advertise if advertise.port else advertise.with_port(self.port)
+        if bound.is_wildcard:
             self.log.warning(
                 "tcp transport bound to all interfaces; advertising loopback"
                 " (set [transport] advertise)"
             )
-            return format_address("::1" if bound_host == "::" else "127.0.0.1", self.port)
-        return format_address(bound_host, self.port)
+            return Address("::1" if bound.host == "::" else "127.0.0.1", self.port)
+        return bound.with_port(self.port)
 
     async def serve(self, on_frame: FrameHandler, on_stream: StreamHandler) -> None:
         if self.incoming is None:

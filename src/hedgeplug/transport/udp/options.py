@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import attrs
 
-from hedgeplug.plugin import Duration, Size
+from hedgeplug.plugin import Address, Duration, Size, at_least
 
-from ..tcp.options import at_least, check_advertise, check_bind
+from ..tcp.options import advertise_address, bind_address
 
 
 @attrs.frozen
 class UdpOptions:
     """[transport] keys of the udp transport."""
 
-    bind: str = attrs.field(
-        default="127.0.0.1:0",
-        validator=check_bind,
+    bind: Address = attrs.field(
+        default=Address("127.0.0.1", 0),
+        converter=bind_address,
         metadata={"help": "host:port for datagrams and tcp alike; port 0 picks a free one"},
     )
-    advertise: str = attrs.field(
-        default="",
-        validator=check_advertise,
-        metadata={"help": "address other nodes dial (host or host:port); default: the bound one"},
+    advertise: Address | None = attrs.field(
+        default=None,
+        converter=advertise_address,
+        metadata={
+            "help": "host:port other nodes dial; port 0 keeps the bound port; default: the bound one"
+        },
     )
     max_datagram: Size = attrs.field(
         default=Size(1400),

@@ -20,6 +20,7 @@ import socket
 import anyio
 
 from hedgeplug.plugin import (
+    Address,
     FrameHandler,
     FrameTooLarge,
     MessageStream,
@@ -30,8 +31,8 @@ from hedgeplug.plugin import (
     TransportStats,
 )
 
-from .._address import is_wildcard, parse_address
 from ..tcp import TcpOptions, TcpTransport
+from ..tcp.connection import peer_address
 from .datagram import (
     HEADER_SIZE,
     MAX_REQUEST_ID,
@@ -92,7 +93,7 @@ class UdpTransport:
         self._serve_scope: anyio.CancelScope | None = None
         self._closed = False
 
-    def _new_tcp(self, bind: str) -> TcpTransport:
+    def _new_tcp(self, bind: Address) -> TcpTransport:
         options = TcpOptions(
             bind=bind,
             advertise=self.options.advertise,
@@ -110,13 +111,13 @@ class UdpTransport:
     # ------------------------------------------------------------ life cycle
 
     async def bind(self) -> str:
-        host, port = parse_address(self.options.bind, what="[transport] bind address")
+        bind = self.options.bind
         last_error: OSError | None = None
-        for _ in range(BIND_ATTEMPTS if port == 0 else 1):
+        for _ in range(BIND_ATTEMPTS if bind.port == 0 else 1):
             address = await self.tcp.bind()
             try:
                 sock = await anyio.create_udp_socket(
-                    self.tcp.family, local_host=host or None, local_port=self.tcp.port  # type: ignore[arg-type]
+                    self.tcp.family, local_host=bind.host or None, local_port=self.tcp.port  # type: ignore[arg-type]
                 )
             except OSError as exc:
                 last_error = exc
@@ -130,7 +131,7 @@ class UdpTransport:
             self.address = address
             return address
         reason = (last_error.strerror if last_error else None) or str(last_error)
-        raise TransportError(f"cannot bind udp on {self.options.bind}: {reason}")
+        raise TransportError(f"cannot bind udp on {bind}: {reason}")
 
     async def serve(self, on_frame: FrameHandler, on_stream: StreamHandler) -> None:
         server = self._server
@@ -182,7 +183,8 @@ class UdpTransport:
         found = self._resolved.get(address)
         if found is not None:
             return found
-        host, port = parse_address(address)
+        peer = peer_address(address)
+        host, port = peer.host, peer.port
         try:
             found = (ipaddress.ip_address(host).version, host, port)
         except ValueError:
@@ -215,12 +217,12 @@ class UdpTransport:
 
     def _source_host(self, version: int) -> str | None:
         """Send from the bound host if it is an address of that IP version, else let the OS pick."""
-        host, _ = parse_address(self.options.bind)
+        bind = self.options.bind
         try:
-            matches = ipaddress.ip_address(host).version == version
+            matches = ipaddress.ip_address(bind.host).version == version
         except ValueError:
             return None
-        return None if is_wildcard(host) or not matches else host
+        return None if bind.is_wildcard or not matches else bind.host
 
     def _next_id(self) -> int:
         return next(self._ids) % MAX_REQUEST_ID + 1
