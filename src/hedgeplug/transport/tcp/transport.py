@@ -9,7 +9,7 @@ control (TCP's) never stalls the shared one. Outgoing connections idle for
 twice that (a request on a connection the peer just closed is retried once on
 a fresh one).
 
-Wire layout: see `_framing.py`. Frames are opaque bytes to this package.
+Wire layout: see the `_framing` module. Frames are opaque bytes to this package.
 """
 
 from __future__ import annotations
