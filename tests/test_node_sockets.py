@@ -3,12 +3,14 @@ with a cluster key: sealed frames, sealed streams, and the blocking facade."""
 
 from __future__ import annotations
 
+import re
 import threading
 
 import anyio
 import pytest
 
 import hedgeplug
+from hedgeplug.plugin import TransportError
 
 
 def config(tmp_path, name, transport="tcp", key="s3cret"):
@@ -57,6 +59,17 @@ async def test_sealed_cluster_over_real_sockets(tmp_path, transport):
                 await stream.send(i)
                 assert await stream.receive() == 2 * i
         assert not any(k.startswith("drop.") for k in leader.counters)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+async def test_a_malformed_peer_address_is_an_error_not_a_crash(tmp_path, transport):
+    async with hedgeplug.open_node(config(tmp_path, "a", transport)) as a:
+        await settle([a])
+        for bad in ("no-port-here", "[not-v6]:1", "host:99999"):
+            with pytest.raises(TransportError, match=re.escape(repr(bad))):
+                await a.open_stream(bad)
+        assert a.is_leader and a.view.ids == {"a"}
 
 
 @pytest.mark.anyio

@@ -11,6 +11,7 @@ import pytest
 
 from hedgeplug.config import ConfigError, load_config
 from hedgeplug.errors import RequestTimeout, TransportError
+from hedgeplug.plugin import Address
 from hedgeplug.testing.transport_contract import (
     TransportContract,
     dropped,
@@ -96,10 +97,21 @@ async def test_ipv6_loopback() -> None:
         assert await client.request(address, b"six", 5) == b"echo:six"
 
 
-async def test_advertise_replaces_the_host_and_keeps_the_bound_port() -> None:
-    transport = tcp(advertise="localhost")
+async def test_advertise_with_port_zero_replaces_the_host_and_keeps_the_bound_port() -> None:
+    transport = tcp(advertise="localhost:0")
     async with serving(transport) as address:
         assert address == f"localhost:{transport.port}"
+
+
+async def test_advertise_with_a_port_is_announced_as_given() -> None:
+    async with serving(tcp(advertise="[::1]:7946")) as address:
+        assert address == "[::1]:7946"
+
+
+async def test_wildcard_bind_advertises_loopback() -> None:
+    transport = tcp(bind="0.0.0.0:0")
+    async with serving(transport) as address:
+        assert address == f"127.0.0.1:{transport.port}"
 
 
 async def test_huge_length_prefix_closes_only_that_connection() -> None:
@@ -172,7 +184,7 @@ async def test_idle_connection_is_closed_and_reopened_on_demand() -> None:
     server, client = tcp(), tcp(idle_timeout=0.2)
     async with serving(server) as address, serving(client):
         assert await client.request(address, b"1", 5) == b"echo:1"
-        await eventually(lambda: not client._pool)
+        await eventually(lambda: len(client.pool) == 0)
         assert await client.request(address, b"2", 5) == b"echo:2"
         assert server.accepted == 2
 
@@ -221,10 +233,24 @@ def test_bad_options_are_config_errors_naming_the_key() -> None:
         load_config(data={"transport": {"use": "tcp", "max_frame": "huge"}}, env={})
     with pytest.raises(ConfigError, match=r"\[transport\] bind: .*expected host:port"):
         load_config(data={"transport": {"use": "tcp", "bind": "localhost"}}, env={})
+    with pytest.raises(ConfigError, match=r"\[transport\] advertise: .*'10\.0\.0\.5'"):
+        load_config(data={"transport": {"use": "tcp", "advertise": "10.0.0.5"}}, env={})
+    with pytest.raises(ConfigError, match=r"\[transport\] bind: .*'\[nope\]:1'"):
+        load_config(data={"transport": {"use": "tcp", "bind": "[nope]:1"}}, env={})
     config = load_config(
         data={"transport": {"use": "tcp", "max_frame": "64KiB", "idle_timeout": "500ms"}}, env={}
     )
     assert config.transport.options == TcpOptions(max_frame=65536, idle_timeout=0.5)
+
+
+def test_bind_and_advertise_are_parsed_once_by_the_loader() -> None:
+    config = load_config(
+        data={"transport": {"use": "tcp", "bind": "[::1]:7000", "advertise": "node-1:0"}}, env={}
+    )
+    options = config.transport.options
+    assert options.bind == Address("::1", 7000) and str(options.bind) == "[::1]:7000"
+    assert options.advertise == Address("node-1", 0)
+    assert TcpOptions().advertise is None and TcpOptions(advertise="").advertise is None
 
 
 async def test_serving_handler_can_be_echo_on_both_backends() -> None:
@@ -264,7 +290,7 @@ async def test_server_closes_abandoned_connections_and_clients_recover() -> None
     server, client = tcp(idle_timeout=0.1), tcp(idle_timeout=60)
     async with serving(server) as address, serving(client):
         assert await client.request(address, b"1", 5) == b"echo:1"
-        await eventually(lambda: not server._incoming)
+        await eventually(lambda: len(server.incoming) == 0)
         # The client's pooled connection is dead now; the request retries once.
         assert await client.request(address, b"2", 5) == b"echo:2"
         assert server.accepted == 2
@@ -418,6 +444,6 @@ async def test_bounded_soak_with_timeouts_mixed_in_leaves_nothing_behind() -> No
         assert client.stats.dropped.get("late-reply") == slow_handled
         assert outcomes == {"ok": 1800, "timeout": 200}
         assert server.accepted == 1
-        (conn,) = client._pool.values()
+        (conn,) = client.pool.connections()
         assert len(conn.mux) == 0 and conn.broken is None
         assert set(client.stats.dropped) == {"late-reply"} and not server.stats.dropped

@@ -10,6 +10,7 @@ import pytest
 
 from hedgeplug.config import ConfigError, load_config
 from hedgeplug.errors import TransportError
+from hedgeplug.plugin import Address
 from hedgeplug.testing.transport_contract import (
     TransportContract,
     eventually,
@@ -106,7 +107,7 @@ async def test_big_reply_is_fetched_over_tcp_and_the_handler_runs_once() -> None
         assert await client.request(address, b"small question", 5) == b"r" * 100_000
         assert calls == 1
         assert server.tcp.accepted == 1
-        assert not server._parked
+        assert server.parked_replies == 0
 
 
 async def test_big_one_way_frame_goes_over_tcp() -> None:
@@ -169,7 +170,7 @@ async def test_ipv6_loopback() -> None:
 
 
 async def test_hostname_address_is_resolved() -> None:
-    server = udp(advertise="localhost")
+    server = udp(advertise="localhost:0")
     async with serving(server) as address, serving(client := udp()):
         assert address.startswith("localhost:")
         assert await client.request(address, b"named", 5) == b"echo:named"
@@ -183,9 +184,23 @@ async def test_udp_port_taken_is_a_clear_error() -> None:
             await udp(bind=f"127.0.0.1:{port}").bind()
 
 
+async def test_request_to_a_malformed_address_is_a_clear_error() -> None:
+    async with serving(client := udp()):
+        with pytest.raises(TransportError, match="expected host:port"):
+            await client.request("no-port-here", b"x", 1)
+        with pytest.raises(TransportError, match="not an IPv6 address"):
+            await client.request("[nope]:7000", b"x" * 3000, 1)  # the tcp path parses too
+        await client.send("no-port-here", b"x")
+        assert client.stats.dropped == {"send-failed": 1}
+
+
 def test_bad_options_are_config_errors_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"\[transport\] max_datagram"):
         load_config(data={"transport": {"use": "udp", "max_datagram": 10}}, env={})
+    with pytest.raises(ConfigError, match=r"\[transport\] bind: .*expected host:port"):
+        load_config(data={"transport": {"use": "udp", "bind": "localhost"}}, env={})
+    loaded = load_config(data={"transport": {"use": "udp", "bind": "[::1]:0"}}, env={})
+    assert loaded.transport.options.bind == Address("::1", 0)
     config = load_config(data={"transport": {"use": "udp", "max_datagram": "1KiB"}}, env={})
     assert config.transport.options == UdpOptions(max_datagram=1024)
 
@@ -214,6 +229,6 @@ async def test_bounded_soak_mixing_datagrams_tcp_and_parked_replies() -> None:
             async with anyio.create_task_group() as tg:
                 for n in range(10):
                     tg.start_soon(worker, n)
-        assert not server._parked
+        assert server.parked_replies == 0
         assert server.tcp.accepted == 1
         assert not client.stats.dropped and not server.stats.dropped

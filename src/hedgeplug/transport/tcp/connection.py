@@ -1,0 +1,127 @@
+"""One TCP connection carrying frames, and the socket details every side shares."""
+
+from __future__ import annotations
+
+import socket
+
+import anyio
+from anyio.abc import SocketAttribute, SocketStream
+
+from hedgeplug.plugin import Address, AddressError, TransportError, TransportStats
+
+from .._framing import HEADER_SIZE, FrameReader, FrameType, encode_frame
+
+NETWORK_ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
+
+
+def peer_address(text: str) -> Address:
+    """A peer's host:port as the caller gave it; a malformed one is a TransportError."""
+    try:
+        return Address.parse(text, what="peer address")
+    except AddressError as exc:
+        raise TransportError(str(exc)) from None
+
+
+class ConnectionLost(TransportError):
+    """The peer closed or reset a connection before the reply came."""
+
+
+class FramedSocket:
+    """One TCP connection carrying frames: a reader and a serialised writer.
+
+    With `stall_timeout` set (connections shared by many requests), a frame once
+    started is written whole even if its caller is cancelled, so one request's
+    timeout never cuts the stream for the others; a write stalled that long
+    closes the connection. Without it (streams, whose senders must wait out
+    backpressure), a send interrupted by cancellation closes the connection.
+    """
+
+    def __init__(
+        self,
+        stream: SocketStream,
+        reader: FrameReader,
+        peer: str,
+        stats: TransportStats,
+        stall_timeout: float | None = None,
+    ) -> None:
+        self.stream = stream
+        self.reader = reader
+        self.peer = peer
+        self.stats = stats
+        self.broken: TransportError | None = None
+        self._stall_timeout = stall_timeout
+        self._send_lock = anyio.Lock()
+
+    async def write(self, kind: FrameType, request_id: int, body: bytes) -> None:
+        frame = encode_frame(kind, request_id, body)
+        async with self._send_lock:
+            if self.broken is not None:
+                raise self.broken
+            if self._stall_timeout is None:
+                await anyio.lowlevel.checkpoint_if_cancelled()  # before any byte: no harm
+                await self._send_or_close(frame)
+            else:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                # Shielded from the caller, bounded by its own deadline.
+                deadline = anyio.current_time() + self._stall_timeout
+                with anyio.CancelScope(shield=True, deadline=deadline) as guard:
+                    await self._send_or_close(frame)
+                if guard.cancelled_caught:
+                    with anyio.CancelScope(shield=True):
+                        await self.close(
+                            TransportError(
+                                f"connection to {self.peer} stalled: a frame could not be"
+                                f" written within {self._stall_timeout:g}s"
+                            )
+                        )
+                if self.broken is not None:
+                    raise self.broken
+        self.stats.frames_out += 1
+        self.stats.bytes_out += len(frame)
+
+    async def _send_or_close(self, frame: bytes) -> None:
+        sent = False
+        try:
+            await self.stream.send(frame)
+            sent = True
+        except NETWORK_ERRORS as exc:
+            lost = ConnectionLost(f"connection to {self.peer} failed while sending: {exc}")
+            await self.close(lost)
+            raise lost from None
+        finally:
+            if not sent and self.broken is None:
+                # Interrupted mid-frame: a half-written frame would corrupt everything
+                # after it. Not a ConnectionLost: the peer may have our earlier frames.
+                await self.close(
+                    TransportError(f"connection to {self.peer} closed: a frame was cut short")
+                )
+
+    def count_in(self, body: bytes) -> None:
+        self.stats.frames_in += 1
+        self.stats.bytes_in += HEADER_SIZE + len(body)
+
+    async def close(self, reason: TransportError) -> None:
+        if self.broken is None:
+            self.broken = reason
+        await anyio.aclose_forcefully(self.stream)
+
+
+def set_nodelay(stream: SocketStream) -> None:
+    # Small request frames must not wait for Nagle's algorithm.
+    try:
+        stream.extra(SocketAttribute.raw_socket).setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+    except (OSError, anyio.TypedAttributeLookupError):
+        pass
+
+
+def remote_name(stream: SocketStream) -> str:
+    """The peer of an accepted connection as host:port text (for logs and handlers)."""
+    try:
+        address = stream.extra(SocketAttribute.remote_address)
+    except anyio.TypedAttributeLookupError:
+        return "tcp:?"
+    if isinstance(address, tuple):
+        return str(Address(str(address[0]), int(address[1])))
+    return str(address)
