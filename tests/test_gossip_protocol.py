@@ -234,7 +234,7 @@ async def test_bad_payloads_are_counted_and_change_nothing(tg: Any) -> None:
         await c.start(f"n{i}")
     await wait_for(c.agreed, 10)
     target = c.nodes["n1"]
-    sender = c.nodes["n0"]._dispatcher.channel("gossip")
+    sender = c.nodes["n0"].parts.dispatcher.channel("gossip")
     junk = [
         None,
         42,

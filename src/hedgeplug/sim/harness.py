@@ -247,7 +247,7 @@ class Simulation:
         if given is not None:
             return given
         for sn in self.running():
-            membership = sn.node._membership if sn.node is not None else None
+            membership = sn.node.parts.membership if sn.node is not None else None
             if isinstance(membership, StatesBounds):
                 value = float(membership.bounds(max(1, size or self.table_size()))[key])
                 self.bounds_used[key] = max(self.bounds_used.get(key, 0.0), value)
@@ -565,7 +565,7 @@ class Simulation:
         for sn in self.nodes.values():
             if sn.node is None:
                 continue
-            stats = sn.node._transport.stats
+            stats = sn.node.parts.transport.stats
             frames += stats.frames_out
             bytes_out += stats.bytes_out
             node_seconds += (
