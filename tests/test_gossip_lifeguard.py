@@ -18,7 +18,7 @@ from hedgeplug.membership.gossip.plugin import PROFILES
 from hedgeplug.membership.gossip.suspicion import suspicion_bounds
 from hedgeplug.node import Node
 from hedgeplug.registry import Registry
-from hedgeplug.transport.memory import Latency, LinkFaults, new_network
+from hedgeplug.sim.network import Latency, LinkFaults, new_network
 from hedgeplug.view import MemberState
 
 REGISTRY = Registry.load()

@@ -22,7 +22,7 @@ from hedgeplug.membership.gossip.plugin import PROFILES
 from hedgeplug.membership.gossip.suspicion import suspicion_bounds
 from hedgeplug.node import Node
 from hedgeplug.registry import Registry
-from hedgeplug.transport.memory import new_network
+from hedgeplug.sim.network import new_network
 from hedgeplug.view import MemberState
 
 _runs = count()

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hedgeplug.sim.harness import Result, SimNode, Simulation
-from hedgeplug.transport.memory import Latency
+from hedgeplug.sim.network import Latency
 
 
 def simulate(scenario: Callable[[Simulation], Awaitable[None]], seed: int = 1, **kw: Any) -> Result:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from hedgeplug.transport.memory import Latency, LinkFaults
+from .network import Latency, LinkFaults
 
 if TYPE_CHECKING:
     from .harness import SimNode, Simulation

@@ -31,10 +31,10 @@ from hedgeplug.events import LeaderChanged, MembersChanged
 from hedgeplug.lock.memory import MemoryStore, new_store
 from hedgeplug.node import Node, open_node
 from hedgeplug.registry import Registry
-from hedgeplug.transport.memory import Latency, LinkFaults, Network, new_network
 
 from .checks import Checker, default_checkers
 from .metrics import Metrics, Snapshot, count_groups
+from .network import Latency, LinkFaults, SimNetwork, new_network
 from .trace import Trace, Violation
 
 NETWORK = "sim"
@@ -198,7 +198,7 @@ class Simulation:
         self.checkers = list(checkers) if checkers is not None else default_checkers(self)
         self.violations: list[Violation] = []
         self.violation_counts: dict[str, int] = {}
-        self.network: Network | None = None
+        self.network: SimNetwork | None = None
         self.store: MemoryStore | None = None
         self._tg: TaskGroup | None = None
         self._next_index = 0
