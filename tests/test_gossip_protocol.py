@@ -68,7 +68,7 @@ class Cluster:
     async def stop(self, node_id: str) -> None:
         self._stops[node_id].set()
         node = self.nodes.pop(node_id)
-        while node._tg is not None and not node._tg.cancel_scope.cancel_called:
+        while (tg := node.lifecycle.task_group) is not None and not tg.cancel_scope.cancel_called:
             await anyio.sleep(0.01)
 
     def kill(self, node_id: str) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from .api import Node
 from .context import NodeContext
 from .handlers import APP_BROADCAST, APP_PREFIX, APP_SEND, CONTROL
-from .lifecycle import ConfigLike, open_node, resolve_config
+from .lifecycle import Lifecycle
+from .opening import ConfigLike, open_node, resolve_config
 from .parts import NodeParts
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "APP_SEND",
     "CONTROL",
     "ConfigLike",
+    "Lifecycle",
     "Node",
     "NodeContext",
     "NodeParts",

@@ -3,17 +3,15 @@
 A node binds its transport, runs the election, the membership strategy and
 the message dispatcher as tasks, and on exit leaves the membership, releases
 its lease and closes everything, bounded by [node] stop_timeout. Create it
-with `open_node` (lifecycle.py), which drives `_start` and `_stop`.
+with `open_node` (opening.py), which drives its `lifecycle`.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 
 from ..channels import NodeChannel, SealedStream
 from ..config import Config
@@ -24,6 +22,7 @@ from ..registry import Observers, Registry
 from ..view import Member, View
 from .context import NodeContext
 from .handlers import APP_BROADCAST, APP_PREFIX, APP_SEND, AppHandlers, install_core_handlers
+from .lifecycle import Lifecycle
 from .parts import NodeParts, assemble
 from .status import node_status
 
@@ -41,13 +40,10 @@ class Node:
         self.cluster = config.node.cluster
         self.address = ""
         self.counters: dict[str, int] = {}
-        self.started_at = 0.0
         self._observers: Observers = registry.observers()
         self._events = EventHub()
         self._view = View()
         self._app = AppHandlers()
-        self._killed = False
-        self._tg: TaskGroup | None = None
         self.ctx = NodeContext(
             config, address=lambda: self.address, view=lambda: self._view, publish_view=self._publish_view
         )
@@ -60,6 +56,15 @@ class Node:
             on_leader_change=self._leader_changed,
         )
         install_core_handlers(self.parts.dispatcher, self, self._app)
+        self.lifecycle = Lifecycle(
+            self,
+            self.parts,
+            config,
+            observers=self._observers,
+            events=self._events,
+            log=self.ctx.log,
+            on_bound=self._bound,
+        )
 
     # ------------------------------------------------------------ public state
 
@@ -226,53 +231,13 @@ class Node:
 
     # ------------------------------------------------------------ life cycle
 
-    async def _start(self, tg: TaskGroup) -> None:
-        self._tg = tg
-        self.started_at = anyio.current_time()
-
-        def spawn(coro: Any) -> None:
-            tg.start_soon(_await, coro)
-
-        self._events.spawn = spawn
-        parts = self.parts
-        self.address = await parts.transport.bind()
-        dispatcher = parts.dispatcher
-        tg.start_soon(parts.transport.serve, dispatcher.on_frame, dispatcher.on_stream)
-        tg.start_soon(parts.election.run)
-        tg.start_soon(parts.membership.run)
-        self._observers.call("hedgeplug_node_started", node=self)
-
-    async def _stop(self) -> None:
-        if self._killed:
-            await self._close_resources()
-            return
-        self._observers.call("hedgeplug_node_stopping", node=self)
-        budget = self.config.node.stop_timeout
-        with anyio.move_on_after(budget / 2):
-            try:
-                await self.parts.membership.leave()
-            except Exception as exc:
-                self.ctx.log.warning("membership leave failed: %s", exc)
-        await self.parts.election.release(budget / 2)
-        await self._close_resources()
-
-    async def _close_resources(self) -> None:
-        with anyio.move_on_after(2):
-            for closer in (self.parts.transport.aclose, self.parts.lock.aclose):
-                try:
-                    await closer()
-                except Exception as exc:
-                    self.ctx.log.debug("close failed: %s", exc)
+    @property
+    def started_at(self) -> float:
+        return self.lifecycle.started_at
 
     def kill(self) -> None:
         """Stop at once without leaving or releasing (a crash, for tests and the simulator)."""
-        self._killed = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        self.lifecycle.kill()
 
-
-async def _await(coro: Any) -> None:
-    try:
-        await coro
-    except Exception:
-        logging.getLogger("hedgeplug.events").exception("async event callback raised")
+    def _bound(self, address: str) -> None:
+        self.address = address

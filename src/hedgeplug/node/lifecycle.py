@@ -1,51 +1,94 @@
-"""Opening a node: resolve its configuration, start it, stop it gracefully."""
+"""A node's life cycle: bind and start its tasks; leave, release and close
+on a graceful stop, bounded by [node] stop_timeout; or die at once (kill)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
-from ..config import Config, load_config
-from ..errors import HedgeplugError
-from ..registry import Registry
-from .api import Node
+from ..config import Config
+from ..events import EventHub
+from ..registry import Observers
+from .parts import NodeParts
 
-ConfigLike = Config | str | os.PathLike[str] | Mapping[str, Any] | None
-
-
-def resolve_config(config: ConfigLike, registry: Registry, overrides: Sequence[str] = ()) -> Config:
-    if isinstance(config, Config):
-        if overrides:
-            raise HedgeplugError("overrides apply when hedgeplug reads the configuration, not to a Config")
-        return config
-    if isinstance(config, Mapping):
-        return load_config(data=config, overrides=list(overrides), registry=registry, env={})
-    return load_config(config, overrides=list(overrides), registry=registry)
+CLOSE_BUDGET = 2.0  # seconds for closing the transport and the lock
 
 
-@asynccontextmanager
-async def open_node(
-    config: ConfigLike = None,
-    *,
-    registry: Registry | None = None,
-    overrides: Sequence[str] = (),
-) -> AsyncIterator[Node]:
-    """Start a node and stop it gracefully when the block exits.
+class Lifecycle:
+    """Starts and stops one node's parts; `owner` is the node observers hear about."""
 
-    `config` is a Config, a path to a TOML file, a dict shaped like the file,
-    or None for the defaults (embedded sqlite lock, tcp, heartbeat, direct).
-    """
-    registry = registry or Registry.load()
-    node = Node(resolve_config(config, registry, overrides), registry)
-    async with anyio.create_task_group() as tg:
-        try:
-            await node._start(tg)
-            yield node
-        finally:
-            with anyio.CancelScope(shield=True):
-                await node._stop()
-            tg.cancel_scope.cancel()
+    def __init__(
+        self,
+        owner: Any,
+        parts: NodeParts,
+        config: Config,
+        *,
+        observers: Observers,
+        events: EventHub,
+        log: logging.Logger,
+        on_bound: Callable[[str], None],
+    ) -> None:
+        self.owner = owner
+        self.parts = parts
+        self.config = config
+        self.observers = observers
+        self.events = events
+        self.log = log
+        self.on_bound = on_bound
+        self.task_group: TaskGroup | None = None
+        self.started_at = 0.0
+        self.killed = False
+
+    async def start(self, tg: TaskGroup) -> None:
+        self.task_group = tg
+        self.started_at = anyio.current_time()
+
+        def spawn(coro: Any) -> None:
+            tg.start_soon(_await, coro)
+
+        self.events.spawn = spawn
+        parts = self.parts
+        self.on_bound(await parts.transport.bind())
+        dispatcher = parts.dispatcher
+        tg.start_soon(parts.transport.serve, dispatcher.on_frame, dispatcher.on_stream)
+        tg.start_soon(parts.election.run)
+        tg.start_soon(parts.membership.run)
+        self.observers.call("hedgeplug_node_started", node=self.owner)
+
+    async def stop(self) -> None:
+        if self.killed:
+            await self.close()
+            return
+        self.observers.call("hedgeplug_node_stopping", node=self.owner)
+        budget = self.config.node.stop_timeout
+        with anyio.move_on_after(budget / 2):
+            try:
+                await self.parts.membership.leave()
+            except Exception as exc:
+                self.log.warning("membership leave failed: %s", exc)
+        await self.parts.election.release(budget / 2)
+        await self.close()
+
+    async def close(self) -> None:
+        with anyio.move_on_after(CLOSE_BUDGET):
+            for closer in (self.parts.transport.aclose, self.parts.lock.aclose):
+                try:
+                    await closer()
+                except Exception as exc:
+                    self.log.debug("close failed: %s", exc)
+
+    def kill(self) -> None:
+        self.killed = True
+        if self.task_group is not None:
+            self.task_group.cancel_scope.cancel()
+
+
+async def _await(coro: Any) -> None:
+    try:
+        await coro
+    except Exception:
+        logging.getLogger("hedgeplug.events").exception("async event callback raised")

@@ -20,7 +20,9 @@ class Reported(Protocol):
     cluster: str
     config: Config
     counters: dict[str, int]
-    started_at: float
+
+    @property
+    def started_at(self) -> float: ...
 
     @property
     def leader(self) -> Lease | None: ...
