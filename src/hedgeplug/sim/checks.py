@@ -1,4 +1,4 @@
-"""Invariant checkers (DESIGN.md, "Invariants"), run on every sampled step.
+"""Invariant checkers (docs/design.md, "Invariants"), run on every sampled step.
 
 Each checker sees snapshots, view changes and the end of the run, and
 reports through `report(invariant, message)`; the harness keeps the first
