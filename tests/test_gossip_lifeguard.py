@@ -18,7 +18,7 @@ from hedgeplug.membership.gossip.plugin import PROFILES
 from hedgeplug.membership.gossip.suspicion import suspicion_bounds
 from hedgeplug.node import Node
 from hedgeplug.registry import Registry
-from hedgeplug.transport.memory import Latency, LinkFaults, new_network
+from hedgeplug.sim.network import Latency, LinkFaults, new_network
 from hedgeplug.view import MemberState
 
 REGISTRY = Registry.load()
@@ -91,7 +91,7 @@ def run_lossy(n: int, seed: int, soak: float) -> dict[str, Any]:
                 "views_ok": views_ok,
                 "detected": detected,
                 "refuted": sum(x.counters.get("gossip.refuted", 0) for x in nodes.values()),
-                "slow_awareness": nodes["n1"]._membership.awareness.score,
+                "slow_awareness": nodes["n1"].parts.membership.awareness.score,
             }
             done.set()
             tg.cancel_scope.cancel()

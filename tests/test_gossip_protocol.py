@@ -22,7 +22,7 @@ from hedgeplug.membership.gossip.plugin import PROFILES
 from hedgeplug.membership.gossip.suspicion import suspicion_bounds
 from hedgeplug.node import Node
 from hedgeplug.registry import Registry
-from hedgeplug.transport.memory import new_network
+from hedgeplug.sim.network import new_network
 from hedgeplug.view import MemberState
 
 _runs = count()
@@ -68,7 +68,7 @@ class Cluster:
     async def stop(self, node_id: str) -> None:
         self._stops[node_id].set()
         node = self.nodes.pop(node_id)
-        while node._tg is not None and not node._tg.cancel_scope.cancel_called:
+        while (tg := node.lifecycle.task_group) is not None and not tg.cancel_scope.cancel_called:
             await anyio.sleep(0.01)
 
     def kill(self, node_id: str) -> None:
@@ -234,7 +234,7 @@ async def test_bad_payloads_are_counted_and_change_nothing(tg: Any) -> None:
         await c.start(f"n{i}")
     await wait_for(c.agreed, 10)
     target = c.nodes["n1"]
-    sender = c.nodes["n0"]._dispatcher.channel("gossip")
+    sender = c.nodes["n0"].parts.dispatcher.channel("gossip")
     junk = [
         None,
         42,

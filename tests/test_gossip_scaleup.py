@@ -25,7 +25,7 @@ from hedgeplug import open_node
 from hedgeplug.lock.memory import new_store
 from hedgeplug.node import Node
 from hedgeplug.registry import Registry
-from hedgeplug.transport.memory import Latency, LinkFaults, new_network
+from hedgeplug.sim.network import Latency, LinkFaults, new_network
 
 REGISTRY = Registry.load()
 _runs = count()

@@ -10,8 +10,8 @@ from typing import Any
 from hedgeplug.membership.gossip.plugin import PROFILES
 from hedgeplug.membership.gossip.suspicion import suspicion_bounds
 from hedgeplug.sim.harness import Result, Simulation
+from hedgeplug.sim.network import Latency
 from hedgeplug.sim.scenarios import load_scenario
-from hedgeplug.transport.memory import Latency
 
 LAN = PROFILES["lan"]
 

@@ -14,17 +14,12 @@ import pytest
 
 from hedgeplug.errors import FrameTooLarge, RequestTimeout, StoreError, TransportError
 from hedgeplug.lock.memory import MemoryLock, get_store, new_store
-from hedgeplug.transport.memory import (
-    Latency,
-    LinkFaults,
-    MemoryTransport,
-    Network,
-    new_network,
-)
+from hedgeplug.sim.network import Latency, LinkFaults, SimNetwork, new_network
+from hedgeplug.transport.memory import MemoryNetwork, MemoryTransport, install_network
 
 
 def _endpoint(
-    network: Network, name: str, max_frame: int = 1 << 16, buffer: int = 4
+    network: MemoryNetwork, name: str, max_frame: int = 1 << 16, buffer: int = 4
 ) -> MemoryTransport:
     return MemoryTransport(network, f"mem://{name}", max_frame, buffer)
 
@@ -40,7 +35,7 @@ async def _no_streams(stream) -> None:  # noqa: ANN001
 class _Served:
     """Binds and serves endpoints inside a task group for one test."""
 
-    def __init__(self, tg, network: Network) -> None:  # noqa: ANN001
+    def __init__(self, tg, network: MemoryNetwork) -> None:  # noqa: ANN001
         self.tg = tg
         self.network = network
 
@@ -283,7 +278,7 @@ def virtual_clock(monkeypatch):  # noqa: ANN001, ANN201
 
 
 async def _count_arrivals(
-    net: Network, n: int, faults: LinkFaults, gap: float = 0.0
+    net: SimNetwork, n: int, faults: LinkFaults, gap: float = 0.0
 ) -> tuple[list[bytes], list[float]]:
     net.set_faults(faults)
     arrivals: list[bytes] = []
@@ -550,12 +545,13 @@ async def test_plugins_build_through_the_registry() -> None:
         "transport": {"use": "memory", "network": "reg-test"},
         "membership": {"use": "heartbeat", "interval": "100ms"},
     }
-    new_network("reg-test")
+    plain = install_network(MemoryNetwork("reg-test"))  # the transport's own, no simulator
     new_store("reg-test")
     async with hedgeplug.open_node(config, registry=reg) as node:
         assert node.address == "mem://solo"
         lease = await node.wait_leader(5)
         assert lease.holder == "solo"
+        assert plain.endpoint("mem://solo") is not None
 
 
 def test_bad_options_are_clear_config_errors() -> None:
@@ -630,14 +626,14 @@ if TransportContract is not None:
     _contract_networks = count(1)
 
     class TestMemoryTransportContract(TransportContract):
-        """The memory network as a transport (simulator part): no faults configured."""
+        """The memory transport over the plain network it gets without the simulator."""
 
         @pytest.fixture
-        def network(self) -> Network:
-            return new_network(f"contract-{next(_contract_networks)}", seed=1)
+        def network(self) -> MemoryNetwork:
+            return install_network(MemoryNetwork(f"contract-{next(_contract_networks)}"))
 
         @pytest.fixture
-        def make_transport(self, network: Network):  # noqa: ANN201
+        def make_transport(self, network: MemoryNetwork):  # noqa: ANN201
             names = count(1)
 
             def make(max_frame: int | None = None) -> MemoryTransport:
@@ -650,7 +646,7 @@ if TransportContract is not None:
             return "mem://nobody-here"
 
         @pytest.fixture
-        def send_garbage(self, network: Network):  # noqa: ANN201
+        def send_garbage(self, network: MemoryNetwork):  # noqa: ANN201
             async def deliver(address: str) -> None:
                 # The memory medium carries Python objects: garbage is anything not bytes.
                 assert network.inject(address, {"not": "bytes"})

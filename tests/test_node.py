@@ -291,8 +291,8 @@ def test_wrong_cluster_frames_are_dropped_and_counted(backend):
 
         codec = Codec("another-cluster")
         frame = codec.encode(Envelope("another-cluster", "x", "heartbeat", 1, Kind.MESSAGE, {"op": "beat"}))
-        assert await node._dispatcher.on_frame(frame, "test") is None
-        assert await node._dispatcher.on_frame(b"garbage", "test") is None
+        assert await node.parts.dispatcher.on_frame(frame, "test") is None
+        assert await node.parts.dispatcher.on_frame(b"garbage", "test") is None
         assert node.counters["drop.wrong-cluster"] == 1
         assert node.counters["drop.not-hedgeplug"] == 1
         assert c.agreed()

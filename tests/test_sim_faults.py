@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hedgeplug.sim.harness import Result, SimNode, Simulation
-from hedgeplug.transport.memory import Latency
+from hedgeplug.sim.network import Latency
 
 
 def simulate(scenario: Callable[[Simulation], Awaitable[None]], seed: int = 1, **kw: Any) -> Result:
@@ -48,11 +48,11 @@ def test_freezing_the_leader_hands_leadership_over_and_it_returns() -> None:
         await sim.sleep(5)
         old = sim.leader()
         assert old is not None and old.node is not None
-        frames_before = old.node._transport.stats.frames_in
+        frames_before = old.node.parts.transport.stats.frames_in
         sim.faults.freeze(old, 12)
         await sim.sleep(10)
         # Paused: no frame got in, it no longer believes it leads, someone else does.
-        assert old.node._transport.stats.frames_in == frames_before
+        assert old.node.parts.transport.stats.frames_in == frames_before
         assert not old.is_leader
         new = sim.leader()
         assert new is not None and new is not old
@@ -192,8 +192,8 @@ def test_garbage_is_dropped_and_counted_never_fatal() -> None:
         for node in nodes:
             assert node.running and node.node is not None
             drops = sum(v for k, v in node.node.counters.items() if k.startswith("drop."))
-            drops += sum(node.node._transport.stats.dropped.values())
-            assert drops >= 40, (node.node.counters, node.node._transport.stats.dropped)
+            drops += sum(node.node.parts.transport.stats.dropped.values())
+            assert drops >= 40, (node.node.counters, node.node.parts.transport.stats.dropped)
             assert in_every_view(sim, node.id)
 
     result = simulate(scenario)

@@ -273,8 +273,8 @@ class Membership(Protocol):
 
 @runtime_checkable
 class StatesBounds(Protocol):
-    """Optional: a membership that states its own bounds (DESIGN.md invariants
-    2 and 3), computed from its options for a cluster of `cluster_size`
+    """Optional: a membership that states its own bounds (invariants 2 and 3
+    of docs/design.md), computed from its options for a cluster of `cluster_size`
     members (count the members still in views, departed ones included).
 
     Keys, in seconds: "detection" (a crashed member gone from every live

@@ -70,7 +70,7 @@ class ControlClient:
         impl = self._registry.get("transport", transport)
         self.client_id = f"control-{os.getpid()}-{os.urandom(3).hex()}"
         try:
-            self._transport: Transport = impl.factory(
+            self._transport: Transport = impl.create(
                 impl.options(), _ClientContext(self.client_id, cluster)
             )
         except HedgeplugError:

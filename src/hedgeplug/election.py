@@ -86,6 +86,10 @@ class Election:
     async def wait_change(self) -> None:
         await self._changed.wait()
 
+    async def read_leader(self) -> Lease | None:
+        """Ask the store now who holds the lease (no change to our own state)."""
+        return await self.lock.current()
+
     def _set_known(self, lease: Lease | None) -> None:
         before = self._identity(self._known)
         self._known = lease

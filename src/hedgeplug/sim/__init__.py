@@ -1,5 +1,6 @@
 """The deterministic simulator: many real nodes in one process on trio's
-MockClock, over the memory lock and memory transport (simulator parts).
+MockClock, over the memory lock and the memory transport on the simulator's
+fault-injecting network (network.py).
 
     from hedgeplug.sim import Simulation, load_scenario
     spec = load_scenario("leader-kill")
@@ -13,7 +14,17 @@ See docs/simulator.md.
 from __future__ import annotations
 
 from .harness import Result, SimNode, Simulation
+from .network import Latency, LinkFaults
 from .scenarios import ScenarioSpec, load_scenario
 from .trace import Violation
 
-__all__ = ["Result", "ScenarioSpec", "SimNode", "Simulation", "Violation", "load_scenario"]
+__all__ = [
+    "Latency",
+    "LinkFaults",
+    "Result",
+    "ScenarioSpec",
+    "SimNode",
+    "Simulation",
+    "Violation",
+    "load_scenario",
+]

@@ -1,4 +1,4 @@
-"""Invariant checkers (DESIGN.md, "Invariants"), run on every sampled step.
+"""Invariant checkers (docs/design.md, "Invariants"), run on every sampled step.
 
 Each checker sees snapshots, view changes and the end of the run, and
 reports through `report(invariant, message)`; the harness keeps the first
@@ -181,23 +181,3 @@ class DetectionBound(Checker):
                     f"{node} left {snap.t - pending[node]:.1f}s ago and is still in the view of "
                     f"{len(holders)} node(s) ({', '.join(holders[:5])}); bound {bound:.1f}s",
                 )
-
-
-def default_checkers(sim: object) -> list[Checker]:
-    """The checkers every run gets (the harness passes itself)."""
-    from .harness import Simulation
-
-    assert isinstance(sim, Simulation)
-    return [
-        SingleLeader(),
-        FencingTokens(sim.leader_token),
-        Convergence(
-            sim.convergence_bound_now,
-            lambda: sim.metrics.last_change,
-            lambda: sim.metrics.converged_at,
-        ),
-        NoFlapping(sim.flap_grace, sim.calm_since, sim.is_running),
-        DetectionBound(
-            lambda: sim.bound("detection"), lambda: sim.metrics.pending_departures, lambda: sim._calm
-        ),
-    ]

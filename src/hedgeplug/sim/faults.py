@@ -17,28 +17,47 @@ must not do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from random import Random
+from typing import Protocol
 
-import anyio
+from hedgeplug.lock.memory import MemoryStore
 
-from hedgeplug.transport.memory import Latency, LinkFaults
+from .metrics import Metrics
+from .network import Latency, LinkFaults, SimNetwork
+from .simnode import SimNode
 
-if TYPE_CHECKING:
-    from .harness import SimNode, Simulation
+
+class FaultTarget(Protocol):
+    """The run the faults act on (the harness's Simulation)."""
+
+    network: SimNetwork | None
+    store: MemoryStore | None
+    metrics: Metrics
+    random: Random
+    latency: Latency
+
+    def now(self) -> float: ...
+
+    def log(self, who: str, what: str) -> None: ...
+
+    def change(self, what: str) -> None: ...
+
+    def disturb(self) -> None: ...
+
+    def running(self) -> list[SimNode]: ...
+
+    def kill(self, sn: SimNode) -> None: ...
+
+    def later(self, seconds: float, action: Callable[[], object]) -> None: ...
 
 
 class Faults:
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: FaultTarget) -> None:
         self.sim = sim
 
-    def _later(self, seconds: float, action: object) -> None:
-        async def run() -> None:
-            await anyio.sleep(seconds)
-            action()  # type: ignore[operator]
-
-        assert self.sim._tg is not None
-        self.sim._tg.start_soon(run)
+    def _later(self, seconds: float, action: Callable[[], object]) -> None:
+        self.sim.later(seconds, action)
 
     # ------------------------------------------------------------ nodes
 
@@ -135,7 +154,7 @@ class Faults:
         sim.disturb()
 
     def garbage(self, node: SimNode, count: int = 20) -> None:
-        """Feed `count` malformed frames to a node (invariant 4: counted drops,
+        """Feed `count` malformed frames to a node (bad input gets counted drops,
         never a crash): random bytes, a frame of another cluster, a truncated
         header, and non-bytes objects."""
         sim = self.sim

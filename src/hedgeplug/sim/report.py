@@ -8,7 +8,7 @@ from typing import Any
 
 from hedgeplug.errors import HedgeplugError
 
-from .harness import Result
+from .result import Result
 
 
 def _fmt_summary(summary: dict[str, float] | None) -> str:

@@ -192,7 +192,7 @@ async def broadcast_cluster(
                 await tg.start(run_node, f"b{i}")
         sender = targets[0].node
         impl = registry.get("broadcast", strategy.name)
-        built = impl.factory(sender.config.broadcast.options, sender.ctx)
+        built = impl.create(sender.config.broadcast.options, sender.ctx)
         try:
             yield BroadcastCluster(strategy, targets, built, stops, done)
         finally:

@@ -1,11 +1,11 @@
-"""In-memory transport: a SIMULATOR PART, not a real network.
+"""In-memory transport: endpoints of one process talking over a `MemoryNetwork`.
 
-Every endpoint lives in a process-global `Network` (keyed by name) that decides
-the fate of each frame: latency drawn from per-link distributions, loss,
-duplication, reordering, partitions, unreachable hosts and frozen endpoints.
-All randomness comes from the network's own seeded `Random` and all time from
-`anyio.current_time()` / `anyio.sleep()`, so under trio's MockClock a run is
-reproducible from its seeds. Use tcp or udp for anything that leaves a test.
+For in-process tests and the simulator, never for anything that leaves a
+process. The network (memory_network.py) decides each frame's fate; the
+default one is lossless and in order. The simulator installs its
+fault-injecting network under a name and this transport runs over it
+unchanged. All time comes from `anyio.current_time()` / `anyio.sleep()`, so
+under trio's MockClock a run is reproducible.
 
 Frames in flight are tasks of the *receiving* endpoint: when a node dies, what
 was travelling to it dies with it, what it had sent still arrives.
@@ -13,245 +13,45 @@ was travelling to it dies with it, what it had sent still arrives.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from itertools import count
-from random import Random
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from hedgeplug.config import Size
-from hedgeplug.contracts import FrameHandler, StreamHandler, TransportStats
-from hedgeplug.errors import FrameTooLarge, RequestTimeout, TransportError
-from hedgeplug.hookspecs import hookimpl
+from hedgeplug.plugin import (
+    FrameHandler,
+    FrameTooLarge,
+    RequestTimeout,
+    Size,
+    StreamHandler,
+    TransportError,
+    TransportStats,
+    hookimpl,
+)
 
-# ---------------------------------------------------------------- faults
+from .memory_network import (
+    MemoryNetwork,
+    NetworkStats,
+    get_network,
+    install_network,
+    reset_networks,
+)
 
+__all__ = [
+    "MemoryNetwork",
+    "MemoryStream",
+    "MemoryTransport",
+    "NetworkStats",
+    "get_network",
+    "install_network",
+    "reset_networks",
+]
 
-@attrs.frozen
-class Latency:
-    """One-way delay: `base` plus a random part shaped by `shape` with scale `jitter`."""
-
-    base: float = 0.001
-    jitter: float = 0.0
-    shape: Literal["fixed", "uniform", "exponential", "normal"] = "uniform"
-
-    def sample(self, rng: Random) -> float:
-        if self.jitter <= 0 or self.shape == "fixed":
-            return self.base
-        if self.shape == "uniform":
-            return self.base + rng.uniform(0.0, self.jitter)
-        if self.shape == "exponential":
-            return self.base + rng.expovariate(1.0 / self.jitter)
-        return self.base + abs(rng.gauss(0.0, self.jitter))
-
-
-@attrs.frozen
-class LinkFaults:
-    """What a link does to frames. Probabilities are per frame."""
-
-    latency: Latency = Latency()
-    loss: float = 0.0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-    reorder_delay: float = 0.05  # extra delay of a reordered frame, uniform up to this
-
-    def __attrs_post_init__(self) -> None:
-        for name in ("loss", "duplicate", "reorder"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a probability between 0 and 1, got {value}")
-
-
-@attrs.define
-class NetworkStats:
-    """What the network did, across all endpoints."""
-
-    sent: int = 0
-    delivered: int = 0
-    duplicated: int = 0
-    reordered: int = 0
-    dropped: dict[str, int] = attrs.Factory(dict)
-
-    def drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
-
-
-class Network:
-    """The medium all memory transports of one name share; the simulator controls it."""
-
-    def __init__(self, name: str = "default", seed: int = 0) -> None:
-        self.name = name
-        self.random = Random(seed)
-        self.endpoints: dict[str, MemoryTransport] = {}
-        self.default_faults = LinkFaults()
-        self.stats = NetworkStats()
-        self._links: dict[tuple[str | None, str | None], LinkFaults] = {}
-        self._group_of: dict[str, int] | None = None  # None: no partition
-        self._down: set[str] = set()
-        self._thawed: dict[str, anyio.Event] = {}  # present while frozen
-        self._last_arrival: dict[tuple[str, str], float] = {}
-
-    # ------------------------------------------------------------ fault control
-
-    def set_faults(
-        self, faults: LinkFaults, src: str | None = None, dst: str | None = None
-    ) -> None:
-        """Faults for frames from `src` to `dst` (None matches any address);
-        with neither given, the default for every link."""
-        if src is None and dst is None:
-            self.default_faults = faults
-        else:
-            self._links[(src, dst)] = faults
-
-    def clear_faults(self) -> None:
-        self.default_faults = LinkFaults()
-        self._links.clear()
-
-    def faults(self, src: str, dst: str) -> LinkFaults:
-        links = self._links
-        if links:
-            for key in ((src, dst), (src, None), (None, dst)):
-                found = links.get(key)
-                if found is not None:
-                    return found
-        return self.default_faults
-
-    def partition(self, *groups: Iterable[str]) -> None:
-        """Split the network: addresses in different groups cannot reach each
-        other; every address not listed forms one more group together."""
-        group_of: dict[str, int] = {}
-        for i, group in enumerate(groups, start=1):
-            for address in group:
-                group_of[address] = i
-        self._group_of = group_of
-
-    def heal(self) -> None:
-        """End every partition."""
-        self._group_of = None
-
-    @property
-    def partitioned(self) -> bool:
-        return self._group_of is not None
-
-    def set_down(self, address: str, down: bool = True) -> None:
-        """An unreachable host: every frame to or from it is lost."""
-        if down:
-            self._down.add(address)
-        else:
-            self._down.discard(address)
-
-    def freeze(self, address: str) -> None:
-        """Hold every frame to or from `address` until `thaw` (a paused process)."""
-        if address not in self._thawed:
-            self._thawed[address] = anyio.Event()
-
-    def thaw(self, address: str) -> None:
-        event = self._thawed.pop(address, None)
-        if event is not None:
-            event.set()
-
-    def is_frozen(self, address: str) -> bool:
-        return address in self._thawed
-
-    async def wait_thawed(self, address: str) -> None:
-        event = self._thawed.get(address)
-        if event is not None:
-            await event.wait()
-
-    def reachable(self, src: str, dst: str) -> bool:
-        if src in self._down or dst in self._down:
-            return False
-        group_of = self._group_of
-        return group_of is None or group_of.get(src, 0) == group_of.get(dst, 0)
-
-    # ------------------------------------------------------------ routing
-
-    def route(self, src: str, dst: str) -> list[float]:
-        """Arrival times of the copies of one frame from src to dst ([] when lost; counted).
-
-        A link is FIFO like a TCP connection: a frame never arrives before
-        one sent earlier on the same link, unless the reorder fault picked
-        it. Arrivals on one link are at least a microsecond apart so the
-        scheduler never has to break a tie.
-        """
-        self.stats.sent += 1
-        if src in self._down or dst in self._down:
-            self.stats.drop("down")
-            return []
-        if not self.reachable(src, dst):
-            self.stats.drop("partition")
-            return []
-        f = self.faults(src, dst)
-        rng = self.random
-        if f.loss and rng.random() < f.loss:
-            self.stats.drop("loss")
-            return []
-        copies = 1
-        if f.duplicate and rng.random() < f.duplicate:
-            copies = 2
-            self.stats.duplicated += 1
-        now = anyio.current_time()
-        link = (src, dst)
-        arrivals = []
-        for _ in range(copies):
-            at = now + f.latency.sample(rng)
-            if f.reorder and rng.random() < f.reorder:
-                at += rng.uniform(0.0, f.reorder_delay)
-                self.stats.reordered += 1
-            else:
-                at = max(at, self._last_arrival.get(link, 0.0) + _TIE_GAP)
-                self._last_arrival[link] = at
-            arrivals.append(at)
-        return arrivals
-
-    def inject(self, dst: str, payload: Any, src: str = "mem://injector") -> bool:
-        """Hand `payload` (anything, even not bytes) to the endpoint at `dst` as
-        if it came off the wire: how tests feed malformed input."""
-        target = self.endpoints.get(dst)
-        if target is None or target._closed:
-            return False
-        target._deliver(MemoryTransport(self, src, 1 << 30), payload, None, anyio.current_time())
-        return True
-
-    def attach(self, endpoint: MemoryTransport) -> None:
-        current = self.endpoints.get(endpoint.address)
-        if current is not None and current is not endpoint:
-            raise TransportError(
-                f"address {endpoint.address} is already bound on memory network {self.name!r}"
-            )
-        self.endpoints[endpoint.address] = endpoint
-
-    def detach(self, endpoint: MemoryTransport) -> None:
-        if self.endpoints.get(endpoint.address) is endpoint:
-            del self.endpoints[endpoint.address]
-
-
-_TIE_GAP = 1e-6
 BACKLOG = 1024  # frames an endpoint holds between bind and serve
 ACCEPT_WAIT = 5.0  # how long a stream open waits for a bound endpoint to start serving
-_networks: dict[str, Network] = {}
-
-
-def get_network(name: str = "default") -> Network:
-    """The process-global network of that name, created on first use (seed 0)."""
-    network = _networks.get(name)
-    if network is None:
-        network = _networks[name] = Network(name)
-    return network
-
-
-def new_network(name: str = "default", seed: int = 0) -> Network:
-    """Replace the network of that name by a fresh one (tests, simulator runs)."""
-    network = _networks[name] = Network(name, seed)
-    return network
-
-
-def reset_networks() -> None:
-    _networks.clear()
 
 
 # ---------------------------------------------------------------- streams
@@ -281,7 +81,7 @@ class MemoryStream:
         if not network.reachable(owner.address, self._peer):
             raise TransportError(f"stream to {self._peer} broken: unreachable")
         # One delay per message, slept by the sender, keeps the order.
-        await anyio.sleep(network.faults(owner.address, self._peer).latency.sample(network.random))
+        await anyio.sleep(network.stream_delay(owner.address, self._peer))
         try:
             await self._out.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -316,10 +116,10 @@ class _Pending:
 
 
 class MemoryTransport:
-    """A transport endpoint on a simulated `Network` (simulator part, not a real network)."""
+    """A transport endpoint on a `MemoryNetwork`."""
 
     def __init__(
-        self, network: Network, address: str, max_frame: int, stream_buffer: int = 16
+        self, network: MemoryNetwork, address: str, max_frame: int, stream_buffer: int = 16
     ) -> None:
         self.network = network
         self.address = address
@@ -335,6 +135,10 @@ class MemoryTransport:
         self._backlog: list[tuple[MemoryTransport, Any, int | None, float]] = []
         self._served = False  # serve ran and ended
         self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def serving(self) -> bool:
@@ -366,10 +170,14 @@ class MemoryTransport:
                 f"frame of {len(data)} bytes exceeds the limit of {self.max_frame} bytes"
             )
 
-    def _target(self, address: str) -> MemoryTransport | None:
-        """The endpoint bound at `address` (serving or about to), if any."""
-        target = self.network.endpoints.get(address)
-        return None if target is None or target._closed else target
+    def _peer(self, address: str) -> MemoryTransport | None:
+        """The open endpoint bound at `address` on our network, if any."""
+        target = self.network.endpoint(address)
+        return target if isinstance(target, MemoryTransport) else None
+
+    def inject(self, payload: Any, src: str) -> None:
+        """Take `payload` (anything, even not bytes) as if it came off the wire from `src`."""
+        self._deliver(MemoryTransport(self.network, src, 1 << 30), payload, None, anyio.current_time())
 
     def _deliver(self, source: MemoryTransport, data: Any, rid: int | None, at: float) -> None:
         """Start a frame's journey to this endpoint. Bound but not yet serving,
@@ -394,7 +202,7 @@ class MemoryTransport:
         try:
             with anyio.fail_after(timeout):
                 arrivals = self.network.route(self.address, address)
-                target = self._target(address)
+                target = self._peer(address)
                 if arrivals and target is None:
                     # Nobody listens there: a refused connection, noticed after one trip.
                     await anyio.sleep_until(arrivals[0])
@@ -423,7 +231,7 @@ class MemoryTransport:
         self.stats.frames_out += 1
         self.stats.bytes_out += len(data)
         arrivals = self.network.route(self.address, address)
-        target = self._target(address)
+        target = self._peer(address)
         if target is None:
             if arrivals:
                 self.stats.drop("no-endpoint")
@@ -511,7 +319,7 @@ class MemoryTransport:
         if not arrivals:
             raise TransportError(f"cannot open a stream to {address}: unreachable")
         await anyio.sleep_until(arrivals[0])
-        target = self._target(address)
+        target = self._peer(address)
         if target is not None and target._tg is None:
             with anyio.move_on_after(ACCEPT_WAIT):  # bound, not serving yet: a queued connect
                 while target._tg is None and not target._closed:
@@ -559,6 +367,7 @@ class MemoryTransportOptions:
 
 
 def make(options: MemoryTransportOptions, ctx: Any) -> MemoryTransport:
+    """The endpoint on the network named in the options (the simulator may have installed it)."""
     if options.stream_buffer < 0:
         raise ValueError("stream_buffer must not be negative")
     address = options.name or f"mem://{ctx.id}"

@@ -1,0 +1,243 @@
+"""The Node: one process's participant, as applications see it.
+
+A node binds its transport, runs the election, the membership strategy and
+the message dispatcher as tasks, and on exit leaves the membership, releases
+its lease and closes everything, bounded by [node] stop_timeout. Create it
+with `open_node` (opening.py), which drives its `lifecycle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from ..channels import NodeChannel, SealedStream
+from ..config import Config
+from ..contracts import Lease, Reply
+from ..errors import HedgeplugError, NoLeader, RemoteError, RequestTimeout, TransportError
+from ..events import Event, EventHub, LeaderChanged, MembersChanged
+from ..registry import Observers, Registry
+from ..view import Member, View
+from .context import NodeContext
+from .handlers import APP_BROADCAST, APP_PREFIX, APP_SEND, AppHandlers, install_core_handlers
+from .lifecycle import Lifecycle
+from .parts import NodeParts, assemble
+from .status import node_status
+
+META_ENTRIES = 64
+META_BYTES = 4096
+
+
+class Node:
+    """One process's participant. Create it with `open_node`."""
+
+    def __init__(self, config: Config, registry: Registry) -> None:
+        self.config = config
+        self.registry = registry
+        self.id = config.node.id
+        self.cluster = config.node.cluster
+        self.address = ""
+        self.counters: dict[str, int] = {}
+        self._observers: Observers = registry.observers()
+        self._events = EventHub()
+        self._view = View()
+        self._app = AppHandlers()
+        self.ctx = NodeContext(
+            config, address=lambda: self.address, view=lambda: self._view, publish_view=self._publish_view
+        )
+        self.parts: NodeParts = assemble(
+            config,
+            registry,
+            self.ctx,
+            counters=self.counters,
+            address=lambda: self.address,
+            on_leader_change=self._leader_changed,
+        )
+        install_core_handlers(self.parts.dispatcher, self, self._app)
+        self.lifecycle = Lifecycle(
+            self,
+            self.parts,
+            config,
+            observers=self._observers,
+            events=self._events,
+            log=self.ctx.log,
+            on_bound=self._bound,
+        )
+
+    # ------------------------------------------------------------ public state
+
+    @property
+    def is_leader(self) -> bool:
+        return self.parts.election.is_leader
+
+    @property
+    def leader(self) -> Lease | None:
+        """The lease of the leader as this node knows it (None while unknown)."""
+        return self.parts.election.leader
+
+    @property
+    def token(self) -> int:
+        lease = self.leader
+        return lease.token if lease else 0
+
+    @property
+    def view(self) -> View:
+        return self._view
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        return self._view.live
+
+    def status(self) -> dict[str, Any]:
+        return node_status(self)
+
+    # ------------------------------------------------------------ handlers and events
+
+    def on_send(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """Install the leader-side handler for `send`: called with (payload, sender_id)."""
+        self._app.send = handler
+        return handler
+
+    def on_broadcast(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """Install the handler for broadcasts: called with (payload, sender_id)."""
+        self._app.broadcast = handler
+        return handler
+
+    def on_leader_changed(self, callback: Callable[[LeaderChanged], Any]) -> None:
+        self._events.on(LeaderChanged, callback)
+
+    def on_members_changed(self, callback: Callable[[MembersChanged], Any]) -> None:
+        self._events.on(MembersChanged, callback)
+
+    def events(self) -> AsyncIterator[Event]:
+        """Leader and membership changes from now on, as an async iterator."""
+        return self._events.subscribe()
+
+    async def set_meta(self, meta: Mapping[str, str]) -> None:
+        """Replace this node's metadata; the membership strategy spreads it.
+
+        Metadata is small (at most 64 entries, 4 KiB in all): it travels in
+        views and heartbeats, so it is for labels, not data."""
+        if not isinstance(meta, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+        ):
+            raise HedgeplugError("metadata must be a mapping of strings to strings")
+        if len(meta) > META_ENTRIES or sum(len(k) + len(v) for k, v in meta.items()) > META_BYTES:
+            raise HedgeplugError("metadata is limited to 64 entries and 4 KiB in all")
+        self.ctx.meta = dict(meta)
+        spread = getattr(self.parts.membership, "set_meta", None)
+        if spread is not None:
+            await spread(dict(meta))
+
+    def channel(self, name: str) -> NodeChannel:
+        """An application channel (namespaced so it never collides with strategies)."""
+        return self.parts.dispatcher.channel(APP_PREFIX + name)
+
+    async def open_stream(self, target: str, channel: str = "stream", payload: Any = None) -> SealedStream:
+        """Open an ordered stream of values to a member (by id) or address; the
+        peer's `node.channel(channel).handle_streams(handler)` receives it as
+        handler(message, stream)."""
+        member = self._view.get(target)
+        address = member.address if member else target
+        return await self.parts.dispatcher.open_stream(address, APP_PREFIX + channel, payload)
+
+    # ------------------------------------------------------------ messaging
+
+    async def wait_leader(self, timeout: float = 10.0) -> Lease:
+        election = self.parts.election
+        with anyio.move_on_after(timeout):
+            while True:
+                lease = self.leader
+                if lease is not None:
+                    return lease
+                election.poke()
+                with anyio.move_on_after(0.25):
+                    await election.wait_change()
+        raise NoLeader(f"no leader known after {timeout}s")
+
+    async def send(self, payload: Any, *, timeout: float = 10.0) -> Any:
+        """Send `payload` to the leader and return its handler's reply.
+
+        Waits for a known leader and retries through a failover, with backoff,
+        until `timeout`; raises NoLeader or RequestTimeout then. RemoteError
+        means the leader's handler raised (not retried).
+        """
+        deadline = anyio.current_time() + timeout
+        delay = 0.05
+        last: Exception | None = None
+        while True:
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                break
+            try:
+                lease = await self.wait_leader(remaining)
+            except NoLeader:
+                break
+            try:
+                return await self.parts.dispatcher.request(
+                    lease.address, APP_SEND, payload, max(0.01, deadline - anyio.current_time())
+                )
+            except RemoteError as exc:
+                if "not the leader" not in str(exc):
+                    raise
+                last = exc
+            except (TransportError, TimeoutError, OSError) as exc:
+                last = exc
+            self.parts.election.poke()
+            await anyio.sleep(min(delay, max(0.0, deadline - anyio.current_time())))
+            delay = min(delay * 2, 1.0)
+        if last is None:
+            raise NoLeader(f"no leader known within {timeout}s")
+        raise RequestTimeout(f"send to leader failed within {timeout}s: {last}")
+
+    async def broadcast(
+        self,
+        payload: Any,
+        *,
+        timeout: float = 5.0,
+        include_self: bool = True,
+        targets: Sequence[str] | None = None,
+    ) -> AsyncIterator[Reply]:
+        """Deliver to the current view (or the member ids in `targets`) and
+        yield each member's Reply as it arrives."""
+        members = list(self._view.live)
+        if targets is not None:
+            wanted = set(targets)
+            members = [m for m in members if m.id in wanted]
+        if not include_self:
+            members = [m for m in members if m.id != self.id]
+        async for reply in self.parts.broadcast.deliver(APP_BROADCAST, payload, members, timeout):
+            yield reply
+
+    async def broadcast_all(self, payload: Any, **kwargs: Any) -> list[Reply]:
+        """`broadcast`, collected into a list."""
+        return [r async for r in self.broadcast(payload, **kwargs)]
+
+    # ------------------------------------------------------------ what the parts report
+
+    def _publish_view(self, view: View) -> None:
+        old = self._view
+        self._view = view
+        joined, left = old.diff(view)
+        if joined or left:
+            self._observers.call("hedgeplug_members_changed", node=self, view=view, joined=joined, left=left)
+            self._events.emit(MembersChanged(view, joined, left))
+
+    def _leader_changed(self, lease: Lease | None, previous: Lease | None) -> None:
+        self._observers.call("hedgeplug_leader_changed", node=self, lease=lease, previous=previous)
+        self._events.emit(LeaderChanged(lease, previous))
+
+    # ------------------------------------------------------------ life cycle
+
+    @property
+    def started_at(self) -> float:
+        return self.lifecycle.started_at
+
+    def kill(self) -> None:
+        """Stop at once without leaving or releasing (a crash, for tests and the simulator)."""
+        self.lifecycle.kill()
+
+    def _bound(self, address: str) -> None:
+        self.address = address

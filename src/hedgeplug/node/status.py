@@ -1,0 +1,72 @@
+"""A node's status as the control protocol and `hedgeplug status` show it."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import anyio
+
+from ..config import Config
+from ..contracts import Lease
+from ..view import View
+from .parts import NodeParts
+
+
+class Reported(Protocol):
+    """What a status report reads of its node."""
+
+    id: str
+    address: str
+    cluster: str
+    config: Config
+    counters: dict[str, int]
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def leader(self) -> Lease | None: ...
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def view(self) -> View: ...
+
+    @property
+    def parts(self) -> NodeParts: ...
+
+
+def node_status(node: Reported) -> dict[str, Any]:
+    lease = node.leader
+    view = node.view
+    parts = node.parts
+    stats = parts.transport.stats
+    config = node.config
+    return {
+        "id": node.id,
+        "address": node.address,
+        "cluster": node.cluster,
+        "is_leader": node.is_leader,
+        "leader": None if lease is None else {"id": lease.holder, "address": lease.address},
+        "token": lease.token if lease else 0,
+        "newest_token": parts.election.newest_token,
+        "view_version": str(view.version),
+        "view_digest": view.digest(),
+        "members": [m.to_json() for m in view.live],
+        "strategies": {
+            "lock": config.lock.use,
+            "transport": config.transport.use,
+            "membership": config.membership.use,
+            "broadcast": config.broadcast.use,
+        },
+        "uptime": round(anyio.current_time() - node.started_at, 3),
+        "counters": dict(sorted(node.counters.items())),
+        "transport": {
+            "frames_in": stats.frames_in,
+            "frames_out": stats.frames_out,
+            "bytes_in": stats.bytes_in,
+            "bytes_out": stats.bytes_out,
+            "dropped": dict(stats.dropped),
+        },
+    }
