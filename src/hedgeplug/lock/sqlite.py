@@ -40,10 +40,16 @@ from typing import Any, TypeVar
 import anyio
 import attrs
 
-from hedgeplug.config import Duration
-from hedgeplug.contracts import Lease, NodeContext, Row
-from hedgeplug.errors import ConfigError, StoreError
-from hedgeplug.hookspecs import hookimpl
+from hedgeplug.plugin import (
+    ConfigError,
+    Duration,
+    Lease,
+    NodeContext,
+    Row,
+    StoreError,
+    hookimpl,
+    positive,
+)
 
 T = TypeVar("T")
 
@@ -120,11 +126,6 @@ def default_path(cluster: str) -> str:
     return os.path.join(directory, f"{safe}.sqlite")
 
 
-def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError("must be greater than zero", attr)  # attr: config names the key
-
-
 @attrs.frozen
 class SqliteOptions:
     """[lock] keys for ``use = "sqlite"``."""
@@ -134,7 +135,7 @@ class SqliteOptions:
     )
     busy_timeout: Duration = attrs.field(
         default=Duration(1.0),
-        validator=_positive,
+        validator=positive,
         metadata={"help": "how long one call waits for another process's write lock"},
     )
 

@@ -28,10 +28,16 @@ from typing import Any
 import anyio
 import attrs
 
-from hedgeplug.config import Duration
-from hedgeplug.contracts import NodeContext
-from hedgeplug.hookspecs import hookimpl
-from hedgeplug.view import Member, View, ViewVersion
+from hedgeplug.plugin import (
+    Duration,
+    Member,
+    NodeContext,
+    View,
+    ViewVersion,
+    at_least,
+    hookimpl,
+    positive,
+)
 
 CHANNEL = "heartbeat"
 UNKNOWN_TTL = 5.0  # the lock's default ttl, for bounds asked before any lease is known
@@ -42,12 +48,12 @@ DELTA_LOG = 1024  # changes the leader keeps to answer a lagging member with a d
 class HeartbeatOptions:
     interval: Duration = attrs.field(
         default=Duration(1.0),
-        validator=attrs.validators.gt(Duration(0.0)),
+        validator=positive,
         metadata={"help": "heartbeat period"},
     )
     missed: int = attrs.field(
         default=3,
-        validator=attrs.validators.ge(1),
+        validator=at_least(1),
         metadata={"help": "beats a member may miss before the leader removes it"},
     )
     timeout: Duration | None = attrs.field(
@@ -55,7 +61,7 @@ class HeartbeatOptions:
     )
     batch: Duration = attrs.field(
         default=Duration(0.05),
-        validator=attrs.validators.ge(Duration(0.0)),
+        validator=at_least(0),
         metadata={"help": "the leader gathers changes this long before pushing them in one message"},
     )
 

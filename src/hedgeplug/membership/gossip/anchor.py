@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hedgeplug.contracts import Lease
+from hedgeplug.plugin import Lease
 
 from . import messages as wire
 

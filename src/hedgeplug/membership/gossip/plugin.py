@@ -11,9 +11,7 @@ from typing import Any
 
 import attrs
 
-from hedgeplug.config import Duration, Size
-from hedgeplug.contracts import NodeContext
-from hedgeplug.hookspecs import hookimpl
+from hedgeplug.plugin import Duration, NodeContext, Size, at_least, hookimpl, positive
 
 
 @attrs.frozen
@@ -95,18 +93,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def _positive_or_none(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attr.name} must be greater than zero")
-
-
-def _count_or_none(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{attr.name} must be zero or more")
-
-
 def _timing(help_text: str) -> Any:
-    return attrs.field(default=None, validator=_positive_or_none, metadata={"help": help_text})
+    return attrs.field(default=None, validator=positive, metadata={"help": help_text})
 
 
 @attrs.frozen
@@ -134,33 +122,33 @@ class GossipOptions:
     probe_timeout: Duration | None = _timing("wait for a direct ack before asking others")
     indirect_checks: int | None = attrs.field(
         default=None,
-        validator=_count_or_none,
+        validator=at_least(0),
         metadata={"help": "members asked to probe indirectly"},
     )
     suspicion_mult: int | None = attrs.field(
         default=None,
-        validator=_positive_or_none,
+        validator=positive,
         metadata={"help": "suspicion timeout = mult * log10(N) * probe_interval"},
     )
     suspicion_max_timeout_mult: int | None = attrs.field(
         default=None,
-        validator=_positive_or_none,
+        validator=positive,
         metadata={"help": "unconfirmed suspicions last up to this multiple of the minimum"},
     )
     awareness_max_multiplier: int | None = attrs.field(
         default=None,
-        validator=_positive_or_none,
+        validator=positive,
         metadata={"help": "cap on the local-health slow-down factor"},
     )
     gossip_interval: Duration | None = _timing("time between gossip rounds")
     gossip_nodes: int | None = attrs.field(
         default=None,
-        validator=_positive_or_none,
+        validator=positive,
         metadata={"help": "members gossiped to per round"},
     )
     retransmit_mult: int | None = attrs.field(
         default=None,
-        validator=_positive_or_none,
+        validator=positive,
         metadata={"help": "each update is sent mult * log10(N+1) times"},
     )
     push_pull_interval: Duration | None = _timing("time between full-state exchanges")
@@ -171,7 +159,7 @@ class GossipOptions:
     leave_wait: Duration | None = _timing("time a leaving node keeps gossiping its goodbye")
     packet_budget: Size | None = attrs.field(
         default=None,
-        validator=_positive_or_none,
+        validator=positive,
         metadata={"help": "bytes of piggybacked updates per message"},
     )
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from hedgeplug.view import Member, MemberState
+from hedgeplug.plugin import Member, MemberState
 
 from . import messages as wire
 

@@ -15,8 +15,7 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup
 
-from hedgeplug.contracts import Message, NodeContext
-from hedgeplug.view import Member, MemberState, View, ViewVersion
+from hedgeplug.plugin import Member, MemberState, Message, NodeContext, View, ViewVersion
 
 from . import messages as wire
 from .anchor import Anchor
