@@ -49,6 +49,7 @@ from hedgeplug.plugin import (
     StoreError,
     hookimpl,
     positive,
+    run_in_worker,
 )
 
 T = TypeVar("T")
@@ -233,44 +234,16 @@ class SqliteLock:
 
     async def _call_once(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """Run one transaction in the worker thread; a cancelled caller interrupts it."""
-        running = False
-        abandoned = False
-        outcome: list[tuple[bool, Any]] = []
+        return await run_in_worker(
+            lambda: self._transaction(work, write=write),
+            limiter=self._limiter,
+            interrupt=self._interrupt_running,
+        )
 
-        def in_thread() -> None:
-            nonlocal running
-            running = True
-            try:
-                outcome.append((True, self._transaction(work, write=write)))
-            except BaseException as exc:  # handed back to the event loop below
-                outcome.append((False, exc))
-            finally:
-                running = False
-
-        async def interrupt_when_cancelled() -> None:
-            nonlocal abandoned
-            try:
-                await anyio.sleep_forever()
-            finally:
-                conn = self._conn
-                if running and conn is not None:
-                    abandoned = True
-                    conn.interrupt()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(interrupt_when_cancelled)
-            # Not abandonable: the connection is never used by two threads at once.
-            await anyio.to_thread.run_sync(in_thread, limiter=self._limiter)
-            running = False
-            tg.cancel_scope.cancel()
-        if abandoned:
-            # Our caller was cancelled: the "interrupted" error we caused must not
-            # escape in place of the cancellation.
-            await anyio.sleep_forever()
-        ok, value = outcome[0]
-        if ok:
-            return value
-        raise value
+    def _interrupt_running(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn.interrupt()
 
     def _lease(self, row: tuple[str, str, int, float, float], now: float) -> Lease:
         holder, address, token, ttl, expires = row

@@ -19,9 +19,8 @@ import attrs
 import psycopg
 import psycopg.conninfo
 import psycopg.errors
-from hedgeplug.plugin import Duration, Lease, Row, StoreError, positive
+from hedgeplug.plugin import Duration, Lease, Row, StoreError, positive, run_in_worker
 
-from .blocking import run_cancellable
 from .schema import Statements
 
 T = TypeVar("T")
@@ -190,8 +189,9 @@ class PostgresLock:
             conn.cancel_safe(timeout=2.0)
 
     async def _call(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        return await run_cancellable(
-            lambda: self._in_thread(work), limiter=self._limiter, cancel=self._cancel_running
+        return await run_in_worker(
+            lambda: self._in_thread(work), limiter=self._limiter, interrupt=self._cancel_running,
+            interrupt_blocks=True,
         )
 
     def _lease(self, row: tuple[Any, ...]) -> Lease:
