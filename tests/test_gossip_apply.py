@@ -9,8 +9,8 @@ from random import Random
 from typing import Any
 
 from hedgeplug.membership.gossip.messages import record_to_wire
-from hedgeplug.membership.gossip.plugin import GossipOptions, resolve
 from hedgeplug.membership.gossip.protocol import Gossip
+from hedgeplug.membership.gossip.settings import GossipOptions, resolve
 from hedgeplug.view import Member, MemberState, View
 
 ALIVE, SUSPECT, DEAD, LEFT = (
@@ -252,7 +252,7 @@ def test_one_gossip_target_is_among_the_members_heard_from_most_recently() -> No
     for mid in ("m1", "m2", "m3", "m4", "m5", "m6"):
         g.heard_from(mid)
     recent = {"m1", "m2", "m3", "m4", "m5", "m6"}
-    rounds = [g.gossip_targets(g.table.live_others()) for _ in range(50)]  # type: ignore[union-attr]
+    rounds = [g.dissemination.targets(g.table.live_others()) for _ in range(50)]  # type: ignore[union-attr]
     assert all(len({m.id for m in r}) == 3 and r[0].id in recent for r in rounds)
     # The others stay random: over 50 rounds they reach well beyond the recent six.
     assert len({m.id for r in rounds for m in r[1:]} - recent) > 20

@@ -14,7 +14,7 @@ import trio.testing
 
 from hedgeplug import open_node
 from hedgeplug.lock.memory import new_store
-from hedgeplug.membership.gossip.plugin import PROFILES
+from hedgeplug.membership.gossip.settings import PROFILES
 from hedgeplug.membership.gossip.suspicion import suspicion_bounds
 from hedgeplug.node import Node
 from hedgeplug.registry import Registry

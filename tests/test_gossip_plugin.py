@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hedgeplug import ConfigError, load_config
-from hedgeplug.membership.gossip.plugin import PROFILES, GossipOptions, resolve
+from hedgeplug.membership.gossip.settings import PROFILES, GossipOptions, resolve
 from hedgeplug.registry import Registry
 
 REGISTRY = Registry.load()

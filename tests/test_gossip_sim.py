@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hedgeplug.membership.gossip.plugin import PROFILES
+from hedgeplug.membership.gossip.settings import PROFILES
 from hedgeplug.membership.gossip.suspicion import suspicion_bounds
 from hedgeplug.sim.harness import Result, Simulation
 from hedgeplug.sim.network import Latency

@@ -11,16 +11,14 @@ from typing import Any
 import anyio
 import attrs
 
-from hedgeplug.contracts import NodeContext, Reply
-from hedgeplug.hookspecs import hookimpl
-from hedgeplug.view import Member
+from hedgeplug.plugin import Member, NodeContext, Reply, at_least, hookimpl
 
 
 @attrs.frozen
 class DirectOptions:
     concurrency: int = attrs.field(
         default=64,
-        validator=attrs.validators.ge(1),
+        validator=at_least(1),
         metadata={"help": "requests in flight at once"},
     )
 

@@ -16,10 +16,7 @@ from typing import Any
 import anyio
 import attrs
 
-from hedgeplug.config import Duration
-from hedgeplug.contracts import Lease, Row
-from hedgeplug.errors import StoreError
-from hedgeplug.hookspecs import hookimpl
+from hedgeplug.plugin import Duration, Lease, Row, StoreError, hookimpl
 
 
 @attrs.define

@@ -22,32 +22,38 @@ convergence the same.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import anyio
 import attrs
 
-from hedgeplug.config import Duration
-from hedgeplug.contracts import NodeContext
-from hedgeplug.hookspecs import hookimpl
-from hedgeplug.view import Member, View, ViewVersion
+from hedgeplug.plugin import (
+    Duration,
+    Member,
+    NodeContext,
+    View,
+    ViewVersion,
+    at_least,
+    hookimpl,
+    positive,
+)
+
+from .leader_view import LeaderState
 
 CHANNEL = "heartbeat"
 UNKNOWN_TTL = 5.0  # the lock's default ttl, for bounds asked before any lease is known
-DELTA_LOG = 1024  # changes the leader keeps to answer a lagging member with a delta
 
 
 @attrs.frozen
 class HeartbeatOptions:
     interval: Duration = attrs.field(
         default=Duration(1.0),
-        validator=attrs.validators.gt(Duration(0.0)),
+        validator=positive,
         metadata={"help": "heartbeat period"},
     )
     missed: int = attrs.field(
         default=3,
-        validator=attrs.validators.ge(1),
+        validator=at_least(1),
         metadata={"help": "beats a member may miss before the leader removes it"},
     )
     timeout: Duration | None = attrs.field(
@@ -55,60 +61,9 @@ class HeartbeatOptions:
     )
     batch: Duration = attrs.field(
         default=Duration(0.05),
-        validator=attrs.validators.ge(Duration(0.0)),
+        validator=at_least(0),
         metadata={"help": "the leader gathers changes this long before pushing them in one message"},
     )
-
-
-@attrs.frozen
-class _Change:
-    seq: int
-    joined: tuple[Member, ...]
-    left: tuple[str, ...]
-
-
-class _LeaderState:
-    """What the leader knows while it holds one token."""
-
-    def __init__(self, token: int, members: dict[str, Member], now: float) -> None:
-        self.token = token
-        self.seq = 1
-        self.members = members
-        self.last_seen = {mid: now for mid in members}
-        self.changes: deque[_Change] = deque(maxlen=DELTA_LOG)
-
-    @property
-    def version(self) -> ViewVersion:
-        return ViewVersion(self.token, self.seq)
-
-    def view(self) -> View:
-        return View(tuple(self.members.values()), self.version)
-
-    def apply(self, joined: list[Member], left: list[str]) -> _Change | None:
-        joined = [m for m in joined if self.members.get(m.id) != m]
-        left = [mid for mid in left if mid in self.members]
-        if not joined and not left:
-            return None
-        for m in joined:
-            self.members[m.id] = m
-        for mid in left:
-            del self.members[mid]
-            self.last_seen.pop(mid, None)
-        self.seq += 1
-        change = _Change(self.seq, tuple(joined), tuple(left))
-        self.changes.append(change)
-        return change
-
-    def changes_since(self, version: ViewVersion) -> list[_Change] | None:
-        """The changes after `version`, or None when a full view is needed."""
-        if version.token != self.token or version.seq > self.seq:
-            return None
-        if version.seq == self.seq:
-            return []
-        wanted = [c for c in self.changes if c.seq > version.seq]
-        if not wanted or wanted[0].seq != version.seq + 1:
-            return None
-        return wanted
 
 
 def _members_wire(members: Any) -> list[Any]:
@@ -121,7 +76,7 @@ class Heartbeat:
         self.ctx = ctx
         self.channel = ctx.channel(CHANNEL)
         self.channel.handle(self._on_message)
-        self._lead: _LeaderState | None = None
+        self._lead: LeaderState | None = None
         self._last_leader: str | None = None  # holder we last saw before taking over
         self._beat_now = anyio.Event()
         self._leaving = False
@@ -236,7 +191,7 @@ class Heartbeat:
 
     # ------------------------------------------------------------ leader
 
-    def _take_over(self, token: int) -> _LeaderState:
+    def _take_over(self, token: int) -> LeaderState:
         now = self.ctx.now()
         members = {m.id: m for m in self.ctx.view.live}
         # The previous holder lost the lease: it crashed or stepped down. If it
@@ -245,7 +200,7 @@ class Heartbeat:
             members.pop(self._last_leader, None)
         me = self._me()
         members[me.id] = me
-        state = _LeaderState(token, members, now)
+        state = LeaderState(token, members, now)
         self.ctx.log.info("leading view %s with %d members", state.version, len(members))
         return state
 

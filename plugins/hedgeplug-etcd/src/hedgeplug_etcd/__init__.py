@@ -11,10 +11,7 @@ import ssl
 from typing import Any
 
 import attrs
-from hedgeplug.config import Duration
-from hedgeplug.contracts import NodeContext
-from hedgeplug.errors import ConfigError
-from hedgeplug.hookspecs import hookimpl
+from hedgeplug.plugin import ConfigError, Duration, NodeContext, hookimpl, positive
 
 from .gateway import GatewayClient
 from .lock import EtcdLock, lease_seconds
@@ -35,11 +32,6 @@ def _check_file(_inst: Any, attr: attrs.Attribute, value: str | None) -> None:
         raise ValueError(f"'{attr.name}' {value!r} is not a readable file")
 
 
-def _check_positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"'{attr.name}' must be greater than zero")
-
-
 @attrs.frozen
 class EtcdOptions:
     """[lock] keys for ``use = "etcd"``."""
@@ -52,7 +44,7 @@ class EtcdOptions:
         default="hedgeplug/", metadata={"help": "key prefix; the lock is <prefix><lock name>/lock"}
     )
     timeout: Duration = attrs.field(
-        default=Duration(3.0), validator=_check_positive,
+        default=Duration(3.0), validator=positive,
         metadata={"help": "bound on one call to etcd"},
     )
     ca_file: str | None = attrs.field(

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
-from hedgeplug.errors import StoreError
+from hedgeplug.plugin import StoreError
 
 # gRPC status codes the gateway puts in its error bodies.
 _UNAUTHENTICATED = 16

@@ -21,8 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from hedgeplug.contracts import Lease, Row
-from hedgeplug.errors import StoreError
+from hedgeplug.plugin import Lease, Row, StoreError
 
 from .gateway import GatewayClient, b64, num, prefix_end, unb64
 

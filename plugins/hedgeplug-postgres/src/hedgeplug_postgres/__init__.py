@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hedgeplug.contracts import NodeContext
-from hedgeplug.errors import ConfigError
-from hedgeplug.hookspecs import hookimpl
+from hedgeplug.plugin import ConfigError, NodeContext, hookimpl
 
 from .lock import PostgresLock, PostgresOptions, WatchingPostgresLock, describe_dsn
 from .schema import Statements

@@ -19,11 +19,8 @@ import attrs
 import psycopg
 import psycopg.conninfo
 import psycopg.errors
-from hedgeplug.config import Duration
-from hedgeplug.contracts import Lease, Row
-from hedgeplug.errors import StoreError
+from hedgeplug.plugin import Duration, Lease, Row, StoreError, positive, run_in_worker
 
-from .blocking import run_cancellable
 from .schema import Statements
 
 T = TypeVar("T")
@@ -44,11 +41,6 @@ def _identifier(_inst: Any, attr: attrs.Attribute, value: str) -> None:
         raise ValueError(f"must be at most {limit} bytes (PostgreSQL truncates longer names)", attr)
 
 
-def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError("must be greater than zero", attr)  # attr: config names the key
-
-
 @attrs.frozen
 class PostgresOptions:
     """[lock] keys for ``use = "postgres"``."""
@@ -66,10 +58,10 @@ class PostgresOptions:
         default=True, metadata={"help": "create the tables on first use (needs CREATE on the schema)"}
     )
     connect_timeout: Duration = attrs.field(
-        default=Duration(5.0), validator=_positive, metadata={"help": "bound on opening a connection"}
+        default=Duration(5.0), validator=positive, metadata={"help": "bound on opening a connection"}
     )
     statement_timeout: Duration = attrs.field(
-        default=Duration(5.0), validator=_positive,
+        default=Duration(5.0), validator=positive,
         metadata={"help": "server-side bound on one statement (backstop for cancellation)"},
     )
     watch: bool = attrs.field(
@@ -197,8 +189,9 @@ class PostgresLock:
             conn.cancel_safe(timeout=2.0)
 
     async def _call(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        return await run_cancellable(
-            lambda: self._in_thread(work), limiter=self._limiter, cancel=self._cancel_running
+        return await run_in_worker(
+            lambda: self._in_thread(work), limiter=self._limiter, interrupt=self._cancel_running,
+            interrupt_blocks=True,
         )
 
     def _lease(self, row: tuple[Any, ...]) -> Lease:

@@ -10,9 +10,7 @@ import os
 from typing import Any
 
 import attrs
-from hedgeplug.config import Duration
-from hedgeplug.contracts import NodeContext
-from hedgeplug.hookspecs import hookimpl
+from hedgeplug.plugin import Duration, NodeContext, hookimpl, positive
 
 from .lock import TABLE_NAME_RE, SpannerLock, lease_ddl, rows_ddl
 from .store import SpannerStore
@@ -30,11 +28,6 @@ def _check_table(_inst: Any, attr: attrs.Attribute, value: str) -> None:
     if not TABLE_NAME_RE.match(value):
         raise ValueError(f"'{attr.name}' {value!r} is not a valid table name (letters, digits "
                          "and underscores, starting with a letter)")
-
-
-def _check_positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"'{attr.name}' must be greater than zero")
 
 
 @attrs.frozen
@@ -55,13 +48,13 @@ class SpannerOptions:
     create_table: bool = attrs.field(
         default=False, metadata={"help": "create missing tables on first use (needs DDL rights)"}
     )
-    timeout: Duration = attrs.field(default=Duration(5.0), validator=_check_positive,
+    timeout: Duration = attrs.field(default=Duration(5.0), validator=positive,
                                     metadata={"help": "bound on one lock or row call"})
-    ddl_timeout: Duration = attrs.field(default=Duration(300.0), validator=_check_positive,
+    ddl_timeout: Duration = attrs.field(default=Duration(300.0), validator=positive,
                                         metadata={"help": "bound on creating the tables"})
-    watch_interval: Duration = attrs.field(default=Duration(0.25), validator=_check_positive,
+    watch_interval: Duration = attrs.field(default=Duration(0.25), validator=positive,
                                            metadata={"help": "how often watch() polls the row"})
-    threads: int = attrs.field(default=4, validator=_check_positive,
+    threads: int = attrs.field(default=4, validator=positive,
                                metadata={"help": "worker threads per backend for the client"})
 
     def __attrs_post_init__(self) -> None:

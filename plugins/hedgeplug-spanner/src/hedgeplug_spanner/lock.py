@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from hedgeplug.contracts import Lease, Row
+from hedgeplug.plugin import Lease, Row
 
 from .store import SpannerStore
 

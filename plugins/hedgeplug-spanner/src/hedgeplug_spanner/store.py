@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
-from hedgeplug.errors import StoreError
+from hedgeplug.plugin import StoreError
 
 T = TypeVar("T")
 

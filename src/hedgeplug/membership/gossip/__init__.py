@@ -2,12 +2,13 @@
 
 One module per concern: state (member table and merge rule), messages (wire
 checks), probe, suspicion, awareness, queue (dissemination), pushpull,
-anchor (split-free join and healing), protocol (wiring), plugin (options).
+anchor (split-free join and healing), protocol (wiring), settings (options,
+profiles and bounds), plugin (registration).
 """
 
 from __future__ import annotations
 
-from .plugin import GossipOptions, Settings, resolve
 from .protocol import Gossip
+from .settings import GossipOptions, Settings, resolve
 
 __all__ = ["Gossip", "GossipOptions", "Settings", "resolve"]

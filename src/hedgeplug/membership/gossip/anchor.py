@@ -19,21 +19,20 @@ does (used to show the split the anchoring prevents).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
-from hedgeplug.contracts import Lease
+from hedgeplug.plugin import Lease
 
 from . import messages as wire
-
-if TYPE_CHECKING:
-    from .protocol import Gossip
+from .host import GossipHost
 
 FIRST_RETRY = 0.2
 
 
 class Anchor:
-    def __init__(self, gossip: Gossip) -> None:
+    def __init__(self, gossip: GossipHost, exchange: Callable[..., Awaitable[bool]]) -> None:
         self.gossip = gossip
+        self.exchange = exchange  # a full-state exchange with an address (PushPull.exchange)
         self.mismatch_since: float | None = None
         self.joined = False
 
@@ -70,7 +69,7 @@ class Anchor:
         lease = await self.holder() if self.anchored and g.settings.anchor_join else None
         targets = self.join_targets(lease)
         for address in targets:
-            if await g.pushpull.exchange(address, join=True):
+            if await self.exchange(address, join=True):
                 g.count("joined")
                 return True
         if targets:
@@ -115,7 +114,7 @@ class Anchor:
         if known is None or not known.live or known.address != lease.address:
             self.mismatch_since = None
             g.count("heal.missing")
-            await g.pushpull.exchange(lease.address)
+            await self.exchange(lease.address)
             return "merged-missing"
         reply = await g.request(lease.address, {"t": wire.DIGEST}, g.settings.push_pull_timeout)
         theirs = reply.get("d") if isinstance(reply, dict) else None
@@ -134,5 +133,5 @@ class Anchor:
             return "differs"
         self.mismatch_since = None
         g.count("heal.digest")
-        await g.pushpull.exchange(lease.address)
+        await self.exchange(lease.address)
         return "merged-digest"

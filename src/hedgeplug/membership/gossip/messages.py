@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from hedgeplug.view import Member, MemberState
+from hedgeplug.plugin import Member, MemberState
 
 PING = "ping"
 ACK = "ack"

@@ -12,16 +12,14 @@ all our timeouts grow with it.
 from __future__ import annotations
 
 from random import Random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
-from hedgeplug.view import Member, MemberState
+from hedgeplug.plugin import Member, MemberState
 
 from . import messages as wire
-
-if TYPE_CHECKING:
-    from .protocol import Gossip
+from .host import GossipHost
 
 # A relay answers with a nack before the asker gives up on it (memberlist uses 80%).
 RELAY_SHARE = 0.8
@@ -54,7 +52,7 @@ class ProbeOrder:
 
 
 class Prober:
-    def __init__(self, gossip: Gossip) -> None:
+    def __init__(self, gossip: GossipHost) -> None:
         self.gossip = gossip
         self.order = ProbeOrder(gossip.ctx.random)
 

@@ -9,45 +9,26 @@ news spreads on the next messages whoever learned it first.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import attrs
 from anyio.abc import TaskGroup
 
-from hedgeplug.contracts import Message, NodeContext
-from hedgeplug.view import Member, MemberState, View, ViewVersion
+from hedgeplug.plugin import Member, MemberState, Message, NodeContext, View, ViewVersion
 
 from . import messages as wire
 from .anchor import Anchor
 from .awareness import Awareness
+from .dissemination import Dissemination
 from .probe import Prober
 from .pushpull import PushPull
 from .queue import TransmitQueue
+from .settings import Settings, stated_bounds
 from .state import GONE, MemberTable
 from .suspicion import Suspicions
 
-if TYPE_CHECKING:
-    from .plugin import Settings
-
 CHANNEL = "gossip"
-
-
-def stated_bounds(s: Settings, n: int) -> dict[str, float]:
-    """Detection: one probe pass over the n members (the victim is probed by
-    the last prober to reach it at worst), the longest suspicion, the
-    last-chance ping, and the spread of the death. Convergence after the
-    last change: a crash's detection, or a join repaired by an anchor check,
-    whichever is longer."""
-    from .queue import retransmit_limit
-    from .suspicion import suspicion_bounds
-
-    n = max(1, n)
-    _, longest = suspicion_bounds(n, s.probe_interval, s.suspicion_mult, s.suspicion_max_timeout_mult)
-    spread = retransmit_limit(s.retransmit_mult, n) * s.gossip_interval
-    detection = n * s.probe_interval + longest + s.probe_interval + spread
-    join = 1.1 * s.anchor_interval + s.heal_after + s.push_pull_timeout + spread
-    return {"detection": detection, "convergence": max(detection, join)}
 
 
 class Gossip:
@@ -62,7 +43,8 @@ class Gossip:
         self.suspicions = Suspicions(settings.suspicion_mult, settings.suspicion_max_timeout_mult)
         self.prober = Prober(self)
         self.pushpull = PushPull(self)
-        self.anchor = Anchor(self)
+        self.anchor = Anchor(self, self.pushpull.exchange)
+        self.dissemination = Dissemination(self)
         self.table: MemberTable | None = None
         self.leaving = False
         self._dirty = False
@@ -89,7 +71,7 @@ class Gossip:
         async with anyio.create_task_group() as tg:
             self._tasks = tg
             tg.start_soon(self.prober.run)
-            tg.start_soon(self._gossip_loop)
+            tg.start_soon(self.dissemination.run)
             tg.start_soon(self.pushpull.run)
             tg.start_soon(self.anchor.run)
 
@@ -108,7 +90,7 @@ class Gossip:
         with anyio.move_on_after(self.settings.leave_wait):
             # A goodbye to every live member is cheap and makes the leave visible in one round.
             for member in table.live_others():
-                await self._send(member.address, goodbye)
+                await self.send(member.address, goodbye)
         await self.ctx.sleep(self.settings.leave_wait)
 
     async def set_meta(self, meta: dict[str, str]) -> None:
@@ -347,7 +329,7 @@ class Gossip:
                 self.absorb(payload.get("u"))
                 accused = self.accusation(msg.sender)
                 if accused is not None:
-                    await self._send(
+                    await self.send(
                         accused.address, {"t": wire.GOSSIP, "u": [self._record(accused)]}
                     )
                 return None
@@ -386,7 +368,7 @@ class Gossip:
             records.insert(0, self._record(accused))
         return {"t": wire.ACK, "ok": True, "u": records}
 
-    async def _send(self, address: str, payload: Any) -> None:
+    async def send(self, address: str, payload: Any) -> None:
         try:
             await self.channel.send(address, payload)
         except Exception as exc:  # best effort by contract; never let a send kill a loop
@@ -401,47 +383,3 @@ class Gossip:
             except Exception as exc:
                 self.ctx.log.debug("gossip: request to %s failed: %s", address, exc)
         return None
-
-    # ------------------------------------------------------------ dissemination
-
-    async def _gossip_loop(self) -> None:
-        s = self.settings
-        while True:
-            await self.ctx.sleep(s.gossip_interval)
-            try:
-                await self.gossip_round()
-            except Exception:
-                self.count("errors")
-                self.ctx.log.exception("gossip round failed")
-
-    def gossip_targets(self, candidates: list[Member]) -> list[Member]:
-        """`gossip_nodes` random candidates, one of them among the members we
-        heard from most recently when there are such. After a mass crash
-        random targets are mostly dead and the news (which members are
-        suspect or dead) would barely reach the survivors, each of which
-        would then have to find every victim itself."""
-        k = min(self.settings.gossip_nodes, len(candidates))
-        heard = sorted(
-            ((self.heard[m.id], m.id, m) for m in candidates if m.id in self.heard and m.live),
-            reverse=True,
-        )
-        best = [m for _, _, m in heard[: 2 * k]]
-        first = [self.ctx.random.choice(best)] if best and k else []
-        rest = [m for m in candidates if m not in first]
-        return first + self.ctx.random.sample(rest, k - len(first))
-
-    async def gossip_round(self) -> None:
-        table = self.start()
-        self.expire_suspicions()
-        self.publish()
-        if not len(self.queue):
-            return
-        now = self.ctx.now()
-        candidates = table.live_others() + table.recently_gone(now, self.settings.dead_retention)
-        if not candidates:
-            return
-        for target in self.gossip_targets(candidates):
-            records = self.piggyback()
-            if not records:
-                break
-            await self._send(target.address, {"t": wire.GOSSIP, "u": records})

@@ -11,12 +11,10 @@ them over a stream by itself.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import messages as wire
-
-if TYPE_CHECKING:
-    from .protocol import Gossip
+from .host import GossipHost
 
 SCALE_THRESHOLD = 32
 
@@ -29,7 +27,7 @@ def push_pull_scale(interval: float, cluster_size: int) -> float:
 
 
 class PushPull:
-    def __init__(self, gossip: Gossip) -> None:
+    def __init__(self, gossip: GossipHost) -> None:
         self.gossip = gossip
 
     def state(self) -> list[list[Any]]:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 
 import attrs
 
-from hedgeplug.view import Member, MemberState
+from hedgeplug.plugin import Member, MemberState
 
 # Higher rank wins at equal incarnation: an accusation beats the older claim
 # of health, a confirmed death beats a suspicion, a goodbye beats everything.
