@@ -163,7 +163,7 @@ def test_config_error_in_a_real_process_has_no_traceback(tmp_path):
     ("argv", "expected"),
     [
         (["status"], "--address"),
-        (["status", "--address", "localhost"], "HOST:PORT"),
+        (["status", "--address", "localhost"], "host:port"),
         (["status", "--address", "127.0.0.1:99999"], "65535"),
         (["status", "--address", "::1:80"], "brackets"),
         (["status", "--address", "127.0.0.1:1", "--timeout", "soon"], "duration"),
