@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from ..options import Duration, fraction, positive
+from .convert import convert, field_types
 
 SECTIONS = ("node", "lock", "transport", "membership", "broadcast")
 PLUGIN_KINDS = ("lock", "transport", "membership", "broadcast")
@@ -128,10 +129,17 @@ class Config:
         return attrs.evolve(self, node=attrs.evolve(self.node, **changes))
 
     def with_options(self, kind: str, **changes: Any) -> Config:
-        """A copy with some of section `kind`'s values changed (typed values,
-        core or plugin keys); validators run again."""
+        """A copy with some of section `kind`'s values changed (core or plugin
+        keys), each converted to its field's type; validators run again."""
         section = self.section(kind)
-        core_names = {f.name for f in attrs.fields(type(section.core))}
-        core = attrs.evolve(section.core, **{k: v for k, v in changes.items() if k in core_names})
-        options = attrs.evolve(section.options, **{k: v for k, v in changes.items() if k not in core_names})
+        core_types, option_types = field_types(type(section.core)), field_types(type(section.options))
+        unknown = set(changes) - set(core_types) - set(option_types)
+        if unknown:
+            raise ValueError(f"[{kind}] {section.use!r} has no option {', '.join(sorted(unknown))}")
+        core = attrs.evolve(section.core, **{
+            k: convert(core_types[k], v, from_text=False) for k, v in changes.items() if k in core_types
+        })
+        options = attrs.evolve(section.options, **{
+            k: convert(option_types[k], v, from_text=False) for k, v in changes.items() if k not in core_types
+        })
         return attrs.evolve(self, **{kind: attrs.evolve(section, core=core, options=options)})

@@ -17,7 +17,6 @@ from typing import Any
 from hedgeplug.config import parse_duration
 from hedgeplug.errors import ConfigError, HedgeplugError
 
-from . import bench as bench  # `hedgeplug bench` (the command table names sim.cli:bench)
 from .harness import JOIN_RULES, Result, Simulation
 from .report import format_result, format_runs, plot, to_json
 from .scenarios import builtin_scenarios, load_scenario
