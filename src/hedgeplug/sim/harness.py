@@ -25,6 +25,7 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
+from hedgeplug.config import Config
 from hedgeplug.contracts import StatesBounds
 from hedgeplug.errors import HedgeplugError
 from hedgeplug.events import LeaderChanged, MembersChanged
@@ -168,6 +169,7 @@ class Simulation:
         verbose: bool = False,
         max_wall: float | None = None,
         max_nodes: int = MAX_NODES,
+        config: Config | None = None,
     ) -> None:
         if join_rule not in JOIN_RULES:
             raise ValueError(f"join rule must be one of {', '.join(JOIN_RULES)}, got {join_rule!r}")
@@ -176,6 +178,10 @@ class Simulation:
         self.membership_options = dict(membership_options or {})
         self.ttl = ttl
         self.lock_options = dict(lock_options or {})
+        # A typed Config (from `hedgeplug sim`) replaces the four arguments above.
+        self.base_config = config
+        if config is not None:
+            self.membership, self.ttl = config.membership.use, config.election.ttl
         self.latency = latency
         self.sample_every = sample_every
         self.join_rule = join_rule
@@ -291,7 +297,14 @@ class Simulation:
                 times.append(sn.calm_since)
         return max(times)
 
-    def _config(self, node_id: str, seeds: list[str]) -> dict[str, Any]:
+    def _config(self, node_id: str, seeds: list[str]) -> dict[str, Any] | Config:
+        if self.base_config is not None:
+            config = self.base_config.with_node(
+                id=node_id, cluster=CLUSTER, seed=derive_seed(self.seed, node_id)
+            )
+            if seeds and self._seeds_supported:
+                config = config.with_options("membership", seeds=seeds)
+            return config
         membership = {"use": self.membership, **self.membership_options}
         # Another lock than the memory one (a test's broken lock) gets no store option.
         lock: dict[str, Any] = {"use": "memory", "ttl": self.ttl, **self.lock_options}
@@ -343,7 +356,7 @@ class Simulation:
         return sn
 
     async def _node_main(
-        self, sn: SimNode, config: dict[str, Any], *, task_status: TaskStatus[None]
+        self, sn: SimNode, config: dict[str, Any] | Config, *, task_status: TaskStatus[None]
     ) -> None:
         started = False
         try:
