@@ -88,12 +88,12 @@ def describe_members(event: MembersChanged) -> str:
     return f"members: {'; '.join(parts)}; view {view.version} has {len(view)} members"
 
 
-async def _log_events(node: Node) -> None:
-    async for event in node.events():
-        if isinstance(event, LeaderChanged):
-            log.info("%s", describe_leader(event))
-        elif isinstance(event, MembersChanged):
-            log.info("%s", describe_members(event))
+def log_events(node: Node) -> None:
+    """Log leader and membership changes. Registered as callbacks at once,
+    before the node's tasks first run, so even the first change is logged
+    (an iterator task would subscribe only when it is first scheduled)."""
+    node.on_leader_changed(lambda event: log.info("%s", describe_leader(event)))
+    node.on_members_changed(lambda event: log.info("%s", describe_members(event)))
 
 
 def install_echo_handlers(node: Node) -> None:
@@ -146,9 +146,9 @@ async def serve(config: Config, registry: Registry, parent: int | None = None) -
     # out: a parent may signal or die the moment it has read it.
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_node(config, registry=registry) as node:
+            log_events(node)
             install_echo_handlers(node)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_log_events, node)
                 if parent is not None:
                     tg.start_soon(_stop_when_parent_exits, parent, tg.cancel_scope)
                 print(

@@ -99,8 +99,11 @@ def build_options(
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        key = _guess_key(exc, types_)
-        where = _where(raw[key].origin, section, key) if key in raw else f"[{section}]" + (f" {key}" if key else "")
+        guessed = _guess_key(exc, types_)
+        if guessed is not None and guessed in raw:
+            where = _where(raw[guessed].origin, section, guessed)
+        else:
+            where = f"[{section}]" + (f" {guessed}" if guessed else "")
         errors.add(where, str(exc.args[0]) if exc.args else str(exc))
         return None
 

@@ -142,4 +142,5 @@ class Config:
         options = attrs.evolve(section.options, **{
             k: convert(option_types[k], v, from_text=False) for k, v in changes.items() if k not in core_types
         })
-        return attrs.evolve(self, **{kind: attrs.evolve(section, core=core, options=options)})
+        replaced: dict[str, Any] = {kind: attrs.evolve(section, core=core, options=options)}
+        return attrs.evolve(self, **replaced)
