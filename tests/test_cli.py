@@ -575,6 +575,9 @@ def test_a_flag_and_a_set_of_the_same_key_exit_2_naming_both(capsys) -> None:
     assert main(["demo", "--duration", "1", "--ttl", "3s", "--set", "lock.ttl=5s"]) == 2
     err = capsys.readouterr().err
     assert "--ttl" in err and "--set lock.ttl" in err
+    assert main(["sim", "leader-kill", "--ttl", "3s", "-o", "lock.ttl=5s"]) == 2
+    err = capsys.readouterr().err
+    assert "--ttl" in err and "-o lock.ttl" in err
 
 
 def test_bind_on_a_transport_without_a_bind_option_names_the_flag(capsys) -> None:

@@ -19,12 +19,12 @@ import anyio
 import attrs
 from anyio.abc import Process
 
+# What `hedgeplug run` prints when ready, and the variable naming the pid it watches.
+from ..cli.run import DIE_WITH_PARENT, READY_PREFIX
 from ..config import SECTIONS
 from ..errors import HedgeplugError
 
-READY_RE = re.compile(r"^hedgeplug: listening on (?P<address>\S+) id=(?P<id>\S+)")
-# The child stops when this pid is gone (read by `hedgeplug run`).
-DIE_WITH_PARENT = "HEDGEPLUG_DIE_WITH_PARENT"
+READY_RE = re.compile("^" + re.escape(READY_PREFIX) + r"(?P<address>\S+) id=(?P<id>\S+)")
 
 
 class ProcessError(HedgeplugError):
