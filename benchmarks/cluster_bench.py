@@ -29,8 +29,8 @@ from typing import Any
 import anyio
 
 from hedgeplug import open_node
+from hedgeplug.processes import NodeProcess, ProcessCluster
 from hedgeplug.stats import percentile
-from hedgeplug.testing.processes import NodeProcess, ProcessCluster
 
 TTL = 3.0
 INTERVAL = 1.0
@@ -191,15 +191,11 @@ class Bench:
     # ------------------------------------------------------------ messaging
 
     async def messaging(self) -> None:
-        overrides = [
-            *self.cluster.overrides,
-            f"node.cluster={CLUSTER}",
-            "node.id=bench-client",
-            "transport.bind=127.0.0.1:0",
-        ]
+        # The cluster's own typed Config, as one more member in this process.
+        config = self.cluster.config.with_node(id="bench-client")
         await self.agreed()
         self.cluster.external.add("bench-client")  # expected in every view from now on
-        async with open_node(overrides=overrides) as node:
+        async with open_node(config) as node:
             node.on_broadcast(lambda payload: payload)
             lease = await node.wait_leader(PHASE_TIMEOUT)
             assert lease.holder != node.id, "the bench node must not lead"

@@ -82,3 +82,10 @@ def test_detect_times_a_killed_follower_gone_from_every_view_over_udp(capsys) ->
 def test_bench_rejects_an_unknown_transport(capsys) -> None:  # noqa: ANN001
     assert main(["bench", "detect", "--transport", "carrier-pigeon"]) == 2
     assert "--transport" in capsys.readouterr().err
+
+
+def test_bench_flag_and_set_of_one_key_is_an_error_naming_both(capsys) -> None:  # noqa: ANN001
+    argv = ["bench", "idle", "--membership", "gossip", "--set", "membership.use=heartbeat"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--membership" in err and "--set membership.use" in err

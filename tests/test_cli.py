@@ -163,7 +163,7 @@ def test_config_error_in_a_real_process_has_no_traceback(tmp_path):
     ("argv", "expected"),
     [
         (["status"], "--address"),
-        (["status", "--address", "localhost"], "HOST:PORT"),
+        (["status", "--address", "localhost"], "host:port"),
         (["status", "--address", "127.0.0.1:99999"], "65535"),
         (["status", "--address", "::1:80"], "brackets"),
         (["status", "--address", "127.0.0.1:1", "--timeout", "soon"], "duration"),
@@ -377,7 +377,10 @@ def test_a_key_the_cluster_does_not_use_is_refused_and_counted(cluster, portal):
 def test_process_kit_reports_a_child_that_fails_to_start(portal, tmp_path):
     from hedgeplug.testing.processes import ProcessError
 
-    broken = ProcessCluster(tmp_path, cluster="cli-broken", overrides=["lock.ttl=whenever"])
+    # The parent reads its config fine; the child gets a bad setting of its own.
+    broken = ProcessCluster(
+        tmp_path, cluster="cli-broken", extra_args=["--set", "lock.ttl=whenever"]
+    )
     try:
         with pytest.raises(ProcessError) as info:
             portal.call(broken.start, 1)
@@ -447,7 +450,7 @@ def test_children_of_a_killed_parent_stop_by_themselves(tmp_path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(f"""
         import subprocess, sys, os, time
-        env = dict(os.environ, HEDGEPLUG_DIE_WITH_PARENT="1")
+        env = dict(os.environ, HEDGEPLUG_DIE_WITH_PARENT=str(os.getpid()))
         child = subprocess.Popen(
             [sys.executable, "-m", "hedgeplug", "run", "--bind", "127.0.0.1:0",
              "--set", "lock.path={tmp_path / 'lock.db'}"],
@@ -475,3 +478,109 @@ def test_children_of_a_killed_parent_stop_by_themselves(tmp_path) -> None:
     else:
         os.kill(child_pid, signal.SIGKILL)
         raise AssertionError("the node outlived its killed parent")
+
+
+def test_a_node_whose_parent_died_before_it_started_does_not_start(tmp_path) -> None:
+    """The parent pid comes in the environment, so a parent gone even before
+    the child's interpreter is up is noticed at once."""
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(f"""
+        import subprocess, sys, os
+        env = dict(os.environ, HEDGEPLUG_DIE_WITH_PARENT=str(os.getpid()))
+        child = subprocess.Popen(
+            [sys.executable, "-m", "hedgeplug", "run", "--bind", "127.0.0.1:0",
+             "--set", "lock.path={tmp_path / 'lock.db'}"],
+            stdout=open({str(tmp_path / 'child.out')!r}, "w"), env=env)
+        print(child.pid, flush=True)
+        os._exit(0)
+    """))
+    parent = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30
+    )
+    child_pid = int(parent.stdout)
+    for _ in range(300):  # up to 30 s: the child's interpreter start and imports
+        if not _alive(child_pid):
+            break
+        import time
+
+        time.sleep(0.1)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+        raise AssertionError("the node started although its parent was gone")
+    assert "listening on" not in (tmp_path / "child.out").read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")  # a zombie (exited, not yet reaped) counts as gone
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+# Runs the real command and, at exit, writes every module it had loaded.
+MODULES_PROBE = """
+import atexit, json, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+from hedgeplug.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_run_imports_neither_the_simulator_nor_the_test_kit(tmp_path) -> None:
+    out = tmp_path / "modules.json"
+    process = subprocess.Popen(
+        [sys.executable, "-c", MODULES_PROBE, str(out), "run", "--bind", "127.0.0.1:0",
+         "--set", f"lock.path={tmp_path / 'lock.db'}"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("hedgeplug: listening on ")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    modules = set(json.loads(out.read_text()))
+    assert {"hedgeplug.cli.run", "hedgeplug.node"} <= modules  # the probe sees the run path
+    unwanted = sorted(m for m in modules if m.startswith(("hedgeplug.sim", "hedgeplug.testing")))
+    assert not unwanted, unwanted
+    others = {"hedgeplug.cli.demo", "hedgeplug.cli.bench", "hedgeplug.processes"}
+    assert not modules & others, modules & others
+
+
+def test_version_imports_no_command_module(tmp_path) -> None:
+    out = tmp_path / "modules.json"
+    result = subprocess.run(
+        [sys.executable, "-c", MODULES_PROBE, str(out), "--version"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0 and result.stdout.startswith("hedgeplug "), result.stderr
+    modules = set(json.loads(out.read_text()))
+    assert "hedgeplug.cli" in modules
+    assert not {m for m in modules if m.startswith("hedgeplug.cli.")}, modules
+
+
+def test_a_flag_and_a_set_of_the_same_key_exit_2_naming_both(capsys) -> None:
+    assert main(["run", "--bind", "127.0.0.1:0", "--set", "transport.bind=127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "--bind" in err and "--set transport.bind" in err and "[transport] bind" in err
+    assert main(["run", "--id", "a", "--set", "node.id=b"]) == 2
+    err = capsys.readouterr().err
+    assert "--id" in err and "--set node.id" in err
+    assert main(["demo", "--duration", "1", "--ttl", "3s", "--set", "lock.ttl=5s"]) == 2
+    err = capsys.readouterr().err
+    assert "--ttl" in err and "--set lock.ttl" in err
+    assert main(["sim", "leader-kill", "--ttl", "3s", "-o", "lock.ttl=5s"]) == 2
+    err = capsys.readouterr().err
+    assert "--ttl" in err and "-o lock.ttl" in err
+
+
+def test_bind_on_a_transport_without_a_bind_option_names_the_flag(capsys) -> None:
+    assert main(["run", "--bind", "127.0.0.1:0", "--set", "transport.use=memory"]) == 2
+    err = capsys.readouterr().err
+    assert "--bind [transport] bind: unknown key for transport 'memory'" in err, err

@@ -122,3 +122,73 @@ def test_bad_env_value_names_variable():
 def test_bad_override_form():
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(env={}, overrides=["ttl"])
+
+
+# ------------------------------------------------------------ typed settings, one schema
+
+
+def test_every_plugin_section_has_a_typed_core_read_the_same_way():
+    from hedgeplug.config import CORE_SETTINGS, LockSettings, TransportSettings
+
+    cfg = load_config(env={}, data={"lock": {"ttl": "2s", "renew": "250ms", "path": "x.db"}})
+    assert isinstance(cfg.lock.core, LockSettings) and cfg.election.ttl == 2.0
+    assert cfg.election.renew_every == 0.25 and cfg.lock.options.path == "x.db"
+    assert isinstance(cfg.transport.core, TransportSettings) and cfg.transport.core.use == "tcp"
+    assert set(CORE_SETTINGS) == {"lock", "transport", "membership", "broadcast"}
+    # An unknown key lists the core keys and the plugin's keys alike.
+    with pytest.raises(ConfigError, match=r"\[lock\] tll: unknown key.*margin.*path.*ttl"):
+        load_config(env={}, data={"lock": {"tll": "2s"}})
+
+
+def test_a_typed_flag_value_reaches_the_option_unparsed():
+    from hedgeplug.address import Address
+    from hedgeplug.config import Duration, Setting
+
+    bind = Address("127.0.0.1", 0)
+    cfg = load_config(
+        env={},
+        overrides=[Setting("transport", "bind", bind, "--bind"), Setting("lock", "ttl", Duration(2.0), "--ttl")],
+    )
+    assert str(cfg.transport.options.bind) == "127.0.0.1:0" and cfg.election.ttl == 2.0
+
+
+def test_a_flag_and_a_set_of_the_same_key_is_an_error_naming_both():
+    from hedgeplug.config import Duration, Setting
+
+    with pytest.raises(ConfigError) as info:
+        load_config(env={}, overrides=[Setting("lock", "ttl", Duration(3.0), "--ttl"), "lock.ttl=5s"])
+    assert "--ttl" in str(info.value) and "--set lock.ttl" in str(info.value)
+    assert "[lock] ttl" in str(info.value)
+
+
+def test_a_flag_for_an_option_the_plugin_lacks_names_the_flag(tmp_path):
+    from hedgeplug.address import Address
+    from hedgeplug.config import Setting
+
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            env={},
+            data={"transport": {"use": "memory"}},
+            overrides=[Setting("transport", "bind", Address("127.0.0.1", 0), "--bind")],
+        )
+    assert "--bind [transport] bind: unknown key for transport 'memory'" in str(info.value)
+
+
+def test_a_rendered_config_loads_back_equal(tmp_path):
+    from hedgeplug.config import render_toml, write_config
+
+    cfg = load_config(
+        env={},
+        data={
+            "node": {"id": "n1", "cluster": "c", "meta": {"zone": "a b", "x": "\"q\""}, "seed": 4},
+            "lock": {"ttl": "1500ms", "margin": 0.3, "path": str(tmp_path / "l.db")},
+            "membership": {"use": "gossip", "seeds": ["127.0.0.1:1", "127.0.0.1:2"]},
+            "transport": {"bind": "127.0.0.1:0"},
+        },
+    )
+    path = write_config(cfg, tmp_path / "child.toml")
+    assert (path.stat().st_mode & 0o777) == 0o600  # it may hold the cluster key
+    again = load_config(path, env={})
+    assert again.node == cfg.node
+    for kind in ("lock", "transport", "membership", "broadcast"):
+        assert again.section(kind) == cfg.section(kind), render_toml(cfg)

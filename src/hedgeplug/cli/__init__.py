@@ -3,9 +3,11 @@
 Each subcommand is a module with `HELP` (one line), `add_arguments(parser)`
 and `run(args) -> int`. COMMANDS maps the subcommand name to that module's
 import path ("package.module", or "package.module:object" when one module
-serves several commands); other parts of hedgeplug add theirs by adding a row.
-Modules are imported when the parser is built, so a missing optional
-module (marked optional below) only hides its command.
+serves several commands) and its one-line help; other parts of hedgeplug
+add theirs by adding a row. Only the chosen command's module is imported
+(`hedgeplug run` loads neither the simulator nor the test kit, `--version`
+no command at all); a missing optional module only makes its command
+unavailable.
 
 Exit status: 0 success; 1 a node could not be reached or refused the
 request; 2 a user mistake (bad arguments, bad configuration, unknown plugin);
@@ -22,16 +24,16 @@ from typing import Any
 
 from ..errors import HedgeplugError, NoLeader, RemoteError, TransportError
 
-# name -> (import path, optional)
-COMMANDS: dict[str, tuple[str, bool]] = {
-    "run": ("hedgeplug.cli.run", False),
-    "status": ("hedgeplug.cli.status", False),
-    "send": ("hedgeplug.cli.send", False),
-    "broadcast": ("hedgeplug.cli.broadcast", False),
-    "plugins": ("hedgeplug.cli.plugins", False),
-    "demo": ("hedgeplug.cli.demo", False),
-    "sim": ("hedgeplug.sim.cli", True),
-    "bench": ("hedgeplug.sim.cli:bench", True),
+# name -> (import path, optional, help shown in the command list)
+COMMANDS: dict[str, tuple[str, bool, str]] = {
+    "run": ("hedgeplug.cli.run", False, "run one node in the foreground"),
+    "status": ("hedgeplug.cli.status", False, "show a running node's view of the cluster"),
+    "send": ("hedgeplug.cli.send", False, "send a payload to the leader through a node"),
+    "broadcast": ("hedgeplug.cli.broadcast", False, "broadcast a payload to every member"),
+    "plugins": ("hedgeplug.cli.plugins", False, "list the installed plugins"),
+    "demo": ("hedgeplug.cli.demo", False, "run a local cluster of node processes, live"),
+    "sim": ("hedgeplug.sim.cli", True, "run a scenario on the deterministic simulator"),
+    "bench": ("hedgeplug.cli.bench", True, "measure scenarios on real node processes"),
 }
 
 EXIT_OK = 0
@@ -80,7 +82,19 @@ class _Unavailable:
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The subcommand named in `argv` (the first word that is one), if any."""
+    for word in argv:
+        if word in COMMANDS:
+            return word
+        if not word.startswith("-"):
+            return None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with `argv`, only the command it names has its module
+    imported and its arguments added (the others show their help line)."""
     parser = argparse.ArgumentParser(
         prog="hedgeplug",
         description="Cluster coordination: a leader through a lease lock, one agreed member list.",
@@ -90,11 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hedgeplug {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (path, optional) in COMMANDS.items():
+    only = _chosen(argv) if argv is not None else None
+    for name, (path, optional, summary) in COMMANDS.items():
+        if argv is not None and name != only:
+            sub.add_parser(name, help=summary, description=summary)
+            continue
         command = _load_command(path, optional)
         if command is None:
             continue
-        help_text = getattr(command, "HELP", "")
+        help_text = getattr(command, "HELP", summary)
         sp = sub.add_parser(name, help=help_text, description=help_text)
         command.add_arguments(sp)
         sp.set_defaults(_command=command)
@@ -126,7 +144,8 @@ def _classify(exc: BaseException) -> tuple[int, str] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        parser = build_parser()
+        argv = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         return int(args._command.run(args) or 0)
     except SystemExit as exc:  # argparse's own usage errors exit 2 with a message

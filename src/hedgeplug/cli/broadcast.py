@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _broadcast(args: argparse.Namespace) -> list[dict[str, Any]]:
     payload = payload_of(args)
     async with client_from_args(args) as client:
-        return await client.broadcast(args.address, payload, args.timeout)
+        return await client.broadcast(str(args.address), payload, args.timeout)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -11,7 +10,8 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ..config import load_config, parse_duration
+from ..address import Address
+from ..config import Duration, load_config, parse_duration
 from ..control import ControlClient
 from ..errors import HedgeplugError
 from ..registry import Registry
@@ -23,37 +23,21 @@ class UsageError(HedgeplugError):
     """A command-line argument is wrong; the message says which and why."""
 
 
-def parse_address(text: str, what: str = "--address") -> str:
-    """HOST:PORT with a numeric port; IPv6 hosts in brackets ([::1]:4000)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise UsageError(f"{what} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:7700")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"{what} {text!r}: the port must be a number from 0 to 65535")
-    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if ":" in bare and not host.startswith("["):
-        raise UsageError(f"{what} {text!r}: write IPv6 addresses in brackets, e.g. [::1]:7700")
-    if ":" in bare:
-        try:
-            ipaddress.IPv6Address(bare)
-        except ValueError:
-            raise UsageError(f"{what} {text!r}: {bare!r} is not an IPv6 address") from None
-    return text
+def address_type(what: str) -> Callable[[str], Address]:
+    """An argparse type: HOST:PORT read once by `Address.parse`."""
 
-
-def address_type(what: str) -> Callable[[str], str]:
-    def check(text: str) -> str:
+    def check(text: str) -> Address:
         try:
-            return parse_address(text, what)
-        except UsageError as exc:
+            return Address.parse(text, what=what)
+        except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return check
 
 
-def duration_type(text: str) -> float:
+def duration_type(text: str) -> Duration:
     try:
-        return parse_duration(text)
+        return Duration(parse_duration(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

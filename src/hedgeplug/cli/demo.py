@@ -24,7 +24,8 @@ from typing import Any
 
 import anyio
 
-from ..testing.processes import NodeProcess, ProcessCluster, Status, agreement
+from ..config import Config, Setting
+from ..processes import NodeProcess, ProcessCluster, Status, agreement, cluster_config
 from .common import UsageError, duration_type, positive_int, print_json, run_async, table
 
 HELP = "run a local cluster of N node processes with a live table (k: kill leader, q: quit)"
@@ -36,17 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nodes", "-n", type=positive_int, default=5, help="processes to start (default 5)"
     )
+    parser.add_argument("--ttl", type=duration_type, help="lease time to live (default 3s)")
     parser.add_argument(
-        "--ttl", type=duration_type, default=3.0, help="lease time to live (default 3s)"
+        "--interval", type=duration_type, help="heartbeat interval (default 1s)"
     )
-    parser.add_argument(
-        "--interval", type=duration_type, default=1.0, help="heartbeat interval (default 1s)"
-    )
-    parser.add_argument(
-        "--membership",
-        default="heartbeat",
-        help="membership strategy: heartbeat (default) or gossip",
-    )
+    parser.add_argument("--membership", help="membership strategy: heartbeat (default) or gossip")
     parser.add_argument(
         "--set",
         action="append",
@@ -153,8 +148,9 @@ def render(
                 ]
             )
     head = [
-        f"hedgeplug demo: {len(live_ids)} live of {len(cluster.nodes)} nodes, lease {args.ttl:g}s, "
-        f"{_strategy(args)}, t={timeline.now():.1f}s",
+        f"hedgeplug demo: {len(live_ids)} live of {len(cluster.nodes)} nodes, "
+        f"lease {cluster.config.election.ttl:g}s, {_strategy(cluster.config)}, "
+        f"t={timeline.now():.1f}s",
         f"leader {leader.id if leader else 'none'}"
         + (f" token {leader_status.get('token')}" if leader_status else "")
         + f"   views agree: {'yes' if ok else 'no (' + why + ')'}",
@@ -235,8 +231,8 @@ async def _scripted(
     leader = cluster.leader_process(statuses)
     return {
         "nodes": args.nodes,
-        "ttl_s": args.ttl,
-        "interval_s": args.interval,
+        "ttl_s": cluster.config.election.ttl,
+        "interval_s": getattr(cluster.config.membership.options, "interval", None),
         "duration_s": round(timeline.now(), 3),
         "all_started_s": round(started, 3),
         "first_agreed_s": _round(timeline.first_agreed),
@@ -261,22 +257,35 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _strategy(args: argparse.Namespace) -> str:
-    if args.membership == "heartbeat":
-        return f"heartbeat {args.interval:g}s"
-    return args.membership
+def _strategy(config: Config) -> str:
+    interval = getattr(config.membership.options, "interval", None)
+    if interval is not None:
+        return f"{config.membership.use} {interval:g}s"
+    return config.membership.use
+
+
+def demo_config(args: argparse.Namespace, workdir: Path) -> Config:
+    """Every child's configuration, read once: the demo's lease of 3s (the
+    heartbeat's own interval is 1s), the environment, then --set and the
+    typed flags; a flag and a --set of the same key is an error naming both."""
+    settings: list[str | Setting] = list(args.set)
+    flags = (("--ttl", "lock", "ttl"), ("--interval", "membership", "interval"),
+             ("--membership", "membership", "use"))
+    for flag, section, key in flags:
+        value = getattr(args, flag[2:])
+        if value is not None:
+            settings.append(Setting(section, key, value, flag))
+    return cluster_config(
+        workdir, cluster="hedgeplug-demo", overrides=settings, defaults={"lock": {"ttl": 3.0}}
+    )
 
 
 async def _demo(
     args: argparse.Namespace, workdir: Path, interactive: bool
 ) -> dict[str, Any] | None:
-    overrides = [f"lock.ttl={args.ttl}", f"membership.use={args.membership}"]
-    if args.membership == "heartbeat":
-        overrides.append(f"membership.interval={args.interval}")
-    overrides += args.set
     stop = anyio.Event()
     result: dict[str, Any] | None = None
-    async with ProcessCluster(workdir, cluster="hedgeplug-demo", overrides=overrides) as cluster:
+    async with ProcessCluster(workdir, config=demo_config(args, workdir)) as cluster:
         try:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with anyio.create_task_group() as tg:
@@ -301,7 +310,7 @@ async def _demo(
 def run(args: argparse.Namespace) -> int:
     if args.nodes > MAX_NODES:
         raise UsageError(f"--nodes {args.nodes}: at most {MAX_NODES} processes on one machine")
-    if args.ttl <= 0 or args.interval <= 0:
+    if (args.ttl is not None and args.ttl <= 0) or (args.interval is not None and args.interval <= 0):
         raise UsageError("--ttl and --interval must be greater than zero")
     scripted = args.json or args.duration is not None or args.kill_leader_after is not None
     if not scripted and not (sys.stdin.isatty() and sys.stdout.isatty()):

@@ -7,12 +7,12 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
-import attrs
 
-from ..config import Config, load_config
+from ..config import Config, Setting, load_config
 from ..events import LeaderChanged, MembersChanged
 from ..node import Node, open_node
 from ..registry import Registry
@@ -47,36 +47,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=LEVELS, default="info", help="default: info")
 
 
-def bind_overrides(options_class: type, bind: str) -> list[str]:
-    """Turn --bind into the transport's own option names (bind, or host + port)."""
-    names = {f.name for f in attrs.fields(options_class)}
-    if "bind" in names:
-        return [f"transport.bind={bind}"]
-    host, _, port = bind.rpartition(":")
-    if {"host", "port"} <= names:
-        return [f"transport.host={host.strip('[]')}", f"transport.port={port}"]
-    from ..errors import ConfigError
-
-    raise ConfigError(
-        f"--bind: the transport's options ({', '.join(sorted(names))}) have no bind address"
-    )
+def command_line_settings(args: argparse.Namespace) -> list[str | Setting]:
+    """--set texts and the typed flags, in one list for the loader: a flag
+    and a --set of the same key are an error naming both."""
+    settings: list[str | Setting] = list(args.overrides)
+    if args.id is not None:
+        settings.append(Setting("node", "id", args.id, "--id"))
+    if args.cluster is not None:
+        settings.append(Setting("node", "cluster", args.cluster, "--cluster"))
+    if args.bind is not None:
+        # Whatever transport the configuration chooses, its options class
+        # takes the address as its `bind` field; the loader says so if not.
+        settings.append(Setting("transport", "bind", args.bind, "--bind"))
+    return settings
 
 
 def build_config(args: argparse.Namespace, registry: Registry) -> Config:
-    overrides = list(args.overrides)
-    if args.id is not None:
-        overrides.append(f"node.id={args.id}")
-    if args.cluster is not None:
-        overrides.append(f"node.cluster={args.cluster}")
-    config = load_config(args.config, overrides=overrides, registry=registry)
-    if args.bind is None:
-        return config
-    impl = registry.get("transport", config.transport.use)
-    return load_config(
-        args.config,
-        overrides=overrides + bind_overrides(impl.options, args.bind),
-        registry=registry,
-    )
+    return load_config(args.config, overrides=command_line_settings(args), registry=registry)
 
 
 def describe_leader(event: LeaderChanged) -> str:
@@ -101,12 +88,12 @@ def describe_members(event: MembersChanged) -> str:
     return f"members: {'; '.join(parts)}; view {view.version} has {len(view)} members"
 
 
-async def _log_events(node: Node) -> None:
-    async for event in node.events():
-        if isinstance(event, LeaderChanged):
-            log.info("%s", describe_leader(event))
-        elif isinstance(event, MembersChanged):
-            log.info("%s", describe_members(event))
+def log_events(node: Node) -> None:
+    """Log leader and membership changes. Registered as callbacks at once,
+    before the node's tasks first run, so even the first change is logged
+    (an iterator task would subscribe only when it is first scheduled)."""
+    node.on_leader_changed(lambda event: log.info("%s", describe_leader(event)))
+    node.on_members_changed(lambda event: log.info("%s", describe_members(event)))
 
 
 def install_echo_handlers(node: Node) -> None:
@@ -122,31 +109,53 @@ def install_echo_handlers(node: Node) -> None:
 DIE_WITH_PARENT = "HEDGEPLUG_DIE_WITH_PARENT"
 
 
-async def _stop_when_parent_exits(scope: anyio.CancelScope) -> None:
-    """With HEDGEPLUG_DIE_WITH_PARENT=1 (set by the demo, bench and test kit)
-    the node stops gracefully once the process that started it is gone, so a
-    parent killed without its own cleanup leaves no nodes behind. (Polling the
-    parent id: Linux's parent-death signal follows the spawning *thread*, and
-    async libraries spawn from worker threads that come and go.)"""
-    parent = os.getppid()
-    while os.getppid() == parent:
-        await anyio.sleep(0.5)
+def parent_to_watch(environ: Mapping[str, str] = os.environ) -> int | None:
+    """The pid whose exit stops this node: HEDGEPLUG_DIE_WITH_PARENT=<pid>
+    (set by the demo, bench and test kit to their own pid), or "1" for "my
+    parent as of now". Read when the command starts, before the ready line,
+    so a parent that dies right after reading that line is still noticed."""
+    value = environ.get(DIE_WITH_PARENT, "")
+    if value == "1":
+        return os.getppid()
+    if value.isdigit():
+        return int(value)
+    return None
+
+
+def parent_gone(parent: int) -> bool:
+    # Once the parent exits, this process is re-parented (to init or a subreaper).
+    return os.getppid() != parent
+
+
+async def _stop_when_parent_exits(parent: int, scope: anyio.CancelScope) -> None:
+    """Stop gracefully once `parent` is gone, so a parent killed without its
+    own cleanup leaves no nodes behind. (Polling the parent id: Linux's
+    parent-death signal follows the spawning *thread*, and async libraries
+    spawn from worker threads that come and go.)"""
+    while not parent_gone(parent):
+        await anyio.sleep(0.2)
     log.info("stopping: parent process %d exited", parent)
     scope.cancel()
 
 
-async def serve(config: Config, registry: Registry) -> None:
-    async with open_node(config, registry=registry) as node:
-        install_echo_handlers(node)
-        print(
-            f"{READY_PREFIX}{node.address} id={node.id} cluster={node.cluster} pid={os.getpid()}",
-            flush=True,
-        )
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def serve(config: Config, registry: Registry, parent: int | None = None) -> None:
+    if parent is not None and parent_gone(parent):
+        log.info("not starting: parent process %d already exited", parent)
+        return
+    # Signals are caught and the parent watched before the ready line goes
+    # out: a parent may signal or die the moment it has read it.
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with open_node(config, registry=registry) as node:
+            log_events(node)
+            install_echo_handlers(node)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_log_events, node)
-                if os.environ.get(DIE_WITH_PARENT) == "1":
-                    tg.start_soon(_stop_when_parent_exits, tg.cancel_scope)
+                if parent is not None:
+                    tg.start_soon(_stop_when_parent_exits, parent, tg.cancel_scope)
+                print(
+                    f"{READY_PREFIX}{node.address} id={node.id} cluster={node.cluster} "
+                    f"pid={os.getpid()}",
+                    flush=True,
+                )
                 async for signum in signals:
                     log.info(
                         "stopping on %s: leaving and releasing the lease",
@@ -163,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    parent = parent_to_watch()  # first: before anything can be printed
     registry = Registry.load()
     config = build_config(args, registry)
-    run_async(serve, config, registry)
+    run_async(serve, config, registry, parent)
     return 0

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _send(args: argparse.Namespace) -> Any:
     payload = payload_of(args)
     async with client_from_args(args) as client:
-        return await client.send(args.address, payload, args.timeout)
+        return await client.send(str(args.address), payload, args.timeout)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -59,7 +59,7 @@ def _drops(status: dict[str, Any]) -> str:
 
 async def _fetch(args: argparse.Namespace) -> dict[str, Any]:
     async with client_from_args(args) as client:
-        return await client.status(args.address, args.timeout)
+        return await client.status(str(args.address), args.timeout)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
-from hedgeplug.config import parse_duration
+from hedgeplug.cli.common import duration_type
+from hedgeplug.config import Config, Setting, load_config, parse_duration, parse_setting
 from hedgeplug.errors import ConfigError, HedgeplugError
 
-from . import bench as bench  # `hedgeplug bench` (the command table names sim.cli:bench)
-from .harness import JOIN_RULES, Result, Simulation
+from .fleet import CLUSTER, JOIN_RULES, NETWORK, STORE
+from .harness import Result, Simulation
 from .report import format_result, format_runs, plot, to_json
 from .scenarios import builtin_scenarios, load_scenario
 from .trace import Trace
@@ -37,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, metavar="R", help="run seeds seed..seed+R-1"
     )
-    parser.add_argument(
-        "--membership", default="heartbeat", help="membership strategy (default heartbeat)"
-    )
+    parser.add_argument("--membership", help="membership strategy (default heartbeat)")
     parser.add_argument(
         "-o",
         "--option",
@@ -51,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--join", choices=JOIN_RULES, default="one-random", help="join address rule (gossip seeds)"
     )
-    parser.add_argument("--ttl", default="3s", help="lease ttl (default 3s)")
+    parser.add_argument("--ttl", type=duration_type, help="lease ttl (default 3s)")
     parser.add_argument(
         "--convergence-bound",
         default=None,
@@ -83,30 +81,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="show the nodes' log output")
 
 
-def _options(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    membership: dict[str, Any] = {}
-    lock: dict[str, Any] = {}
-    for item in items:
-        target, eq, value = item.partition("=")
-        section, dot, key = target.strip().partition(".")
-        if not eq or not dot or section not in ("membership", "lock") or not key:
-            raise ConfigError(f"option {item!r}: expected membership.KEY=VALUE or lock.KEY=VALUE")
-        (membership if section == "membership" else lock)[key.strip()] = _literal(value.strip())
-    return membership, lock
-
-
-def _literal(value: str) -> Any:
-    # The node's config loader checks types; numbers and booleans pass as TOML would give them.
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    if "," in value:
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return value
+def sim_config(args: argparse.Namespace) -> Config:
+    """Every simulated node's configuration, read once: the simulator's memory
+    lock and network, a lease of 3s, then -o settings and the typed flags
+    (--ttl and -o lock.ttl together are an error naming both)."""
+    settings: list[Setting] = []
+    for item in args.option:
+        setting = parse_setting(item, flag="-o")
+        if setting.section not in ("membership", "lock"):
+            raise ConfigError(f"-o {item!r}: expected membership.KEY=VALUE or lock.KEY=VALUE")
+        settings.append(setting)
+    if args.ttl is not None:
+        settings.append(Setting("lock", "ttl", args.ttl, "--ttl"))
+    if args.membership is not None:
+        settings.append(Setting("membership", "use", args.membership, "--membership"))
+    own_lock = any((s.section, s.key) == ("lock", "use") for s in settings)
+    data = {
+        "node": {"cluster": CLUSTER},
+        "lock": {"ttl": 3.0, **({} if own_lock else {"use": "memory", "store": STORE})},
+        "transport": {"use": "memory", "network": NETWORK},
+    }
+    return load_config(data=data, overrides=settings, env={})
 
 
 def _duration(flag: str, value: str) -> float:
@@ -139,8 +134,7 @@ def run(args: argparse.Namespace) -> int:
         raise HedgeplugError("--repeat must be at least 1")
     spec = load_scenario(args.scenario)
     params = spec.bind(args.param)
-    membership_options, lock_options = _options(args.option)
-    ttl = _duration("--ttl", args.ttl)
+    config = sim_config(args)
     bound = _bound("--convergence-bound", args.convergence_bound)
     grace = _duration("--flap-grace", args.flap_grace)
     max_wall = _duration("--max-wall", args.max_wall)
@@ -156,10 +150,7 @@ def run(args: argparse.Namespace) -> int:
         for seed in range(args.seed, args.seed + args.repeat):
             sim = Simulation(
                 seed,
-                membership=args.membership,
-                membership_options=membership_options,
-                ttl=ttl,
-                lock_options=lock_options,
+                config=config,
                 join_rule=args.join,
                 convergence_bound=bound,
                 flap_grace=grace,

@@ -11,6 +11,7 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
+from hedgeplug.config import Config
 from hedgeplug.errors import HedgeplugError
 from hedgeplug.events import LeaderChanged, MembersChanged
 from hedgeplug.node import open_node
@@ -52,8 +53,16 @@ class NodeRecipe:
     ttl: float
     lock_options: dict[str, Any]
     seeds_supported: bool
+    base: Config | None = None  # a typed Config (from `hedgeplug sim`) replaces the fields above
 
-    def config(self, run_seed: int, node_id: str, seeds: list[str]) -> dict[str, Any]:
+    def config(self, run_seed: int, node_id: str, seeds: list[str]) -> dict[str, Any] | Config:
+        if self.base is not None:
+            config = self.base.with_node(
+                id=node_id, cluster=CLUSTER, seed=derive_seed(run_seed, node_id)
+            )
+            if seeds and self.seeds_supported:
+                config = config.with_options("membership", seeds=seeds)
+            return config
         membership = {"use": self.membership, **self.membership_options}
         # Another lock than the memory one (a test's broken lock) gets no store option.
         lock: dict[str, Any] = {"use": "memory", "ttl": self.ttl, **self.lock_options}

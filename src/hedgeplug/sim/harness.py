@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 import attrs
 
+from hedgeplug.config import Config
 from hedgeplug.contracts import StatesBounds
 from hedgeplug.errors import HedgeplugError
 from hedgeplug.lock.memory import MemoryStore, new_store
@@ -78,11 +79,16 @@ class Simulation:
         verbose: bool = False,
         max_wall: float | None = None,
         max_nodes: int = MAX_NODES,
+        config: Config | None = None,
     ) -> None:
         if join_rule not in JOIN_RULES:
             raise ValueError(f"join rule must be one of {', '.join(JOIN_RULES)}, got {join_rule!r}")
         self.seed = seed
         self.membership = membership
+        if config is not None:
+            # A typed Config (from `hedgeplug sim`) replaces the arguments above.
+            membership, ttl = config.membership.use, config.election.ttl
+            self.membership = membership
         self.latency = latency
         self.sample_every = sample_every
         # None: the bound the membership states for the cluster size (docs/design.md,
@@ -109,6 +115,7 @@ class Simulation:
             ttl,
             dict(lock_options or {}),
             self._has_seeds_option(),
+            config,
         )
         self.fleet = Fleet(
             self,

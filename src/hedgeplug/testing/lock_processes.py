@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,8 @@ import attrs
 
 from .lock_contract import Grant, History, Observation, Release, Renewal, contend
 
-START_DELAY = 1.5  # seconds for every child interpreter to import and open the store
+READY_TIMEOUT = 60.0  # bound on every child interpreter importing and opening the store
+START_DELAY = 0.2  # from the last child's "ready" to the common start instant
 
 
 def run_contender_processes(
@@ -58,9 +60,12 @@ def run_contender_processes(
                         text=True, env=dict(os.environ),
                     )
                 )
-        start = time.monotonic() + START_DELAY
         merged = History()
         try:
+            # Start together once every child has opened the store (it says
+            # "ready"), not after a guessed delay a loaded machine overruns.
+            _wait_ready(procs, errs)
+            start = time.monotonic() + START_DELAY
             for p in procs:
                 assert p.stdin is not None
                 p.stdin.write(f"{start}\n")
@@ -82,6 +87,20 @@ def run_contender_processes(
         return merged
 
 
+def _wait_ready(procs: list[subprocess.Popen[str]], errs: list[Path]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    for i, p in enumerate(procs):
+        assert p.stdout is not None
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([p.stdout], [], [], max(0.0, remaining))
+        line = p.stdout.readline() if ready else None
+        if line != "ready\n":
+            why = "gave no ready line in time" if line is None else f"printed {line!r}"
+            raise AssertionError(
+                f"contender process {i} {why}:\n{errs[i].read_text()[-3000:]}"
+            )
+
+
 def _merge(into: History, part: dict[str, Any]) -> None:
     into.grants += [Grant(**g) for g in part["grants"]]
     into.renewals += [Renewal(**r) for r in part["renewals"]]
@@ -95,6 +114,7 @@ async def _child(opener: str, kwargs: str, name: str, ttl: str, seconds: str, se
     module_name, _, function = opener.partition(":")
     lock = getattr(importlib.import_module(module_name), function)(**json.loads(kwargs))
     history = History()
+    print("ready", flush=True)
     start = float(sys.stdin.readline())
     await anyio.sleep(max(0.0, start - time.monotonic()))
     try:

@@ -37,11 +37,11 @@ import anyio
 import anyio.abc
 import msgpack
 
-from hedgeplug.errors import HedgeplugError
-from hedgeplug.stats import percentile
-from hedgeplug.testing.processes import NodeProcess, ProcessCluster, ProcessError
-
-from .metrics import count_groups
+from ..config import Config, Setting
+from ..errors import HedgeplugError
+from ..processes import NodeProcess, ProcessCluster, ProcessError, cluster_config
+from ..sim.metrics import count_groups
+from ..stats import percentile
 
 HELP = (
     "measure scale-up, churn, leader-kill, crash detection or idle cost "
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="kills or replacements (default 3)")
     parser.add_argument(
-        "--membership", default="heartbeat", help="membership strategy (default heartbeat)"
+        "--membership", help="membership strategy (default heartbeat)"
     )
     parser.add_argument(
         "--join",
@@ -75,7 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--transport",
         choices=TRANSPORTS,
-        default="tcp",
         help="transport of every node and of the status polling (default tcp)",
     )
     parser.add_argument(
@@ -95,17 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
-class _Cluster(ProcessCluster):
-    """ProcessCluster whose next node can be given its join seeds."""
-
-    next_args: list[str] = []
-
-    def args_for(self, node_id: str) -> list[str]:
-        args = super().args_for(node_id)
-        extra, self.next_args = self.next_args, []
-        return args + extra
-
-
 def _groups(statuses: dict[str, Any]) -> int:
     live = {node_id for node_id, s in statuses.items() if s is not None}
     views = {
@@ -116,31 +104,39 @@ def _groups(statuses: dict[str, Any]) -> int:
     return count_groups(views)
 
 
+def _flag_settings(args: argparse.Namespace) -> list[Setting]:
+    """--membership and --transport as typed settings (a --set of the same key is an error)."""
+    flags = (("--membership", "membership"), ("--transport", "transport"))
+    return [
+        Setting(section, "use", getattr(args, flag[2:]), flag)
+        for flag, section in flags
+        if getattr(args, flag[2:]) is not None
+    ]
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.random = Random(args.seed)
-        overrides = [f"membership.use={args.membership}", *args.set]
-        self.cluster = _Cluster(
-            workdir, cluster="hedgeplug-bench", overrides=overrides, transport=args.transport
+        # Read once; every child gets this typed Config (plus its own seeds) as its file.
+        config = cluster_config(
+            workdir,
+            cluster="hedgeplug-bench",
+            overrides=[*args.set, *_flag_settings(args)],
         )
-        self._seeds = self._takes_seeds(args.membership)
+        self.cluster = ProcessCluster(workdir, config=config)
+        self._seeds = hasattr(config.membership.options, "seeds")
         self.figures: dict[str, Any] = {
             "scenario": args.scenario,
-            "membership": args.membership,
-            "transport": args.transport,
+            "membership": config.membership.use,
+            "transport": config.transport.use,
         }
 
-    def _takes_seeds(self, membership: str) -> bool:
-        import attrs
-
-        impl = self.cluster.registry.get("membership", membership)
-        return "seeds" in {f.name for f in attrs.fields(impl.options)}
-
-    def _join_args(self) -> list[str]:
+    def _join_config(self) -> Config | None:
+        """The cluster's Config with this node's join seeds, or None for the cluster's own."""
         rule = self.args.join
         if not self._seeds or rule == "none":
-            return []
+            return None
         live = [n.address for n in self.cluster.live]
         if rule == "one-random":
             # The new process itself is a candidate too; it then starts alone (no seed).
@@ -150,13 +146,14 @@ class Bench:
             picks = (
                 self.random.sample(live, min(len(live), self.random.randint(1, 3))) if live else []
             )
-        return ["--set", f"membership.seeds={','.join(picks)}"] if picks else []
+        if not picks:
+            return None
+        return self.cluster.config.with_options("membership", seeds=picks)
 
     async def add(self, count: int) -> list[NodeProcess]:
         started = []
         for _ in range(count):
-            self.cluster.next_args = self._join_args()
-            started.append(await self.cluster.add())
+            started.append(await self.cluster.add(config=self._join_config()))
         return started
 
     async def agreed(self) -> float:

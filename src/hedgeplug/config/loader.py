@@ -1,0 +1,259 @@
+"""Reading, merging and validating a configuration, collecting every problem.
+
+Precedence, lowest first: defaults, the file (or embedded data), the
+environment (HEDGEPLUG_<SECTION>_<KEY>), then settings from the command
+line: ``--set section.key=value`` texts and typed flag values (`Setting`).
+Two command-line settings of one key are an error naming both: a flag never
+wins silently over an override, nor the other way round.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from ..errors import ConfigError
+from .convert import convert, field_types
+from .schema import CORE_SETTINGS, PLUGIN_KINDS, SECTIONS, Config, NodeSettings, Section
+
+
+@attrs.frozen
+class Setting:
+    """One value for ``section.key`` given on the command line.
+
+    `origin` names where it came from ("--bind", "--set lock.ttl"). A flag's
+    value is already typed (its argparse type parsed it); a --set value is
+    text (`from_text`), converted like an environment variable."""
+
+    section: str
+    key: str
+    value: Any
+    origin: str
+    from_text: bool = False
+
+
+@attrs.frozen
+class _Entry:
+    value: Any
+    origin: str
+    from_text: bool
+
+
+@attrs.define
+class _Errors:
+    source: str
+    lines: list[str] = attrs.Factory(list)
+
+    def add(self, where: str, message: str) -> None:
+        self.lines.append(f"{where}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            head = "invalid configuration" + (f" ({self.source})" if self.source != "(defaults)" else "") + ":"
+            raise ConfigError(head + "\n  " + "\n  ".join(self.lines))
+
+
+def parse_setting(item: str, flag: str = "--set") -> Setting:
+    """``section.key=value`` text from `flag` as a Setting; ConfigError if malformed."""
+    target, eq, value = item.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not eq or not dot or not key.strip():
+        raise ConfigError(f"{flag} {item!r}: expected section.key=value, e.g. lock.ttl=3s")
+    if section not in SECTIONS:
+        raise ConfigError(
+            f"{flag} {item!r}: unknown section {section!r}; sections are {', '.join(SECTIONS)}"
+        )
+    return Setting(section, key.strip(), value, f"{flag} {target.strip()}", from_text=True)
+
+
+def build_options(
+    cls: type,
+    raw: Mapping[str, _Entry],
+    errors: _Errors,
+    section: str,
+    what: str,
+    also_allowed: Iterable[str] = (),
+) -> Any:
+    """Instantiate attrs class `cls` from `raw`; None (with errors added) if it cannot.
+    `also_allowed` are the section's other keys, listed in an unknown-key message."""
+    types_ = field_types(cls)
+    kwargs: dict[str, Any] = {}
+    failed = False
+    for key, entry in raw.items():
+        if key not in types_:
+            allowed = ", ".join(sorted(set(types_) | set(also_allowed))) or "(no keys)"
+            errors.add(_where(entry.origin, section, key), f"unknown key for {what}; allowed keys: {allowed}")
+            failed = True
+            continue
+        try:
+            kwargs[key] = convert(types_[key], entry.value, from_text=entry.from_text)
+        except ValueError as exc:
+            errors.add(_where(entry.origin, section, key), str(exc))
+            failed = True
+    if failed:
+        return None
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        guessed = _guess_key(exc, types_)
+        if guessed is not None and guessed in raw:
+            where = _where(raw[guessed].origin, section, guessed)
+        else:
+            where = f"[{section}]" + (f" {guessed}" if guessed else "")
+        errors.add(where, str(exc.args[0]) if exc.args else str(exc))
+        return None
+
+
+def _where(origin: str, section: str, key: str) -> str:
+    # Environment variables and --set already name the section and key.
+    if origin.startswith(("environment ", "--set ", "-o ")):
+        return origin
+    return f"{origin} [{section}] {key}"
+
+
+def _guess_key(exc: Exception, names: Mapping[str, Any]) -> str | None:
+    attr = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], attrs.Attribute) else None
+    if attr is not None:
+        return attr.name
+    text = str(exc)
+    for n in names:
+        if f"'{n}'" in text or text.startswith(n + " "):
+            return n
+    return getattr(exc, "hedgeplug_key", None)
+
+
+def _read_file(path: str | os.PathLike[str]) -> Mapping[str, Any]:
+    source = str(path)
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {source} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path {source} is a directory, expected a TOML file") from None
+    except PermissionError:
+        raise ConfigError(f"config file {source} is not readable (permission denied)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {source} is not valid TOML: {exc}") from None
+
+
+Layers = dict[str, dict[str, _Entry]]
+
+
+def _add_tables(layers: Layers, origin: str, mapping: Mapping[str, Any], errors: _Errors) -> None:
+    for section, body in mapping.items():
+        if section not in SECTIONS:
+            errors.add(f"{origin} [{section}]", f"unknown section; sections are {', '.join(SECTIONS)}")
+        elif not isinstance(body, Mapping):
+            errors.add(f"{origin} [{section}]", "must be a table")
+        else:
+            for key, value in body.items():
+                layers[section][key] = _Entry(value, origin, False)
+
+
+def _add_environment(layers: Layers, env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith("HEDGEPLUG_"):
+            continue
+        section, _, key = name[len("HEDGEPLUG_"):].lower().partition("_")
+        if section in SECTIONS and key:  # other HEDGEPLUG_* variables are not config
+            layers[section][key] = _Entry(value, f"environment {name}", True)
+
+
+def _add_settings(layers: Layers, settings: Iterable[str | Setting], errors: _Errors) -> None:
+    given: dict[tuple[str, str], str] = {}
+    for item in settings:
+        if isinstance(item, str):
+            try:
+                item = parse_setting(item)
+            except ConfigError as exc:
+                errors.lines.append(str(exc))
+                continue
+        target = (item.section, item.key)
+        if target in given:
+            errors.add(
+                f"[{item.section}] {item.key}",
+                f"set by both {given[target]} and {item.origin}; give it once",
+            )
+            continue
+        given[target] = item.origin
+        layers[item.section][item.key] = _Entry(item.value, item.origin, item.from_text)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    data: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | Iterable[str | Setting] | None = None,
+    registry: Any = None,
+) -> Config:
+    """Read, merge and validate a configuration.
+
+    `path`: a TOML file; `data`: a dict shaped like the file (used when
+    embedding); `env`: defaults to os.environ; `overrides`: "section.key=value"
+    texts, typed `Setting`s, or a mapping of "section.key" to text.
+    """
+    from ..registry import Registry
+
+    registry = registry or Registry.load()
+    source = str(path) if path is not None else "(defaults)"
+    errors = _Errors(source)
+    layers: Layers = {s: {} for s in SECTIONS}
+    if path is not None:
+        _add_tables(layers, source, _read_file(path), errors)
+    _add_tables(layers, "(data)", data or {}, errors)
+    _add_environment(layers, os.environ if env is None else env)
+    if isinstance(overrides, Mapping):
+        overrides = [f"{k}={v}" for k, v in overrides.items()]
+    _add_settings(layers, overrides or (), errors)
+
+    node = build_options(NodeSettings, layers["node"], errors, "node", "the node")
+    sections: dict[str, Section | None] = {}
+    missing_plugin = False
+    for kind in PLUGIN_KINDS:
+        sections[kind], missing = _plugin_section(kind, layers[kind], registry, errors)
+        missing_plugin = missing_plugin or missing
+    if missing_plugin:
+        errors.lines.extend(registry.failure_lines())
+    errors.raise_if_any()
+    assert node is not None
+    return Config(node=node, source=source, **sections)  # type: ignore[arg-type]
+
+
+def _plugin_section(
+    kind: str, raw: Mapping[str, _Entry], registry: Any, errors: _Errors
+) -> tuple[Section | None, bool]:
+    """Core keys into the kind's core class, the rest into the plugin's
+    options class: the same for every plugin section. Second item: the
+    chosen plugin is not installed."""
+    core_cls = CORE_SETTINGS[kind]
+    core_names = [f.name for f in attrs.fields(core_cls)]
+    core = build_options(
+        core_cls, {k: v for k, v in raw.items() if k in core_names}, errors, kind, f"[{kind}]"
+    )
+    if core is None:
+        return None, False
+    use_origin = raw["use"].origin if "use" in raw else "(default)"
+    if not core.use:
+        errors.add(f"{use_origin} [{kind}] use", f"expected the name of a {kind} implementation, got ''")
+        return None, False
+    impl = registry.find(kind, core.use)
+    if impl is None:
+        errors.add(_where(use_origin, kind, "use"), registry.missing_message(kind, core.use))
+        return None, True
+    options = build_options(
+        impl.options,
+        {k: v for k, v in raw.items() if k not in core_names},
+        errors,
+        kind,
+        f"{kind} {core.use!r} ({impl.distribution})",
+        core_names,
+    )
+    if options is None:
+        return None, False
+    return Section(core.use, options, core), False
