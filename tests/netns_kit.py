@@ -16,6 +16,7 @@ Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and iproute2's `ip`.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import signal
@@ -24,14 +25,15 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import Process
+
+from hedgeplug.control import ControlClient
 from hedgeplug.testing.processes import READY_RE, NodeProcess, ProcessCluster, ProcessError
 from hedgeplug.testing.supervise import pid_alive
 from hedgeplug_postgres.testing import PostgresServer
-
-from hedgeplug.control import ControlClient
 
 PREFIX = "hpmh"
 STALE_RE = re.compile(rf"^{PREFIX}(\d+)[-bv]")
@@ -50,19 +52,24 @@ def ip(*args: str, check: bool = True) -> str:
             ["ip", *args], capture_output=True, text=True, timeout=IP_TIMEOUT
         )
     except FileNotFoundError:
-        raise LabError("iproute2's `ip` command is not installed (apt-get install iproute2)")
+        raise LabError("iproute2's `ip` command is not installed (apt-get install iproute2)") from None
     if check and done.returncode != 0:
         raise LabError(f"`ip {' '.join(args)}` failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout
 
 
 def _stale(name: str) -> bool:
+    """Made by a run whose process is gone (or by an earlier holder of our own pid)."""
     match = STALE_RE.match(name)
-    return match is not None and not pid_alive(int(match[1]))
+    if match is None:
+        return False
+    pid = int(match[1])
+    return pid == os.getpid() or not pid_alive(pid)
 
 
 def remove_stale() -> list[str]:
-    """Remove namespaces and links of earlier runs whose process is gone; returns their names."""
+    """Remove namespaces and links of earlier runs whose process is gone; returns their names.
+    Call it before creating anything: names with this process's own pid count as stale."""
     removed = []
     for line in ip("netns", "list", check=False).splitlines():
         name = line.split()[0] if line.strip() else ""
@@ -313,10 +320,8 @@ class NetnsCluster(ProcessCluster):
         self.nodes.append(node)
         return node
 
-    async def status_inside(self, node: NodeProcess, timeout: float = 30.0) -> dict | None:
+    async def status_inside(self, node: NodeProcess, timeout: float = 30.0) -> dict[str, Any] | None:
         """`hedgeplug status --json` run inside the node's own namespace (reaches it while cut)."""
-        import json
-
         command = [
             "ip", "netns", "exec", self.netns_of[node.id], sys.executable, "-m", "hedgeplug",
             "status", "--address", node.address, "--cluster", self.cluster, "--key", self.key,

@@ -24,13 +24,14 @@ import secrets
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import anyio
 import psycopg
 import pytest
-from hedgeplug.testing.processes import NodeProcess, Status, agreement, summarize
-
 from netns_kit import LabError, NamespacedPostgres, NetnsCluster, NetnsLab, remove_stale
+
+from hedgeplug.testing.processes import NodeProcess, Status, agreement, summarize
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,7 @@ CUT_HOLD = TTL + 2 * INTERVAL  # long enough that a node believing the leader go
 
 
 @pytest.fixture
-def anyio_backend():
+def anyio_backend() -> str:
     return "trio"  # the nodes are separate processes; one backend here is enough
 
 
@@ -66,12 +67,17 @@ def anyio_backend():
 def lab() -> Iterator[NetnsLab]:
     if os.geteuid() != 0:
         pytest.fail("the multi-host test creates network namespaces and needs root", pytrace=False)
+    made = NetnsLab()
     try:
         remove_stale()
-        made = NetnsLab()
         made.create()
     except LabError as exc:
-        pytest.fail(f"cannot create network namespaces: {exc}", pytrace=False)
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:  # outside the handler: the message alone, no chained traceback
+        made.destroy()
+        pytest.fail(f"cannot create network namespaces: {problem}", pytrace=False)
     try:
         yield made
     finally:
@@ -84,9 +90,13 @@ def lab() -> Iterator[NetnsLab]:
 def postgres(lab: NetnsLab) -> Iterator[NamespacedPostgres]:
     try:
         netns, address = lab.add_host("pg", 2)
-        server = NamespacedPostgres(netns, address, lab.subnet)
     except LabError as exc:
-        pytest.fail(f"cannot create the PostgreSQL namespace: {exc}", pytrace=False)
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(f"cannot create the PostgreSQL namespace: {problem}", pytrace=False)
+    server = NamespacedPostgres(netns, address, lab.subnet)
     try:
         server.start()
         yield server
@@ -134,6 +144,12 @@ def leader_of(cluster: NetnsCluster, statuses: dict[str, Status | None]) -> Node
     return leader
 
 
+def token_of(statuses: dict[str, Status | None], node: NodeProcess) -> int:
+    status = statuses.get(node.id)
+    assert status is not None, f"no status from {node.id}"
+    return int(status["token"])
+
+
 def lease_row(dsn: str, lock: str) -> tuple[str, int, bool]:
     """(holder, token, still valid) as the database sees it."""
     with psycopg.connect(dsn, connect_timeout=5) as conn:
@@ -155,7 +171,9 @@ def spread(values: Sequence[float]) -> dict[str, float]:
 
 
 @pytest.mark.anyio
-async def test_pods_scale_fail_over_partition_and_scale_down(lab, postgres, tmp_path):
+async def test_pods_scale_fail_over_partition_and_scale_down(
+    lab: NetnsLab, postgres: NamespacedPostgres, tmp_path: Path
+) -> None:
     began = time.monotonic()
     figures: dict[str, object] = {
         "ttl": TTL, "interval": INTERVAL, "missed": MISSED, "tolerance": TOLERANCE,
@@ -177,7 +195,9 @@ async def test_pods_scale_fail_over_partition_and_scale_down(lab, postgres, tmp_
         print(f"figures written to {path}")
 
 
-async def scenario(cluster: NetnsCluster, postgres: NamespacedPostgres, figures: dict) -> None:
+async def scenario(
+    cluster: NetnsCluster, postgres: NamespacedPostgres, figures: dict[str, object]
+) -> None:
     # -- two pods settle
     t0 = anyio.current_time()
     await cluster.start(START_NODES, ready_timeout=START_TIMEOUT)
@@ -207,7 +227,7 @@ async def scenario(cluster: NetnsCluster, postgres: NamespacedPostgres, figures:
 
     # -- SIGKILL the leader: another holds a valid lease, all views agree, within bounds
     leader = leader_of(cluster, statuses)
-    old_token = statuses[leader.id]["token"]
+    old_token = token_of(statuses, leader)
     cluster.kill(leader)
     t0 = anyio.current_time()
     new_leader_seconds, _ = await wait_among(
@@ -218,7 +238,7 @@ async def scenario(cluster: NetnsCluster, postgres: NamespacedPostgres, figures:
     _, statuses = await wait_one_group(cluster, cluster.live, FAILOVER_AGREED_BOUND, "failover")
     agreed_seconds = anyio.current_time() - t0
     leader = leader_of(cluster, statuses)
-    token = statuses[leader.id]["token"]
+    token = token_of(statuses, leader)
     assert token > old_token
     figures["failover"] = {
         "new_leader": round(new_leader_seconds, 2), "new_leader_bound": FAILOVER_LEADER_BOUND,
@@ -252,7 +272,7 @@ async def scenario(cluster: NetnsCluster, postgres: NamespacedPostgres, figures:
     # -- restore: it rejoins the same group under the same leader and token
     cluster.lab.restore(cluster.netns_of[cut.id])
     rejoin, statuses = await wait_one_group(cluster, cluster.live, REJOIN_TIMEOUT, "rejoin")
-    assert leader_of(cluster, statuses) is leader and statuses[leader.id]["token"] == token
+    assert leader_of(cluster, statuses) is leader and token_of(statuses, leader) == token
     figures["partition"] = {
         "detection": round(detection, 2), "detection_bound": DETECTION_BOUND,
         "cut_held": round(cut_seconds, 2), "lease_holders_during_cut": sorted(holders),
