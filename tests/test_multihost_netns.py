@@ -253,8 +253,9 @@ async def scenario(
     cluster.lab.cut(cluster.netns_of[cut.id])
     t0 = anyio.current_time()
     detection, _ = await wait_one_group(cluster, others, DETECTION_BOUND, "the cut node's removal")
-    holders = set()
-    tokens = set()
+    holders: set[str] = set()
+    tokens: set[int] = set()
+    lapses = 0  # samples where the leader's lease had expired
     with anyio.move_on_after(max(0.0, CUT_HOLD - (anyio.current_time() - t0))):
         while True:
             holder, row_token, valid = await anyio.to_thread.run_sync(
@@ -262,11 +263,12 @@ async def scenario(
             )
             holders.add(holder)
             tokens.add(row_token)
+            lapses += not valid
             await anyio.sleep(0.25)
     inside = await cluster.status_inside(cut)
     assert inside is not None, "the cut node did not answer inside its namespace:\n" + cut.log_tail()
     assert not inside["is_leader"], inside
-    assert holders == {leader.id} and tokens == {token}, (holders, tokens)
+    assert holders == {leader.id} and tokens == {token} and not lapses, (holders, tokens, lapses)
     cut_seconds = anyio.current_time() - t0
 
     # -- restore: it rejoins the same group under the same leader and token
@@ -302,4 +304,4 @@ async def scenario(
         })
     figures["scale_down"] = downs
     assert len(cluster.live) == START_NODES
-    assert leader_of(cluster, statuses) is leader
+    assert leader_of(cluster, statuses) is leader and token_of(statuses, leader) == token
