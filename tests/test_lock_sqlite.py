@@ -132,7 +132,7 @@ def test_os_processes_contending_on_one_file(db_path: Path) -> None:
     merged = run_contender_processes(
         "hedgeplug.lock.sqlite:open_lock",
         {"path": str(db_path), "lock_name": "multi"},
-        processes=processes, seconds=3.0, ttl=0.25,
+        processes=processes, seconds=3.0, ttl=0.25, min_grants=8, min_holders=3,
     )
     problems = check_history(merged, clock_slack=0.005)
     assert not problems, "\n".join(problems[:20])

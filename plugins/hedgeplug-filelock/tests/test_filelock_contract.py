@@ -54,7 +54,7 @@ def test_os_processes_contending_on_one_file(lease_path: Path) -> None:
     merged = run_contender_processes(
         "hedgeplug_filelock:open_lock",
         {"path": str(lease_path), "lock_name": "multi"},
-        processes=6, seconds=3.0, ttl=0.25,
+        processes=6, seconds=3.0, ttl=0.25, min_grants=8, min_holders=3,
     )
     problems = check_history(merged, clock_slack=0.005)
     assert not problems, "\n".join(problems[:20])

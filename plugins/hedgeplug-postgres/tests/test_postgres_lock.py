@@ -336,7 +336,7 @@ def test_os_processes_contending_through_postgres(postgres_server: Any, lock_nam
     merged = run_contender_processes(
         "hedgeplug_postgres:open_lock",
         {"dsn": postgres_server.dsn, "lock_name": lock_name},
-        processes=processes, seconds=3.0, ttl=0.25,
+        processes=processes, seconds=3.0, ttl=0.25, min_grants=8, min_holders=3,
     )
     problems = check_history(merged, clock_slack=0.01)
     assert not problems, "\n".join(problems[:20])

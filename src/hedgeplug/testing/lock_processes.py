@@ -45,8 +45,38 @@ def run_contender_processes(
     processes: int = 6,
     seconds: float = 3.0,
     ttl: float = 0.25,
+    min_grants: int = 0,
+    min_holders: int = 0,
+    max_rounds: int = 5,
 ) -> History:
-    """Run `processes` contender processes for `seconds`; return their merged history."""
+    """Run `processes` contender processes for `seconds`; return their merged history.
+
+    With `min_grants` / `min_holders`, further rounds of `seconds` (at most
+    `max_rounds` in all) run on the same store until the history holds that
+    many grants and distinct holders: a loaded machine slows the contenders
+    down, and the check needs enough handovers to mean something. Rounds run
+    one after another, so their merged history is checked as one.
+    """
+    merged = History()
+    for _ in range(max_rounds):
+        _merge_history(merged, _run_round(opener, kwargs, processes, seconds, ttl))
+        if len(merged.grants) >= min_grants and len({g.holder for g in merged.grants}) >= min_holders:
+            break
+    return merged
+
+
+def _merge_history(into: History, part: History) -> None:
+    into.grants += part.grants
+    into.renewals += part.renewals
+    into.releases += part.releases
+    into.observations += part.observations
+    into.store_errors += part.store_errors
+    into.calls += part.calls
+
+
+def _run_round(
+    opener: str, kwargs: dict[str, Any], processes: int, seconds: float, ttl: float
+) -> History:
     with tempfile.TemporaryDirectory(prefix="hedgeplug-contenders-") as tmp:
         errs = [Path(tmp) / f"contender-{i}.err" for i in range(processes)]
         procs = []
