@@ -28,6 +28,7 @@ from .contracts import Lease, Reply
 from .election import Election
 from .errors import HedgeplugError, NoLeader, RemoteError, RequestTimeout, TransportError
 from .events import Event, EventHub, LeaderChanged, MembersChanged
+from .keyring import keyring_for, start_keys
 from .registry import Observers, Registry
 from .view import Member, View
 from .wire import Codec
@@ -140,7 +141,7 @@ class Node:
 
         self._lock = build("lock")
         self._transport = build("transport")
-        codec = Codec(config.node.cluster, config.node.key, self._transport.max_frame)
+        codec = Codec(config.node.cluster, keyring_for(config.node), self._transport.max_frame)
         self._dispatcher = Dispatcher(self._transport, codec, self.id, self.counters, lambda: self.address)
         self._election: Election | None = None
         self._membership = build("membership")
@@ -390,6 +391,7 @@ class Node:
 
         self._events.spawn = spawn
         self.address = await self._transport.bind()
+        start_keys(tg, self._transport, self.address, self._dispatcher.codec, self.config.node, self._dispatcher.count)
         self._election = Election(
             self._lock,
             self.config.election,

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, bool]] = {
     "broadcast": ("hedgeplug.cli.broadcast", False),
     "plugins": ("hedgeplug.cli.plugins", False),
     "demo": ("hedgeplug.cli.demo", False),
+    "keygen": ("hedgeplug.cli.keygen", False),
     "sim": ("hedgeplug.sim.cli", True),
     "bench": ("hedgeplug.sim.cli:bench", True),
 }

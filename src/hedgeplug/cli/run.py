@@ -14,6 +14,7 @@ import attrs
 
 from ..config import Config, load_config
 from ..events import LeaderChanged, MembersChanged
+from ..keyring import COMMAND_LINE_WARNING, command_line_keys
 from ..node import Node, open_node
 from ..registry import Registry
 from .common import address_type, run_async
@@ -64,6 +65,8 @@ def bind_overrides(options_class: type, bind: str) -> list[str]:
 
 def build_config(args: argparse.Namespace, registry: Registry) -> Config:
     overrides = list(args.overrides)
+    if command_line_keys(overrides):
+        log.warning("%s", COMMAND_LINE_WARNING)
     if args.id is not None:
         overrides.append(f"node.id={args.id}")
     if args.cluster is not None:
