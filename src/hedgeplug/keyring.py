@@ -212,12 +212,13 @@ async def follow_key_file(
     codec: _HasKeyring,
     path: str,
     count: Callable[[str], None],
-    interval: float = KEY_FILE_POLL,
+    interval: float | None = None,
 ) -> None:
-    """Re-read `path` every `interval` seconds; when it changed (and reads the
+    """Re-read `path` every `interval` (default KEY_FILE_POLL) seconds; when it changed (and reads the
     same twice in a row, so a file caught mid-write is not applied), swap the
     codec's keyring. A file that became unusable keeps the old keys and is
     counted ("keyring.reload-errors"); an applied change counts "keyring.reloads"."""
+    interval = interval or KEY_FILE_POLL
     applied = await _read_bytes(path)
     while True:
         await anyio.sleep(interval)
