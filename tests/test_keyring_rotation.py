@@ -148,8 +148,8 @@ async def test_rolling_rotation_in_three_steps_drops_nothing(tmp_path, fast_key_
                 report.append((step, frames_out(nodes) - frames, traffic.rounds - rounds))
             tg.cancel_scope.cancel()
         print("\nrotation step, frames sent, traffic rounds (3 sends + 3 broadcasts each):")
-        for line in report:
-            print("  %-8s %6d %4d" % line)
+        for step, frames, rounds in report:
+            print(f"  {step:<8} {frames:6d} {rounds:4d}")
         assert all(frames > 0 and rounds >= 3 * ROUNDS_PER_NODE_STEP for _, frames, rounds in report)
         assert {n.id: drops(n) for n in nodes} == {n.id: {} for n in nodes}
         assert all(n.counters.get("keyring.reloads") == 3 for n in nodes)
