@@ -136,7 +136,8 @@ async def test_a_followed_key_file_is_applied_and_a_broken_one_ignored(tmp_path,
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(follow_key_file, holder, path, holder.count, 0.05)
-        await anyio.sleep(0.1)
+        await anyio.sleep(0.2)
+        assert holder.counts == {}  # the file says what the node already holds
         write_keys(tmp_path / "keys", "k1", "k2")
         await until("keyring.reloads", 1)
         assert holder.keyring.ids == Keyring(["k1", "k2"]).ids
@@ -148,6 +149,9 @@ async def test_a_followed_key_file_is_applied_and_a_broken_one_ignored(tmp_path,
         write_keys(tmp_path / "keys", "k2")
         await until("keyring.reloads", 2)
         assert holder.keyring.ids == Keyring(["k2"]).ids
+        write_keys(tmp_path / "keys", "# only a comment added", "k2")
+        await anyio.sleep(0.3)
+        assert holder.counts == {"keyring.reloads": 2, "keyring.reload-errors": 2}
         tg.cancel_scope.cancel()
 
 

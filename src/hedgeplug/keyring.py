@@ -214,33 +214,37 @@ async def follow_key_file(
     count: Callable[[str], None],
     interval: float | None = None,
 ) -> None:
-    """Re-read `path` every `interval` (default KEY_FILE_POLL) seconds; when it changed (and reads the
-    same twice in a row, so a file caught mid-write is not applied), swap the
-    codec's keyring. A file that became unusable keeps the old keys and is
-    counted ("keyring.reload-errors"); an applied change counts "keyring.reloads"."""
+    """Look at `path` every `interval` (default KEY_FILE_POLL) seconds. When its
+    content changed and reads the same twice in a row (a file caught while
+    being written is not applied) and names other keys than the codec holds,
+    swap the codec's keyring and count "keyring.reloads". A file that became
+    unusable keeps the old keys and counts "keyring.reload-errors" once."""
     interval = interval or KEY_FILE_POLL
-    applied = await _read_bytes(path)
+    looked_at: bytes | None = b""  # never a real file's content: the first look compares keys
     while True:
-        await anyio.sleep(interval)
         seen = await _read_bytes(path)
-        if seen == applied:
-            continue
-        await anyio.sleep(KEY_FILE_SETTLE)
-        if await _read_bytes(path) != seen:
-            continue  # still being written; look again next round
-        applied = seen
+        if seen != looked_at:
+            await anyio.sleep(KEY_FILE_SETTLE)
+            if await _read_bytes(path) == seen:
+                looked_at = seen
+                _apply(codec, path, seen, count)
+        await anyio.sleep(interval)
+
+
+def _apply(codec: _HasKeyring, path: str, content: bytes | None, count: Callable[[str], None]) -> None:
+    try:
+        if content is None:
+            raise ConfigError(f"key file {path} cannot be read")
         try:
-            if seen is None:
-                raise ConfigError(f"key file {path} cannot be read")
-            try:
-                text = seen.decode()
-            except UnicodeDecodeError:
-                raise ConfigError(f"key file {path} is not UTF-8 text") from None
-            keyring = Keyring(parse_key_lines(text, path))
-        except ConfigError as exc:
-            count("keyring.reload-errors")
-            log.error("%s; keeping %s", exc, codec.keyring.describe())
-            continue
+            text = content.decode()
+        except UnicodeDecodeError:
+            raise ConfigError(f"key file {path} is not UTF-8 text") from None
+        keyring = Keyring(parse_key_lines(text, path))
+    except ConfigError as exc:
+        count("keyring.reload-errors")
+        log.error("%s; keeping %s", exc, codec.keyring.describe())
+        return
+    if keyring.ids != codec.keyring.ids:
         codec.keyring = keyring
         count("keyring.reloads")
         log.info("key file %s applied: %s", path, keyring.describe())
