@@ -17,12 +17,14 @@ key id; a sealed frame is header (4) + nonce (12) + sealed body, the 4
 header bytes as associated data, and is opened by trying each accepted key.
 
 Compatibility rule: a node decodes versions N-1 and N and sends N unless
-pinned to N-1 (HEDGEPLUG_WIRE_VERSION=1 or `Codec(send_version=1)`), which
-is what a cluster still holding nodes of the older release needs.
+pinned to N-1 (HEDGEPLUG_WIRE_VERSION=1 in the environment when the codec
+is built, i.e. when the node starts, or `Codec(send_version=1)`), which is
+what a cluster still holding nodes of the older release needs.
 
 Body: [cluster, sender, channel, msg_id, kind, payload]. Decoding never
 raises anything but `WireError`, whose `reason` is the name of the drop
-counter the node increments.
+counter the node increments. A sealed frame repeating the nonce of one of
+the last REPLAY_WINDOW frames this codec opened is refused as a replay.
 """
 
 from __future__ import annotations
