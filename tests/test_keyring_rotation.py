@@ -23,11 +23,11 @@ CLUSTER = "rotation"
 ROUNDS_PER_NODE_STEP = 3  # traffic rounds while the cluster is mixed, after each node moves
 
 
-def config(tmp_path: Path, name: str, **node: object) -> dict:
+def config(tmp_path: Path, name: str, transport: str = "tcp", **node: object) -> dict:
     return {
         "node": {"id": name, "cluster": CLUSTER, "stop_timeout": "2s", **node},
         "lock": {"use": "sqlite", "path": str(tmp_path / "lock.db"), "ttl": "2s"},
-        "transport": {"use": "tcp", "bind": "127.0.0.1:0"},
+        "transport": {"use": transport, "bind": "127.0.0.1:0"},
         "membership": {"use": "heartbeat", "interval": "200ms"},
     }
 
@@ -59,28 +59,40 @@ def drops(node) -> dict[str, int]:
 
 
 class Traffic:
-    """Rounds of send (each node to the leader) and broadcast (each node to
-    all), each of which must succeed with every member answering."""
+    """Rounds of send (each node to the leader), broadcast (each node to all)
+    and a value through a stream each node holds open to the next one for
+    the whole test; every one must succeed, every member must answer."""
 
     def __init__(self, nodes) -> None:
         self.nodes = nodes
         self.rounds = 0
-        self.sends = 0
-        self.broadcasts = 0
+        self.streams: list = []
+
+        async def doubler(message, stream):
+            async for value in stream:
+                await stream.send(value * 2)
+
         for n in nodes:
             n.on_send(lambda payload, sender, me=n.id: [me, sender, payload])
             n.on_broadcast(lambda payload, me=n.id: me)
+            n.channel("echo").handle_streams(doubler)
+
+    async def open_streams(self, stack: AsyncExitStack) -> None:
+        for n, peer in zip(self.nodes, self.nodes[1:] + self.nodes[:1], strict=True):
+            self.streams.append(await stack.enter_async_context(await n.open_stream(peer.id, "echo")))
 
     async def round(self) -> None:
         everyone = sorted(n.id for n in self.nodes)
         for n in self.nodes:
             reply = await n.send(self.rounds, timeout=5)
             assert reply[1:] == [n.id, self.rounds], reply
-            self.sends += 1
             replies = await n.broadcast_all(self.rounds, timeout=5)
             assert all(r.ok for r in replies), [r for r in replies if not r.ok]
             assert sorted(r.payload for r in replies) == everyone
-            self.broadcasts += 1
+        for stream in self.streams:
+            with anyio.fail_after(5):
+                await stream.send(self.rounds)
+                assert await stream.receive() == 2 * self.rounds
         self.rounds += 1
 
     async def run(self) -> None:
@@ -114,13 +126,14 @@ async def move(node, path: Path, keys: list[str], timeout: float = 10) -> None:
             await anyio.sleep(0.02)
 
 
-async def status_with(key: str, address: str) -> dict:
-    async with ControlClient(cluster=CLUSTER, key=key) as client:
+async def status_with(key: str, address: str, transport: str = "tcp") -> dict:
+    async with ControlClient(cluster=CLUSTER, key=key, transport=transport) as client:
         return await client.status(address, timeout=2)
 
 
 @pytest.mark.anyio
-async def test_rolling_rotation_in_three_steps_drops_nothing(tmp_path, fast_key_files):
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+async def test_rolling_rotation_in_three_steps_drops_nothing(tmp_path, fast_key_files, transport):
     old, new = generate_key(), generate_key()
     steps = [("add", [old, new]), ("promote", [new, old]), ("remove", [new])]
     files = {n: tmp_path / f"{n}.keys" for n in NODES}
@@ -129,12 +142,13 @@ async def test_rolling_rotation_in_three_steps_drops_nothing(tmp_path, fast_key_
     async with AsyncExitStack() as stack:
         nodes = [
             await stack.enter_async_context(
-                hedgeplug.open_node(config(tmp_path, n, key_file=str(files[n])))
+                hedgeplug.open_node(config(tmp_path, n, transport, key_file=str(files[n])))
             )
             for n in NODES
         ]
         await settle(nodes)
         traffic = Traffic(nodes)
+        await traffic.open_streams(stack)  # opened under the old key, used through all steps
         report = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(traffic.run)
@@ -147,7 +161,8 @@ async def test_rolling_rotation_in_three_steps_drops_nothing(tmp_path, fast_key_
                     assert {n.id: drops(n) for n in nodes} == {n.id: {} for n in nodes}
                 report.append((step, frames_out(nodes) - frames, traffic.rounds - rounds))
             tg.cancel_scope.cancel()
-        print("\nrotation step, frames sent, traffic rounds (3 sends + 3 broadcasts each):")
+        print(f"\n{transport}: rotation step, frames sent, traffic rounds"
+              " (each: 3 sends, 3 broadcasts, 3 stream round trips):")
         for step, frames, rounds in report:
             print(f"  {step:<8} {frames:6d} {rounds:4d}")
         assert all(frames > 0 and rounds >= 3 * ROUNDS_PER_NODE_STEP for _, frames, rounds in report)
@@ -155,9 +170,9 @@ async def test_rolling_rotation_in_three_steps_drops_nothing(tmp_path, fast_key_
         assert all(n.counters.get("keyring.reloads") == 3 for n in nodes)
         # The end state: the new key opens every node, the old one none.
         for n in nodes:
-            assert (await status_with(new, n.address))["id"] == n.id
+            assert (await status_with(new, n.address, transport))["id"] == n.id
             with pytest.raises(TransportError, match="wrong cluster name or key"):
-                await status_with(old, n.address)
+                await status_with(old, n.address, transport)
             assert n.counters.get("drop.auth") == 1
 
 
@@ -212,6 +227,7 @@ async def test_nodes_pinned_to_wire_version_1_and_current_nodes_share_a_cluster(
         monkeypatch.delenv(wire.SEND_VERSION_ENV, raising=False)
         await settle(nodes)
         traffic = Traffic(nodes)
+        await traffic.open_streams(stack)
         for _ in range(5):
             await traffic.round()
         print(f"\nframes sent by (node, wire version): {dict(sorted(sent.items()))}")
