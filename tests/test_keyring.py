@@ -248,3 +248,29 @@ async def test_loopback_and_in_process_nodes_need_no_key(tmp_path):
     }
     async with hedgeplug.open_node(memory) as n:
         assert n.address == "mem://m"
+
+
+# ------------------------------------------------------------ replay, end to end
+
+
+@pytest.mark.anyio
+async def test_a_node_runs_a_replayed_frame_once(tmp_path):
+    """An on-path attacker's replay: the same sealed bytes delivered twice
+    over a real socket reach the handler once and are counted the second time."""
+    from hedgeplug.transport.tcp import TcpTransport
+
+    calls = []
+    async with hedgeplug.open_node(node_config(tmp_path, key="k")) as node:
+        node.on_broadcast(lambda payload, sender: calls.append((payload, sender)) or "done")
+        frame = Codec("exposure", "k").encode(
+            Envelope("exposure", "someone", "app.broadcast", 1, Kind.MESSAGE, "pay once")
+        )
+        wire_tap = TcpTransport()
+        try:
+            answer = await wire_tap.request(node.address, frame, 5)
+            assert Codec("exposure", "k").decode(answer).payload == "done"
+            assert await wire_tap.request(node.address, frame, 5) == b""  # dropped: no answer
+        finally:
+            await wire_tap.aclose()
+        assert calls == [("pay once", "someone")]
+        assert node.counters.get("drop.replay") == 1
