@@ -21,6 +21,7 @@ import anyio
 
 from .contracts import Transport
 from .errors import HedgeplugError, RemoteError, RequestTimeout, TransportError
+from .keyring import Keyring
 from .registry import Registry
 from .wire import Codec, Envelope, Kind, WireError
 
@@ -61,7 +62,7 @@ class ControlClient:
         self,
         *,
         cluster: str = "hedgeplug",
-        key: str = "",
+        key: str | Keyring = "",
         transport: str = "tcp",
         registry: Registry | None = None,
     ) -> None:

@@ -1,31 +1,59 @@
 """The envelope every frame carries, its codec and its protection.
 
-Layout of a frame: magic b"HP", protocol version (1 byte), flags (1 byte),
-then either the msgpack body, or with a cluster key a 12-byte nonce and the
-body sealed with ChaCha20-Poly1305 (the 4 header bytes as associated data).
+Wire version 2 (sent by default):
+
+    offset size  field
+    0      2     magic b"HP"
+    2      1     version: 2
+    3      1     flags: bit 0 set = sealed
+    unsealed: 4..  msgpack body
+    sealed:   4  4  key id of the sealing key (see hedgeplug.keyring)
+              8  12 random nonce
+              20 ..  body sealed with ChaCha20-Poly1305: ciphertext + 16-byte tag,
+                     the 8 bytes before the nonce as associated data
+
+Wire version 1 (still decoded; sent when pinned to it): the same without the
+key id; a sealed frame is header (4) + nonce (12) + sealed body, the 4
+header bytes as associated data, and is opened by trying each accepted key.
+
+Compatibility rule: a node decodes versions N-1 and N and sends N unless
+pinned to N-1 (HEDGEPLUG_WIRE_VERSION=1 in the environment when the codec
+is built, i.e. when the node starts, or `Codec(send_version=1)`), which is
+what a cluster still holding nodes of the older release needs.
 
 Body: [cluster, sender, channel, msg_id, kind, payload]. Decoding never
 raises anything but `WireError`, whose `reason` is the name of the drop
-counter the node increments.
+counter the node increments. A sealed frame repeating the nonce of one of
+the last REPLAY_WINDOW frames this codec opened is refused as a replay.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
-import hashlib
 import os
 from typing import Any
 
 import attrs
 import msgpack
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from .errors import ConfigError
+from .keyring import KEY_ID_SIZE, ClusterKey, Keyring, derive_key
+
+__all__ = ["Codec", "Envelope", "Kind", "WireError", "derive_key"]
 
 MAGIC = b"HP"
-VERSION = 1
+VERSION = 2
+PREVIOUS_VERSION = 1
+VERSIONS = (PREVIOUS_VERSION, VERSION)
 FLAG_SEALED = 0x01
 NONCE_SIZE = 12
+TAG_SIZE = 16
 HEADER_SIZE = 4
+SEALED_HEADER = {1: HEADER_SIZE, 2: HEADER_SIZE + KEY_ID_SIZE}
+SEND_VERSION_ENV = "HEDGEPLUG_WIRE_VERSION"
+REPLAY_WINDOW = 4096  # nonces of recently opened frames remembered to refuse a replay
 
 
 class Kind(enum.IntEnum):
@@ -52,34 +80,46 @@ class Envelope:
     payload: Any
 
 
-def derive_key(secret: str) -> bytes:
-    """A 32-byte AEAD key from the configured cluster key."""
-    return hashlib.sha256(b"hedgeplug/v1 cluster key\0" + secret.encode()).digest()
-
-
 class Codec:
-    """Encodes and checks envelopes for one cluster (and key, if any)."""
+    """Encodes and checks envelopes for one cluster and keyring (maybe empty).
 
-    def __init__(self, cluster: str, key: str = "", max_frame: int = 1 << 20) -> None:
+    `key` is one key string or a Keyring; `keyring` may be swapped while the
+    codec is in use (a followed key file does). `send_version` pins the wire
+    version sent (default: HEDGEPLUG_WIRE_VERSION, else VERSION)."""
+
+    def __init__(
+        self,
+        cluster: str,
+        key: str | Keyring = "",
+        max_frame: int = 1 << 20,
+        *,
+        send_version: int | None = None,
+    ) -> None:
         self.cluster = cluster
         self.max_frame = max_frame
-        self._aead = ChaCha20Poly1305(derive_key(key)) if key else None
+        self.keyring = key if isinstance(key, Keyring) else Keyring([key] if key else [])
+        self.send_version = send_version if send_version is not None else _pinned_version()
+        if self.send_version not in VERSIONS:
+            raise ConfigError(
+                f"wire version {self.send_version} cannot be sent; this release speaks "
+                f"{PREVIOUS_VERSION} and {VERSION}"
+            )
+        self._recent: collections.OrderedDict[bytes, None] = collections.OrderedDict()
 
     @property
     def sealed(self) -> bool:
-        return self._aead is not None
+        return bool(self.keyring)
 
     def encode(self, env: Envelope) -> bytes:
         body = msgpack.packb(
             [env.cluster, env.sender, env.channel, env.msg_id, int(env.kind), env.payload],
             use_bin_type=True,
         )
-        if self._aead is None:
-            frame = MAGIC + bytes((VERSION, 0)) + body
+        key = self.keyring.primary
+        if key is None:
+            frame = MAGIC + bytes((self.send_version, 0)) + body
         else:
-            header = MAGIC + bytes((VERSION, FLAG_SEALED))
-            nonce = os.urandom(NONCE_SIZE)  # nonces must be unpredictable, not replayable from a seed
-            frame = header + nonce + self._aead.encrypt(nonce, body, header)
+            frame = self._seal(key, body)
         if len(frame) > self.max_frame:
             from .errors import FrameTooLarge
 
@@ -88,28 +128,66 @@ class Codec:
             )
         return frame
 
+    def _seal(self, key: ClusterKey, body: bytes) -> bytes:
+        header = MAGIC + bytes((self.send_version, FLAG_SEALED))
+        if self.send_version >= 2:
+            header += key.id
+        nonce = os.urandom(NONCE_SIZE)  # nonces must be unpredictable, not replayable from a seed
+        return header + nonce + key.aead.encrypt(nonce, body, header)
+
     def decode(self, frame: bytes) -> Envelope:
         if len(frame) > self.max_frame:
             raise WireError("too-large", f"{len(frame)} bytes")
         if len(frame) < HEADER_SIZE or frame[:2] != MAGIC:
             raise WireError("not-hedgeplug")
-        if frame[2] != VERSION:
-            raise WireError("version", f"protocol version {frame[2]}")
+        version = frame[2]
+        if version not in VERSIONS:
+            raise WireError("version", f"protocol version {version}")
         flags = frame[3]
-        if self._aead is not None:
+        if self.keyring:
             if not flags & FLAG_SEALED:
                 raise WireError("unsealed", "cluster key configured but frame is not sealed")
-            if len(frame) < HEADER_SIZE + NONCE_SIZE + 16:
-                raise WireError("auth", "sealed frame too short")
-            nonce = frame[HEADER_SIZE:HEADER_SIZE + NONCE_SIZE]
-            try:
-                body = self._aead.decrypt(nonce, frame[HEADER_SIZE + NONCE_SIZE:], frame[:HEADER_SIZE])
-            except InvalidTag:
-                raise WireError("auth", "authentication failed (wrong key or tampered frame)") from None
+            body = self._open(version, frame)
         else:
             if flags & FLAG_SEALED:
                 raise WireError("sealed", "frame is sealed but no cluster key is configured")
             body = frame[HEADER_SIZE:]
+        return self._envelope(body)
+
+    def _open(self, version: int, frame: bytes) -> bytes:
+        header_size = SEALED_HEADER[version]
+        if len(frame) < header_size + NONCE_SIZE + TAG_SIZE:
+            raise WireError("auth", "sealed frame too short")
+        header = frame[:header_size]
+        nonce = frame[header_size:header_size + NONCE_SIZE]
+        if version >= 2:
+            keys = self.keyring.candidates(header[HEADER_SIZE:])
+            if not keys:
+                raise WireError(
+                    "auth", f"sealed with key {header[HEADER_SIZE:].hex()}, which this node "
+                    f"does not accept ({self.keyring.describe()})"
+                )
+        else:
+            keys = self.keyring.keys  # version 1 names no key: try each, primary first
+        for key in keys:
+            try:
+                body = key.aead.decrypt(nonce, frame[header_size + NONCE_SIZE:], header)
+            except InvalidTag:
+                continue
+            self._remember(nonce)
+            return body
+        raise WireError("auth", "authentication failed (wrong key or tampered frame)")
+
+    def _remember(self, nonce: bytes) -> None:
+        # Only frames that authenticated get here, so an attacker cannot flush the window
+        # with forgeries; a replay of one of the last REPLAY_WINDOW frames is refused.
+        if nonce in self._recent:
+            raise WireError("replay", "a frame with this nonce was already accepted")
+        self._recent[nonce] = None
+        if len(self._recent) > REPLAY_WINDOW:
+            self._recent.popitem(last=False)
+
+    def _envelope(self, body: bytes) -> Envelope:
         try:
             fields = msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception as exc:
@@ -124,3 +202,17 @@ class Codec:
         if cluster != self.cluster:
             raise WireError("wrong-cluster", f"cluster {cluster!r}")
         return Envelope(cluster, sender, channel, msg_id, Kind(kind), payload)
+
+
+def _pinned_version() -> int:
+    """The version HEDGEPLUG_WIRE_VERSION pins sending to (for clusters, and tests,
+    that still hold nodes of the previous release), else the current one."""
+    text = os.environ.get(SEND_VERSION_ENV, "").strip()
+    if not text:
+        return VERSION
+    if text not in {str(v) for v in VERSIONS}:
+        raise ConfigError(
+            f"environment {SEND_VERSION_ENV}={text!r}: expected one of "
+            + ", ".join(str(v) for v in VERSIONS)
+        )
+    return int(text)

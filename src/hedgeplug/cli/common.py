@@ -14,6 +14,7 @@ from ..address import Address
 from ..config import Duration, load_config, parse_duration
 from ..control import ControlClient
 from ..errors import HedgeplugError
+from ..keyring import COMMAND_LINE_WARNING, Keyring, keyring_for
 from ..registry import Registry
 
 T = TypeVar("T")
@@ -63,7 +64,11 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cluster", help="cluster name (default: from --config, else 'hedgeplug')")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--key", help="cluster key, if the cluster uses one")
+    group.add_argument(
+        "--key",
+        help="cluster key (discouraged: visible in ps; prefer HEDGEPLUG_NODE_KEY_FILE,"
+        " HEDGEPLUG_NODE_KEY or key_file in --config)",
+    )
     group.add_argument(
         "--config", "-c", help="read cluster name, key and transport from this TOML file"
     )
@@ -77,15 +82,16 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
 
 def client_from_args(args: argparse.Namespace) -> ControlClient:
     registry = Registry.load()
-    cluster, key, transport = "hedgeplug", "", "tcp"
-    if args.config:
-        config = load_config(args.config, registry=registry)
-        cluster, key, transport = config.node.cluster, config.node.key, config.transport.use
+    # Always through the loader, so HEDGEPLUG_NODE_KEY(_FILE) reach every command.
+    config = load_config(args.config or None, registry=registry)
+    cluster, transport = config.node.cluster, config.transport.use
+    keys: str | Keyring = keyring_for(config.node)
     if args.cluster:
         cluster = args.cluster
     if args.key:
-        key = args.key
-    return ControlClient(cluster=cluster, key=key, transport=transport, registry=registry)
+        eprint(f"hedgeplug: {COMMAND_LINE_WARNING}")
+        keys = args.key
+    return ControlClient(cluster=cluster, key=keys, transport=transport, registry=registry)
 
 
 def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:

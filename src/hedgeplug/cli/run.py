@@ -14,6 +14,7 @@ import anyio
 
 from ..config import Config, Setting, load_config
 from ..events import LeaderChanged, MembersChanged
+from ..keyring import COMMAND_LINE_WARNING, command_line_keys
 from ..node import Node, open_node
 from ..registry import Registry
 from .common import address_type, run_async
@@ -63,6 +64,8 @@ def command_line_settings(args: argparse.Namespace) -> list[str | Setting]:
 
 
 def build_config(args: argparse.Namespace, registry: Registry) -> Config:
+    if command_line_keys([o for o in args.overrides if isinstance(o, str)]):
+        log.warning("%s", COMMAND_LINE_WARNING)
     return load_config(args.config, overrides=command_line_settings(args), registry=registry)
 
 

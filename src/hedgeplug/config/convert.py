@@ -151,7 +151,7 @@ def describe_options(cls: type) -> list[dict[str, str]]:
         elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
             default = "(computed)"
         else:
-            default = repr(f.default)
+            default = repr(str(f.default)) if isinstance(f.default, Address) else repr(f.default)
         out.append(
             {"key": f.name, "type": describe_type(types_[f.name]), "default": default,
              "help": f.metadata.get("help", "")}

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from ..keyring import validate_key_file
 from ..options import Duration, fraction, positive
 from .convert import convert, field_types
 
@@ -37,6 +38,9 @@ class NodeSettings:
     meta: dict[str, str] = attrs.field(factory=dict, metadata={"help": "small str->str metadata shown to other members"})
     seed: int | None = attrs.field(default=None, metadata={"help": "seed for protocol randomness; default random"})
     stop_timeout: Duration = attrs.field(default=Duration(3.0), validator=positive, metadata={"help": "bound on a graceful stop"})
+    # Keys and exposure (see hedgeplug.keyring and docs/security.md).
+    key_file: str = attrs.field(default="", validator=validate_key_file, metadata={"help": "file of cluster keys, one a line: the first seals, all are accepted; followed while running"})
+    insecure: bool = attrs.field(default=False, metadata={"help": "allow running without a key on a non-loopback address"})
 
     @property
     def lock(self) -> str:

@@ -12,6 +12,7 @@ from anyio.abc import TaskGroup
 
 from ..config import Config
 from ..events import EventHub
+from ..keyring import start_keys
 from ..registry import Observers
 from .parts import NodeParts
 
@@ -52,8 +53,11 @@ class Lifecycle:
 
         self.events.spawn = spawn
         parts = self.parts
-        self.on_bound(await parts.transport.bind())
+        address = await parts.transport.bind()
+        self.on_bound(address)
         dispatcher = parts.dispatcher
+        # Refuse to run exposed without a key; follow [node] key_file while running.
+        start_keys(tg, parts.transport, address, dispatcher.codec, self.config.node, dispatcher.count)
         tg.start_soon(parts.transport.serve, dispatcher.on_frame, dispatcher.on_stream)
         tg.start_soon(parts.election.run)
         tg.start_soon(parts.membership.run)

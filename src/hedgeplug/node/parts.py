@@ -17,6 +17,7 @@ from ..config import Config
 from ..contracts import Lease
 from ..election import Election
 from ..errors import HedgeplugError
+from ..keyring import keyring_for
 from ..registry import Registry
 from ..wire import Codec
 from .context import NodeContext
@@ -62,7 +63,7 @@ def assemble(
     then membership and broadcast, which may open channels as they are built."""
     lock = build_plugin("lock", config, registry, ctx)
     transport = build_plugin("transport", config, registry, ctx)
-    codec = Codec(config.node.cluster, config.node.key, transport.max_frame)
+    codec = Codec(config.node.cluster, keyring_for(config.node), transport.max_frame)
     dispatcher = Dispatcher(transport, codec, config.node.id, counters, address)
     election = Election(
         lock,
