@@ -307,3 +307,29 @@ class Broadcast(Protocol):
         self, channel: str, payload: Any, targets: Sequence[Member], timeout: float
     ) -> AsyncIterator[Reply]:
         """Yield replies as they arrive; errors per member are replies with ok=False."""
+
+
+# ---------------------------------------------------------------- observed node
+
+
+class ObservedNode(Protocol):
+    """What an observer hook may read of the node that calls it (a `hedgeplug.Node`)."""
+
+    id: str
+    cluster: str
+    address: str
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def leader(self) -> Lease | None: ...
+
+    @property
+    def token(self) -> int: ...
+
+    @property
+    def view(self) -> View: ...
+
+    def status(self) -> dict[str, Any]:
+        """The same document `hedgeplug status --json` shows."""

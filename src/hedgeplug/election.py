@@ -13,14 +13,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
-from .config import LockSettings
 from .contracts import Lease, LockBackend, Watchable
 
 log = logging.getLogger("hedgeplug.election")
+
+class ElectionSettings(Protocol):
+    """The [lock] timings the election runs on (the configuration's LockSettings)."""
+
+    @property
+    def ttl(self) -> float: ...
+
+    @property
+    def margin(self) -> float: ...
+
+    @property
+    def renew_every(self) -> float: ...
+
+    @property
+    def retry_every(self) -> float: ...
+
 
 LeaderCallback = Callable[[Lease | None, Lease | None], None]
 
@@ -29,7 +44,7 @@ class Election:
     def __init__(
         self,
         lock: LockBackend,
-        settings: LockSettings,
+        settings: ElectionSettings,
         *,
         holder: str,
         address: Callable[[], str],

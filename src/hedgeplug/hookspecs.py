@@ -23,7 +23,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .contracts import Lease, NodeContext
-    from .node import Node
+    from .contracts import ObservedNode as Node
     from .view import Member, View
 
 hookspec = pluggy.HookspecMarker("hedgeplug")

@@ -16,13 +16,12 @@ from ..config import Config, Setting, load_config
 from ..events import LeaderChanged, MembersChanged
 from ..keyring import COMMAND_LINE_WARNING, command_line_keys
 from ..node import Node, open_node
+from ..readiness import DIE_WITH_PARENT, READY_PREFIX
 from ..registry import Registry
 from .common import address_type, run_async
 
 HELP = "run one node in the foreground (stops gracefully on SIGTERM/SIGINT)"
 LEVELS = ("debug", "info", "warning", "error")
-# The line a parent process (demo, tests) waits for; keep its shape stable.
-READY_PREFIX = "hedgeplug: listening on "
 
 log = logging.getLogger("hedgeplug.cli.run")
 
@@ -107,9 +106,6 @@ def install_echo_handlers(node: Node) -> None:
 
     node.on_send(echo)
     node.on_broadcast(echo)
-
-
-DIE_WITH_PARENT = "HEDGEPLUG_DIE_WITH_PARENT"
 
 
 def parent_to_watch(environ: Mapping[str, str] = os.environ) -> int | None:

@@ -19,10 +19,11 @@ import anyio
 import attrs
 from anyio.abc import Process
 
-# What `hedgeplug run` prints when ready, and the variable naming the pid it watches.
-from ..cli.run import DIE_WITH_PARENT, READY_PREFIX
 from ..config import SECTIONS
 from ..errors import HedgeplugError
+
+# What `hedgeplug run` prints when ready, and the variable naming the pid it watches.
+from ..readiness import DIE_WITH_PARENT, READY_PREFIX
 
 READY_RE = re.compile("^" + re.escape(READY_PREFIX) + r"(?P<address>\S+) id=(?P<id>\S+)")
 
