@@ -1,0 +1,293 @@
+"""The public cache object: one named, partitioned cache on one node."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from hedgeplug.events import MembersChanged
+from hedgeplug.options import parse_size
+
+from .client import Client
+from .counters import Counters
+from .errors import CacheError
+from .handoff import Handoff
+from .placement import Placement, key_bytes
+from .server import Server
+from .singleflight import Flights, Loader
+from .store import Store
+from .values import check_size, frame_limit, pack, unpack
+from .versions import LamportClock, Version
+
+CHANNEL_PREFIX = "cache:"
+_MISSING = object()
+
+
+class SeenVersions:
+    """The newest version this reader has seen per key (the last `limit` keys),
+    so it never returns a value older than one it already returned."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: OrderedDict[bytes, Version] = OrderedDict()
+
+    def note(self, key: bytes, version: Version) -> None:
+        old = self._seen.get(key)
+        if old is None or version > old:
+            self._seen[key] = version
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.limit:
+            self._seen.popitem(last=False)
+
+    def older(self, key: bytes, version: Version) -> bool:
+        seen = self._seen.get(key)
+        return seen is not None and version < seen
+
+
+def _size(value: int | str, what: str) -> int:
+    try:
+        return parse_size(value)
+    except (ValueError, TypeError) as exc:
+        raise CacheError(f"{what}: {exc}") from None
+
+
+class Cache:
+    """A cache whose keys are spread over the live members of the node's view.
+
+    Create it with `open_cache(node, name, ...)` (or the node's `cache`
+    method); run `run()` in a task and call `close()` before the node leaves.
+    """
+
+    def __init__(
+        self,
+        node: Any,
+        name: str,
+        *,
+        max_memory: int | str,
+        replicas: int = 2,
+        ttl: float | None = None,
+        request_timeout: float = 2.0,
+        write_timeout: float = 5.0,
+        handoff_rate: int | str = "8MiB",
+        handoff_grace: float = 5.0,
+        repair_interval: float = 5.0,
+        lease_ttl: float = 10.0,
+        tombstone_ttl: float = 60.0,
+        session_keys: int = 10_000,
+    ) -> None:
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise CacheError("a cache name is a non-empty string of at most 64 characters")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= 16:
+            raise CacheError(f"replicas must be a whole number from 1 to 16, got {replicas!r}")
+        if ttl is not None and (not isinstance(ttl, int | float) or ttl <= 0):
+            raise CacheError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+        self.node = node
+        self.name = name
+        self.node_id: str = node.id
+        self.replicas = replicas
+        self.ttl = ttl
+        self.request_timeout = request_timeout
+        self.write_timeout = write_timeout
+        self.counters = Counters()
+        self.max_memory = _size(max_memory, "max_memory")
+        if self.max_memory < 4096:
+            raise CacheError(f"max_memory must be at least 4KiB, got {self.max_memory} bytes")
+        self.store = Store(self.max_memory, anyio.current_time, self.counters, tombstone_ttl)
+        self.clock = LamportClock(self.node_id)
+        self.seen = SeenVersions(session_keys)
+        self.frame_limit = frame_limit(node)
+        self.server = Server(self)
+        self.client = Client(self)
+        self.flights = Flights(self, lease_ttl)
+        self.handoff = Handoff(self, _size(handoff_rate, "handoff_rate"), handoff_grace, repair_interval)
+        self._placement: Placement | None = None
+        self._previous: Placement | None = None
+        self.closed = False
+        self.channel = node.channel(CHANNEL_PREFIX + name)
+        self.channel.handle(self.server.handle)
+        node.on_members_changed(self._on_members)
+
+    # ------------------------------------------------------------ placement
+
+    def now(self) -> float:
+        return anyio.current_time()
+
+    def placement(self) -> Placement:
+        ids = self.node.view.ids | {self.node_id}
+        if self._placement is None or self._placement.ids != ids:
+            if self._placement is not None:
+                self._previous = self._placement
+            self._placement = Placement(ids, self.replicas)
+        return self._placement
+
+    def owners_with_addresses(self, key: bytes) -> list[tuple[str, str]]:
+        return self._with_addresses(self.placement().owners(key))
+
+    def previous_owners(self, key: bytes) -> list[tuple[str, str]]:
+        self.placement()
+        if self._previous is None:
+            return []
+        return self._with_addresses(self._previous.owners(key))
+
+    def _with_addresses(self, owners: Iterable[str]) -> list[tuple[str, str]]:
+        view = self.node.view
+        out = []
+        for owner in owners:
+            if owner == self.node_id:
+                out.append((owner, self.node.address))
+                continue
+            member = view.get(owner)
+            if member is not None:
+                out.append((owner, member.address))
+        return out
+
+    def _on_members(self, event: MembersChanged) -> None:
+        if not self.closed:
+            self.placement()
+            self.handoff.view_changed()
+
+    # ------------------------------------------------------------ life cycle
+
+    async def run(self) -> None:
+        """The background work: hand-off after view changes, expiry sweeps."""
+        await self.handoff.run()
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Hand this node's keys to the owners that replace it (bounded by
+        `timeout`, default the node's stop_timeout), then stop answering."""
+        if self.closed:
+            return
+        if timeout is None:
+            timeout = float(getattr(getattr(self.node.config, "node", None), "stop_timeout", 5.0))
+        with anyio.move_on_after(timeout):
+            await self.handoff.leave()
+        self.closed = True
+
+    # ------------------------------------------------------------ API
+
+    def unpack(self, packed: bytes) -> Any:
+        return unpack(packed)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise CacheError(f"cache {self.name!r} is closed")
+
+    async def get(self, key: str | bytes, default: Any = None) -> Any:
+        """The value, or `default` on a miss."""
+        self._check_open()
+        k = key_bytes(key)
+        packed, version = await self.client.read(k)
+        if version is not None and self.seen.older(k, version):
+            self.counters.add("stale_hidden")
+            packed, version = None, None
+        if version is not None:
+            self.seen.note(k, version)
+        if packed is None:
+            self.counters.add("misses")
+            return default
+        self.counters.add("hits")
+        return unpack(packed)
+
+    async def set(self, key: str | bytes, value: Any, *, ttl: float | None = _MISSING, timeout: float | None = None) -> None:  # type: ignore[assignment]
+        """Store `value` on every owner of `key`; returns once all have it."""
+        self._check_open()
+        k = key_bytes(key)
+        packed = pack(value)
+        check_size(k, packed, self.frame_limit)
+        effective = self.ttl if ttl is _MISSING else ttl
+        self.counters.add("sets")
+        await self.client.write(k, packed, effective, timeout or self.write_timeout)
+
+    async def delete(self, key: str | bytes, *, timeout: float | None = None) -> None:
+        """Remove `key` from every owner (a tombstone with a newer version)."""
+        self._check_open()
+        k = key_bytes(key)
+        self.counters.add("deletes")
+        await self.client.write(k, None, None, timeout or self.write_timeout)
+
+    async def get_many(self, keys: Iterable[str | bytes], default: Any = None) -> dict[Any, Any]:
+        """{key: value} for the keys given, `default` for misses; reads run concurrently."""
+        keys = list(keys)
+        out: dict[Any, Any] = {}
+        limiter = anyio.CapacityLimiter(32)
+
+        async def one(key: str | bytes) -> None:
+            async with limiter:
+                out[key] = await self.get(key, default)
+
+        async with anyio.create_task_group() as tg:
+            for key in keys:
+                tg.start_soon(one, key)
+        return {key: out[key] for key in keys}
+
+    async def set_many(self, items: Mapping[Any, Any], *, ttl: float | None = _MISSING) -> None:  # type: ignore[assignment]
+        """Store several values; raises the first failure after trying them all."""
+        for key, value in items.items():  # check every size before sending any
+            check_size(key_bytes(key), pack(value), self.frame_limit)
+        limiter = anyio.CapacityLimiter(32)
+        errors: list[Exception] = []
+
+        async def one(key: Any, value: Any) -> None:
+            async with limiter:
+                try:
+                    await self.set(key, value, ttl=ttl)
+                except CacheError as exc:
+                    errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for key, value in items.items():
+                tg.start_soon(one, key, value)
+        if errors:
+            raise errors[0]
+
+    async def get_or_load(
+        self, key: str | bytes, loader: Loader, *, ttl: float | None = _MISSING, timeout: float = 30.0  # type: ignore[assignment]
+    ) -> Any:
+        """The cached value, or the loader's result: the loader runs once across
+        the cluster while other callers for the same key wait for it."""
+        value = await self.get(key, _MISSING)
+        if value is not _MISSING:
+            return value
+        effective = self.ttl if ttl is _MISSING else ttl
+        return await self.flights.load(key_bytes(key), loader, effective, timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and sizes, as `status --json` and `hedgeplug cache stats` show them."""
+        owned = 0
+        placement = self.placement()
+        for key in self.store.keys():
+            if self.node_id in placement.owners(key):
+                owned += 1
+        return self.counters.snapshot(
+            name=self.name,
+            keys=self.store.values,
+            owned_keys=owned,
+            entries=len(self.store),
+            bytes=self.store.used,
+            max_memory=self.max_memory,
+            replicas=self.replicas,
+            members=len(placement.ids),
+        )
+
+
+@asynccontextmanager
+async def open_cache(node: Any, name: str, **options: Any) -> AsyncIterator[Cache]:
+    """A named cache on `node` for the length of the block; on exit it hands
+    its keys to their new owners (bounded by the node's stop_timeout).
+
+        async with open_cache(node, "sessions", max_memory="64MiB") as cache:
+            await cache.set("user:1", b"...")
+    """
+    cache = Cache(node, name, **options)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cache.run)
+        try:
+            yield cache
+        finally:
+            with anyio.CancelScope(shield=True):
+                await cache.close()
+            tg.cancel_scope.cancel()

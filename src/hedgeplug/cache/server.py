@@ -1,0 +1,111 @@
+"""The owner side: what a node does with the cache messages it receives."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hedgeplug.contracts import Message
+
+from . import messages as m
+from .errors import ProtocolError
+from .versions import Version, version_from_wire, version_to_wire
+
+if TYPE_CHECKING:
+    from .cache import Cache
+
+
+class Server:
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+
+    async def handle(self, msg: Message) -> Any:
+        return await self.dispatch(msg.sender, msg.payload)
+
+    async def dispatch(self, sender: str, payload: Any) -> Any:
+        if not isinstance(payload, list) or not payload or not isinstance(payload[0], str):
+            self.cache.counters.add("protocol_errors")
+            raise ProtocolError("a cache message is a list whose first item names the operation")
+        op = payload[0]
+        try:
+            if op == m.READ:
+                return self.read(m.need_bytes(payload[1], "key"))
+            if op == m.WRITE:
+                key, value, version, ttl = m.entry_from_wire(payload[1:5])
+                mode = payload[5]
+                if mode not in m.MODES:
+                    raise ValueError(f"unknown write mode {mode!r}")
+                return self.write(sender, key, value, version, ttl, mode)
+            if op == m.PUSH:
+                mode = payload[1]
+                if mode not in m.MODES or not isinstance(payload[2], list):
+                    raise ValueError("a push is [p, mode, entries]")
+                return self.push(sender, mode, [m.entry_from_wire(e) for e in payload[2]])
+            if op == m.LEASE:
+                wait = payload[2]
+                if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= 60:
+                    raise ValueError("lease wait must be 0..60 seconds")
+                return await self.cache.flights.arbitrate(sender, m.need_bytes(payload[1], "key"), wait)
+            if op == m.RELEASE:
+                self.cache.flights.release(m.need_bytes(payload[1], "key"), int(payload[2]))
+                return ["ok"]
+            if op == m.STATS:
+                return self.cache.stats()
+            if op == m.ADMIN_GET:
+                return await self.cache.get(m.need_bytes(payload[1], "key"))
+            if op == m.ADMIN_SET:
+                await self.cache.set(m.need_bytes(payload[1], "key"), payload[2], ttl=m.need_ttl(payload[3]))
+                return ["ok"]
+        except (ValueError, TypeError, IndexError) as exc:
+            self.cache.counters.add("protocol_errors")
+            raise ProtocolError(f"malformed cache message {op!r}: {exc}") from None
+        self.cache.counters.add("protocol_errors")
+        raise ProtocolError(f"unknown cache operation {op!r}")
+
+    # ------------------------------------------------------------ operations
+
+    def read(self, key: bytes) -> list[Any]:
+        entry = self.cache.store.get(key)
+        if entry is None:
+            return ["miss"]
+        if entry.value is None:
+            return ["tomb", version_to_wire(entry.version)]
+        return ["hit", entry.value, version_to_wire(entry.version), entry.ttl_left(self.cache.now())]
+
+    def owns(self, key: bytes, mode: str, sender: str) -> bool:
+        placement = self.cache.placement()
+        if self.cache.node_id in placement.owners(key):
+            return True
+        # A leaving sender pushes to the owners of the view it is leaving behind.
+        return mode == m.MODE_LEAVE and self.cache.node_id in placement.without(sender).owners(key)
+
+    def write(
+        self, sender: str, key: bytes, value: bytes | None, version: Version, ttl: float | None, mode: str
+    ) -> list[Any]:
+        cache = self.cache
+        cache.clock.observe(version)
+        if not self.owns(key, mode, sender):
+            cache.counters.add("redirects")
+            return ["redirect", m.owners_to_wire(cache.owners_with_addresses(key))]
+        refused = cache.store.apply(key, value, version, ttl)
+        if refused is not None:
+            cache.counters.add("stale_refused")
+            return ["stale", version_to_wire(refused)]
+        if mode != m.MODE_CLIENT:
+            cache.counters.add("handoff_keys_in")
+            cache.counters.add("handoff_bytes_in", len(key) + len(value or b""))
+        cache.flights.written(key)
+        return ["ok"]
+
+    def push(self, sender: str, mode: str, entries: list[m.WireEntry]) -> list[Any]:
+        taken = not_owner = 0
+        for key, value, version, ttl in entries:
+            reply = self.write(sender, key, value, version, ttl, mode)
+            if reply[0] == "redirect":
+                not_owner += 1
+            else:
+                taken += 1
+        return ["ok", taken, not_owner]
+
+
+def parse_version(data: Any) -> Version:
+    return version_from_wire(data)
