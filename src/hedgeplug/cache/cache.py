@@ -100,12 +100,12 @@ class Cache:
         self.clock = LamportClock(self.node_id)
         self.seen = SeenVersions(session_keys)
         self.frame_limit = frame_limit(node)
+        self._placement: Placement | None = None
+        self._previous: Placement | None = None
         self.server = Server(self)
         self.client = Client(self)
         self.flights = Flights(self, lease_ttl)
         self.handoff = Handoff(self, _size(handoff_rate, "handoff_rate"), handoff_grace, repair_interval)
-        self._placement: Placement | None = None
-        self._previous: Placement | None = None
         self.closed = False
         self.channel = node.channel(CHANNEL_PREFIX + name)
         self.channel.handle(self.server.handle)
@@ -165,6 +165,10 @@ class Cache:
             timeout = float(getattr(getattr(self.node.config, "node", None), "stop_timeout", 5.0))
         with anyio.move_on_after(timeout):
             await self.handoff.leave()
+        self.closed = True
+
+    def abandon(self) -> None:
+        """Stop at once without handing off (a crash, for tests and the simulator)."""
         self.closed = True
 
     # ------------------------------------------------------------ API
