@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from cache_cluster import CacheCluster
 
 from hedgeplug.cache import CacheError, ValueTooLarge
 from hedgeplug.cache import messages as m
-
-from cache_cluster import CacheCluster
 
 pytestmark = pytest.mark.anyio
 
@@ -204,4 +203,98 @@ async def test_a_failing_loader_lets_the_next_caller_load():
             callers.start_soon(first)
             callers.start_soon(second)
         assert outcome == {"a": "database down", "b": "ok"}
+        cluster.close()
+
+
+def _keys(n: int) -> list[bytes]:
+    return [f"key{i}".encode() for i in range(n)]
+
+
+async def test_scale_up_moves_keys_to_the_new_owners_and_reads_never_miss():
+    async with anyio.create_task_group() as tg:
+        cluster = CacheCluster(tg, handoff_grace=1.0, repair_interval=0.5)
+        a = await cluster.start("a")
+        await cluster.start("b")
+        await cluster.settle(2)
+        keys = _keys(200)
+        await a.set_many({k: k.decode() for k in keys})
+        misses: list[bytes] = []
+        done, stopped = anyio.Event(), anyio.Event()
+
+        async def read_all_the_time() -> None:
+            while not done.is_set():
+                for k in keys[::7]:
+                    if await a.get(k) != k.decode():
+                        misses.append(k)
+                await anyio.sleep(0.01)
+            stopped.set()
+
+        tg.start_soon(read_all_the_time)
+        for name in "cde":
+            await cluster.start(name)
+        await cluster.settle(5)
+        await cluster.placed(keys)
+        done.set()
+        await stopped.wait()
+        assert misses == []
+        moved = sum(c.stats()["handoff_keys_in"] for c in cluster.caches.values())
+        assert 0 < moved < 4 * len(keys)  # three joins one after another: keys may move twice
+        assert sum(c.stats()["dropped_not_owner"] for c in cluster.caches.values()) > 0
+        for name, cache in cluster.caches.items():
+            assert cache.stats()["owned_keys"] == sum(1 for k in keys if name in cluster.owners(k))
+        cluster.close()
+
+
+async def test_a_graceful_leave_hands_keys_over_before_going():
+    async with anyio.create_task_group() as tg:
+        cluster = CacheCluster(tg, replicas=1, handoff_grace=0.5, repair_interval=0.5)
+        a = await cluster.start("a")
+        await cluster.start("b")
+        await cluster.start("c")
+        await cluster.settle(3)
+        keys = _keys(150)
+        await a.set_many({k: k.decode() for k in keys})
+        on_b = [k for k in keys if cluster.owners(k) == {"b"}]
+        assert on_b
+        # With one replica, only b's own push can save its keys.
+        await cluster.stop("b")
+        await cluster.settle(2)
+        assert [k for k in on_b if await a.get(k) != k.decode()] == []
+        await cluster.placed(keys)
+        cluster.close()
+
+
+async def test_after_a_crash_the_survivors_copy_until_every_key_has_r_owners():
+    async with anyio.create_task_group() as tg:
+        cluster = CacheCluster(tg, replicas=2, handoff_grace=0.5, repair_interval=0.5)
+        a = await cluster.start("a")
+        for name in "bcd":
+            await cluster.start(name)
+        await cluster.settle(4)
+        keys = _keys(200)
+        await a.set_many({k: k.decode() for k in keys})
+        cluster.kill("c")
+        await cluster.settle(3)
+        await cluster.placed(keys)
+        assert all(len(cluster.holders(k)) == 2 for k in keys)
+        assert [k for k in keys if await a.get(k) != k.decode()] == []
+        cluster.close()
+
+
+async def test_writes_during_a_crash_are_acknowledged_only_when_all_owners_have_them():
+    async with anyio.create_task_group() as tg:
+        cluster = CacheCluster(tg, replicas=2, write_timeout=0.1, request_timeout=0.05)
+        a = await cluster.start("a")
+        await cluster.start("b")
+        await cluster.start("c")
+        await cluster.settle(3)
+        key = next(k for k in _keys(100) if cluster.owners(k) == {"a", "c"})
+        cluster.kill("c")
+        from hedgeplug.cache import WriteIncomplete
+
+        with pytest.raises(WriteIncomplete, match="reached 1 of 2 owners"):
+            await a.set(key, "during detection")
+        await cluster.settle(2)
+        await a.set(key, "after", timeout=5)
+        assert cluster.holders(key) == {"a", "b"}
         cluster.close()

@@ -24,6 +24,7 @@ from .values import check_size, frame_limit, pack, unpack
 from .versions import LamportClock, Version
 
 CHANNEL_PREFIX = "cache:"
+HISTORY = 8  # previous views whose owners a read may fall back to
 _MISSING = object()
 
 
@@ -92,6 +93,8 @@ class Cache:
         self.ttl = ttl
         self.request_timeout = request_timeout
         self.write_timeout = write_timeout
+        # How long after a view change readers still ask the previous owners.
+        self.fallback_window = max(30.0, 4 * handoff_grace)
         self.counters = Counters()
         self.max_memory = _size(max_memory, "max_memory")
         if self.max_memory < 4096:
@@ -101,7 +104,9 @@ class Cache:
         self.seen = SeenVersions(session_keys)
         self.frame_limit = frame_limit(node)
         self._placement: Placement | None = None
-        self._previous: Placement | None = None
+        # Placements of recent views, newest first: readers fall back to their
+        # owners while keys move (several views may pass during one hand-off).
+        self._history: list[tuple[float, Placement]] = []
         self.server = Server(self)
         self.client = Client(self)
         self.flights = Flights(self, lease_ttl)
@@ -120,7 +125,11 @@ class Cache:
         ids = self.node.view.ids | {self.node_id}
         if self._placement is None or self._placement.ids != ids:
             if self._placement is not None:
-                self._previous = self._placement
+                now = self.now()
+                self._history.insert(0, (now, self._placement))
+                self._history = [
+                    (t, p) for t, p in self._history[:HISTORY] if now - t <= self.fallback_window
+                ]
             self._placement = Placement(ids, self.replicas)
         return self._placement
 
@@ -128,10 +137,16 @@ class Cache:
         return self._with_addresses(self.placement().owners(key))
 
     def previous_owners(self, key: bytes) -> list[tuple[str, str]]:
+        """Owners of `key` in recent views, newest first, without repeats."""
         self.placement()
-        if self._previous is None:
-            return []
-        return self._with_addresses(self._previous.owners(key))
+        now = self.now()
+        seen: dict[str, None] = {}
+        for t, placement in self._history:
+            if now - t > self.fallback_window:
+                break
+            for owner in placement.owners(key):
+                seen.setdefault(owner, None)
+        return self._with_addresses(seen)
 
     def _with_addresses(self, owners: Iterable[str]) -> list[tuple[str, str]]:
         view = self.node.view

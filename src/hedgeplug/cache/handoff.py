@@ -209,9 +209,10 @@ class Handoff:
             for key in keys:
                 self._pending.setdefault(key, set()).add(target)
             return
-        cache.counters.add("handoff_keys_out", len(keys))
+        refused = {i for i in reply[2] if isinstance(i, int)} if isinstance(reply[2], list) else set()
+        cache.counters.add("handoff_keys_out", len(keys) - len(refused))
         cache.counters.add("handoff_bytes_out", size)
-        if reply[2]:
-            # The target does not own them in its view (yet): try again later.
-            for key in keys:
-                self._pending.setdefault(key, set()).add(target)
+        for index in sorted(refused):
+            # The target does not own it in its view (yet): try again later.
+            if 0 <= index < len(keys):
+                self._pending.setdefault(keys[index], set()).add(target)

@@ -6,7 +6,7 @@ names the operation. Replies are lists too, first item the outcome.
     ["r", key]                                       read, answered by any holder
         -> ["hit", value, version, ttl|None] | ["tomb", version] | ["miss"]
     ["p", mode, [[key, value|None, version, ttl|None], ...]]   hand-off batch
-        -> ["ok", taken, not_owner]
+        -> ["ok", taken, [indexes of the entries the receiver does not own]]
     ["l", key, wait]          ask the primary for the right to run a loader
         -> ["hit", ...] | ["lease", token] | ["wait"] | ["redirect", ...]
     ["lr", key, token]        a loader failed: release its lease

@@ -86,10 +86,13 @@ class Server:
         if not self.owns(key, mode, sender):
             cache.counters.add("redirects")
             return ["redirect", m.owners_to_wire(cache.owners_with_addresses(key))]
+        duplicate = cache.store.version_of(key) == version
         refused = cache.store.apply(key, value, version, ttl)
         if refused is not None:
             cache.counters.add("stale_refused")
             return ["stale", version_to_wire(refused)]
+        if duplicate:
+            return ["ok"]
         if mode != m.MODE_CLIENT:
             cache.counters.add("handoff_keys_in")
             cache.counters.add("handoff_bytes_in", len(key) + len(value or b""))
@@ -97,11 +100,12 @@ class Server:
         return ["ok"]
 
     def push(self, sender: str, mode: str, entries: list[m.WireEntry]) -> list[Any]:
-        taken = not_owner = 0
-        for key, value, version, ttl in entries:
+        taken = 0
+        not_owner: list[int] = []
+        for index, (key, value, version, ttl) in enumerate(entries):
             reply = self.write(sender, key, value, version, ttl, mode)
             if reply[0] == "redirect":
-                not_owner += 1
+                not_owner.append(index)
             else:
                 taken += 1
         return ["ok", taken, not_owner]
