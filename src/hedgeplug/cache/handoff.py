@@ -83,12 +83,16 @@ class Handoff:
     async def run(self) -> None:
         self._bucket = TokenBucket(self.rate)
         while True:
-            with anyio.move_on_after(self.repair_interval):
+            wait = self.repair_interval
+            if self._drop_at and not self._pending:
+                wait = min(wait, max(0.0, min(self._drop_at.values()) - self.cache.now()))
+            with anyio.move_on_after(wait):
                 await self._changed.wait()
             self.cache.store.sweep()
             if not self._changed.is_set() and not self.busy:
                 continue
-            await anyio.sleep(DEBOUNCE)
+            if self._changed.is_set():
+                await anyio.sleep(DEBOUNCE)
             self._changed = anyio.Event()
             await self.rebalance()
 
