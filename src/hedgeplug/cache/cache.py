@@ -12,6 +12,7 @@ import anyio
 from hedgeplug.events import MembersChanged
 from hedgeplug.options import parse_size
 
+from .antientropy import AntiEntropy
 from .client import Client
 from .counters import Counters
 from .errors import CacheError
@@ -77,6 +78,7 @@ class Cache:
         handoff_grace: float = 5.0,
         repair_interval: float = 5.0,
         lease_ttl: float = 10.0,
+        anti_entropy_interval: float = 10.0,
         tombstone_ttl: float = 60.0,
         session_keys: int = 10_000,
     ) -> None:
@@ -110,6 +112,8 @@ class Cache:
         self.server = Server(self)
         self.client = Client(self)
         self.flights = Flights(self, lease_ttl)
+        self.random = node.ctx.random
+        self.antientropy = AntiEntropy(self, anti_entropy_interval)
         self.handoff = Handoff(self, _size(handoff_rate, "handoff_rate"), handoff_grace, repair_interval)
         self.closed = False
         self.channel = node.channel(CHANNEL_PREFIX + name)
@@ -168,8 +172,11 @@ class Cache:
     # ------------------------------------------------------------ life cycle
 
     async def run(self) -> None:
-        """The background work: hand-off after view changes, expiry sweeps."""
-        await self.handoff.run()
+        """The background work: hand-off after view changes, expiry sweeps,
+        anti-entropy between co-owners."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.handoff.run)
+            tg.start_soon(self.antientropy.run)
 
     async def close(self, timeout: float | None = None) -> None:
         """Hand this node's keys to the owners that replace it (bounded by
@@ -197,6 +204,12 @@ class Cache:
 
     async def get(self, key: str | bytes, default: Any = None) -> Any:
         """The value, or `default` on a miss."""
+        value, _version = await self.get_versioned(key, default)
+        return value
+
+    async def get_versioned(self, key: str | bytes, default: Any = None) -> tuple[Any, Version | None]:
+        """(value, its version), or (default, None) on a miss; a version older
+        than one this reader has seen for the key is answered as a miss."""
         self._check_open()
         k = key_bytes(key)
         packed, version = await self.client.read(k)
@@ -207,19 +220,24 @@ class Cache:
             self.seen.note(k, version)
         if packed is None:
             self.counters.add("misses")
-            return default
+            return default, None
         self.counters.add("hits")
-        return unpack(packed)
+        return unpack(packed), version
 
     async def set(self, key: str | bytes, value: Any, *, ttl: float | None = _MISSING, timeout: float | None = None) -> None:  # type: ignore[assignment]
         """Store `value` on every owner of `key`; returns once all have it."""
+        await self.set_versioned(key, value, ttl=ttl, timeout=timeout)
+
+    async def set_versioned(self, key: str | bytes, value: Any, *, ttl: float | None = _MISSING, timeout: float | None = None) -> Version:  # type: ignore[assignment]
+        """`set`, returning the version written."""
         self._check_open()
         k = key_bytes(key)
         packed = pack(value)
         check_size(k, packed, self.frame_limit)
         effective = self.ttl if ttl is _MISSING else ttl
         self.counters.add("sets")
-        await self.client.write(k, packed, effective, timeout or self.write_timeout)
+        version, _owners = await self.client.write(k, packed, effective, timeout or self.write_timeout)
+        return version
 
     async def delete(self, key: str | bytes, *, timeout: float | None = None) -> None:
         """Remove `key` from every owner (a tombstone with a newer version)."""

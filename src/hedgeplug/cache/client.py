@@ -44,8 +44,8 @@ class Client:
 
     async def write(
         self, key: bytes, value: bytes | None, ttl: float | None, timeout: float
-    ) -> tuple[str, ...]:
-        """Write to every owner; returns the owners that acknowledged."""
+    ) -> tuple[Version, tuple[str, ...]]:
+        """Write to every owner; returns the version written and the owners that have it."""
         cache = self.cache
         deadline = cache.now() + timeout
         version = cache.clock.tick()
@@ -65,6 +65,8 @@ class Client:
             for member, reply in replies.items():
                 if isinstance(reply, BaseException):
                     last_error = f"{member}: {reply}"
+                elif not isinstance(reply, list) or not reply:
+                    last_error = f"{member}: unreadable reply {reply!r}"
                 elif reply[0] == "ok":
                     acked.add(member)
                 elif reply[0] == "stale":
@@ -91,7 +93,7 @@ class Client:
                 f"within {timeout:g}s" + (f"; last error {last_error}" if last_error else "")
             )
         cache.seen.note(key, version)
-        return tuple(o for o, _ in owners)
+        return version, tuple(o for o, _ in owners)
 
     async def _write_round(
         self,

@@ -19,7 +19,8 @@ NAMES = (
     "handoff_bytes_out",
     "handoff_keys_in",
     "handoff_bytes_in",
-    "dropped_not_owner",  # keys let go after the view moved them elsewhere
+    "dropped_not_owner",
+    "repaired_out",  # entries sent to a co-owner that lacked them or held older ones  # keys let go after the view moved them elsewhere
     "loads",  # loader runs this node did for get_or_load
     "load_waits",  # get_or_load calls that waited for another caller's load
     "write_errors",

@@ -10,6 +10,8 @@ names the operation. Replies are lists too, first item the outcome.
     ["l", key, wait]          ask the primary for the right to run a loader
         -> ["hit", ...] | ["lease", token] | ["wait"] | ["redirect", ...]
     ["lr", key, token]        a loader failed: release its lease
+    ["ae", [64 bucket digests]]   anti-entropy between co-owners
+        -> ["ok", [[key, version], ...], [differing buckets], [entries]]
     ["stats"] | ["cget", key] | ["cset", key, value, ttl|None]   operator commands
 
 Write modes: "client" (the owner checks it owns the key in its newest
@@ -23,7 +25,7 @@ from typing import Any
 
 from .versions import Version, version_from_wire, version_to_wire
 
-WRITE, READ, PUSH, LEASE, RELEASE = "w", "r", "p", "l", "lr"
+WRITE, READ, PUSH, LEASE, RELEASE, DIGEST = "w", "r", "p", "l", "lr", "ae"
 STATS, ADMIN_GET, ADMIN_SET = "stats", "cget", "cset"
 MODE_CLIENT, MODE_HANDOFF, MODE_LEAVE = "client", "handoff", "leave"
 MODES = (MODE_CLIENT, MODE_HANDOFF, MODE_LEAVE)
@@ -71,3 +73,13 @@ def owners_from_wire(data: Any) -> list[tuple[str, str]]:
     ):
         raise ValueError("owners must be [[id, address], ...]")
     return [(o[0], o[1]) for o in data]
+
+
+def key_version_to_wire(key: bytes, version: Version) -> list[Any]:
+    return [key, version_to_wire(version)]
+
+
+def key_version_from_wire(data: Any) -> tuple[bytes, Version]:
+    if not isinstance(data, list) or len(data) != 2:
+        raise ValueError("a key version is [key, version]")
+    return need_bytes(data[0], "key"), version_from_wire(data[1])

@@ -48,6 +48,8 @@ class Server:
             if op == m.RELEASE:
                 self.cache.flights.release(m.need_bytes(payload[1], "key"), int(payload[2]))
                 return ["ok"]
+            if op == m.DIGEST:
+                return self.cache.antientropy.answer(sender, payload[1])
             if op == m.STATS:
                 return self.cache.stats()
             if op == m.ADMIN_GET:
