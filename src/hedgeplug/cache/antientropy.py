@@ -5,7 +5,7 @@ view held them. A write that reached only some owners (it raised
 WriteIncomplete), an eviction on one owner, or a partition that the
 membership saw on one side only leaves owners that disagree. Every
 `anti_entropy_interval` each node compares, with each member it shares keys
-with (the one with the smaller id starts), a digest of those keys in 64
+with, a digest of those keys in 64
 buckets: XOR of a hash of (key, version) per bucket. Only the buckets that
 differ are exchanged, and within them each side takes the newer version.
 A settled cluster whose owners agree sends 64 numbers per pair of co-owners
@@ -71,7 +71,7 @@ class AntiEntropy:
         for key in cache.store.keys():
             owners = placement.owners(key)
             if cache.node_id in owners:
-                peers.update(o for o in owners if o > cache.node_id)
+                peers.update(o for o in owners if o != cache.node_id)
         self.rounds += 1
         for peer in sorted(peers):
             member = cache.node.view.get(peer)

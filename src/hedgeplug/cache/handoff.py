@@ -14,7 +14,9 @@ bounded rate instead of stalling every existing pod. A push that fails
 every `repair_interval` for as long as the target still owns the key.
 
 A node keeps a key it no longer owns for `handoff_grace` seconds after the
-change (readers fall back to it while the new owners fill up), then drops it.
+change (readers fall back to it while the new owners fill up), then drops it
+once every current owner has confirmed it holds the key (pushing it to those
+that lack it first).
 
 A node leaving gracefully pushes each key it owns to the member that takes
 its place (the owners of the view without it), bounded by the stop timeout.
@@ -125,21 +127,62 @@ class Handoff:
         self._last_ids = placement.ids
         self.passes += 1
         await self._send_plan(plan, m.MODE_HANDOFF, paced=True)
-        self._drop_released()
+        await self._drop_released()
 
-    def _drop_released(self) -> None:
+    async def _drop_released(self) -> None:
+        """Let go of keys this node no longer owns, once their grace is over
+        and every current owner has confirmed it holds them (at this version
+        or newer): a copy is never dropped on the belief that someone else
+        pushed it, since nodes that saw different views may each believe so."""
         cache = self.cache
         now = cache.now()
         placement = cache.placement()
+        due: dict[str, list[bytes]] = {}
         for key, when in list(self._drop_at.items()):
-            if key in self._pending:
-                continue
-            if cache.node_id in placement.owners(key):
+            owners = placement.owners(key)
+            if cache.node_id in owners:
                 del self._drop_at[key]
-            elif when <= now:
+            elif when <= now and key not in self._pending:
+                for owner in owners:
+                    due.setdefault(owner, []).append(key)
+        unconfirmed: set[bytes] = set()
+        for owner in sorted(due):
+            unconfirmed.update(await self._confirm(owner, due[owner]))
+        for keys in due.values():
+            for key in keys:
+                if key in unconfirmed or key not in self._drop_at:
+                    continue
                 del self._drop_at[key]
                 if cache.store.drop(key):
                     cache.counters.add("dropped_not_owner")
+        for key in unconfirmed:
+            if key in self._drop_at:
+                self._drop_at[key] = now + self.grace
+
+    async def _confirm(self, owner: str, keys: list[bytes]) -> list[bytes]:
+        """Make sure `owner` holds `keys`; returns those it does not (yet)."""
+        cache = self.cache
+        member = cache.node.view.get(owner)
+        if member is None:
+            return keys
+        present = [(k, e) for k in keys if (e := cache.store.get(k, touch=False)) is not None]
+        try:
+            reply = await cache.channel.request(
+                member.address,
+                [m.HAVE, [m.key_version_to_wire(k, e.version) for k, e in present]],
+                cache.request_timeout,
+            )
+            lacking = [present[i][0] for i in reply[1] if isinstance(i, int) and 0 <= i < len(present)]
+        except (HedgeplugError, TimeoutError, OSError, TypeError, IndexError):
+            return keys
+        if not lacking:
+            return []
+        before = dict(self._pending)
+        self._pending = {}
+        await self._send_keys(owner, lacking, m.MODE_HANDOFF, paced=True)
+        refused = set(self._pending)
+        self._pending = {**before, **self._pending}
+        return [k for k in lacking if k in refused]
 
     # ------------------------------------------------------------ leaving
 

@@ -10,6 +10,8 @@ names the operation. Replies are lists too, first item the outcome.
     ["l", key, wait]          ask the primary for the right to run a loader
         -> ["hit", ...] | ["lease", token] | ["wait"] | ["redirect", ...]
     ["lr", key, token]        a loader failed: release its lease
+    ["h", [[key, version], ...]]   does the receiver hold these (at least this new)?
+        -> ["ok", [indexes of those it lacks or holds older]]
     ["ae", [64 bucket digests]]   anti-entropy between co-owners
         -> ["ok", [[key, version], ...], [differing buckets], [entries]]
     ["stats"] | ["cget", key] | ["cset", key, value, ttl|None]   operator commands
@@ -25,7 +27,7 @@ from typing import Any
 
 from .versions import Version, version_from_wire, version_to_wire
 
-WRITE, READ, PUSH, LEASE, RELEASE, DIGEST = "w", "r", "p", "l", "lr", "ae"
+WRITE, READ, PUSH, LEASE, RELEASE, DIGEST, HAVE = "w", "r", "p", "l", "lr", "ae", "h"
 STATS, ADMIN_GET, ADMIN_SET = "stats", "cget", "cset"
 MODE_CLIENT, MODE_HANDOFF, MODE_LEAVE = "client", "handoff", "leave"
 MODES = (MODE_CLIENT, MODE_HANDOFF, MODE_LEAVE)

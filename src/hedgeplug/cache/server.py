@@ -48,6 +48,11 @@ class Server:
             if op == m.RELEASE:
                 self.cache.flights.release(m.need_bytes(payload[1], "key"), int(payload[2]))
                 return ["ok"]
+            if op == m.HAVE:
+                if not isinstance(payload[1], list):
+                    raise ValueError("a have is [h, [[key, version], ...]]")
+                pairs = [m.key_version_from_wire(kv) for kv in payload[1]]
+                return ["ok", self.lacking(pairs)]
             if op == m.DIGEST:
                 return self.cache.antientropy.answer(sender, payload[1])
             if op == m.STATS:
@@ -72,6 +77,15 @@ class Server:
         if entry.value is None:
             return ["tomb", version_to_wire(entry.version)]
         return ["hit", entry.value, version_to_wire(entry.version), entry.ttl_left(self.cache.now())]
+
+    def lacking(self, pairs: list[tuple[bytes, Version]]) -> list[int]:
+        """Indexes of the (key, version) pairs this node does not hold at least that new."""
+        out = []
+        for index, (key, version) in enumerate(pairs):
+            held = self.cache.store.version_of(key)
+            if held is None or held < version:
+                out.append(index)
+        return out
 
     def owns(self, key: bytes, mode: str, sender: str) -> bool:
         placement = self.cache.placement()
