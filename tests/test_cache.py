@@ -298,3 +298,24 @@ async def test_writes_during_a_crash_are_acknowledged_only_when_all_owners_have_
         await a.set(key, "after", timeout=5)
         assert cluster.holders(key) == {"a", "b"}
         cluster.close()
+
+
+async def test_owners_leaving_together_hand_off_past_each_other():
+    async with anyio.create_task_group() as tg:
+        cluster = CacheCluster(tg, replicas=2, handoff_grace=0.5, repair_interval=0.5)
+        a = await cluster.start("a")
+        for name in "bcde":
+            await cluster.start(name)
+        await cluster.settle(5)
+        keys = _keys(300)
+        await a.set_many({k: k.decode() for k in keys})
+        both = [k for k in keys if cluster.owners(k) == {"b", "c"}]
+        assert both
+        # A scale-down: both owners of these keys go at the same instant.
+        async with anyio.create_task_group() as stops:
+            stops.start_soon(cluster.stop, "b")
+            stops.start_soon(cluster.stop, "c")
+        await cluster.settle(3)
+        assert [k for k in both if await a.get(k) != k.decode()] == []
+        await cluster.placed(keys)
+        cluster.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -17,12 +18,15 @@ from .client import Client
 from .counters import Counters
 from .errors import CacheError
 from .handoff import Handoff
+from .leave import leave
 from .placement import Placement, key_bytes
 from .server import Server
 from .singleflight import Flights, Loader
 from .store import Store
 from .values import check_size, frame_limit, pack, unpack
 from .versions import LamportClock, Version
+
+log = logging.getLogger("hedgeplug.cache")
 
 CHANNEL_PREFIX = "cache:"
 HISTORY = 8  # previous views whose owners a read may fall back to
@@ -116,6 +120,7 @@ class Cache:
         self.antientropy = AntiEntropy(self, anti_entropy_interval)
         self.handoff = Handoff(self, _size(handoff_rate, "handoff_rate"), handoff_grace, repair_interval)
         self.closed = False
+        self.leaving = False  # closing: hands keys off, takes no new ones
         self.channel = node.channel(CHANNEL_PREFIX + name)
         self.channel.handle(self.server.handle)
         node.on_members_changed(self._on_members)
@@ -137,8 +142,12 @@ class Cache:
             self._placement = Placement(ids, self.replicas)
         return self._placement
 
-    def owners_with_addresses(self, key: bytes) -> list[tuple[str, str]]:
-        return self._with_addresses(self.placement().owners(key))
+    def owners_with_addresses(self, key: bytes, leaving_ok: bool = True) -> list[tuple[str, str]]:
+        """Owners of `key` in the newest view (a leaving node names those without itself)."""
+        placement = self.placement()
+        if self.leaving and not leaving_ok:
+            placement = placement.without(self.node_id)
+        return self._with_addresses(placement.owners(key))
 
     def previous_owners(self, key: bytes) -> list[tuple[str, str]]:
         """Owners of `key` in recent views, newest first, without repeats."""
@@ -185,8 +194,11 @@ class Cache:
             return
         if timeout is None:
             timeout = float(getattr(getattr(self.node.config, "node", None), "stop_timeout", 5.0))
+        self.leaving = True
         with anyio.move_on_after(timeout):
-            await self.handoff.leave()
+            unplaced = await leave(self, timeout)
+            if unplaced:
+                log.warning("cache %r: %d keys found fewer than %d new holders while leaving", self.name, unplaced, self.replicas)
         self.closed = True
 
     def abandon(self) -> None:

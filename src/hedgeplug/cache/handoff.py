@@ -18,8 +18,7 @@ change (readers fall back to it while the new owners fill up), then drops it
 once every current owner has confirmed it holds the key (pushing it to those
 that lack it first).
 
-A node leaving gracefully pushes each key it owns to the member that takes
-its place (the owners of the view without it), bounded by the stop timeout.
+A node leaving gracefully pushes its keys first (see leave.py).
 """
 
 from __future__ import annotations
@@ -184,40 +183,26 @@ class Handoff:
         self._pending = {**before, **self._pending}
         return [k for k in lacking if k in refused]
 
-    # ------------------------------------------------------------ leaving
-
-    async def leave(self) -> None:
-        """Push every key this node owns to the owner that replaces it."""
-        cache = self.cache
-        me = cache.node_id
-        placement = cache.placement()
-        remaining = placement.without(me)
-        plan: dict[str, list[bytes]] = {}
-        for key in cache.store.keys():
-            old_owners = placement.owners(key)
-            if me not in old_owners:
-                continue
-            for target in remaining.owners(key):
-                if target not in old_owners:
-                    plan.setdefault(target, []).append(key)
-        await self._send_plan(plan, m.MODE_LEAVE, paced=False)
-
     # ------------------------------------------------------------ sending
 
-    async def _send_plan(self, plan: dict[str, list[bytes]], mode: str, paced: bool) -> None:
+    async def _send_plan(
+        self, plan: dict[str, list[bytes]], mode: str, paced: bool, excluded: list[str] | None = None
+    ) -> None:
         if not plan:
             return
         limiter = anyio.CapacityLimiter(CONCURRENT_TARGETS)
 
         async def to_target(target: str, keys: list[bytes]) -> None:
             async with limiter:
-                await self._send_keys(target, keys, mode, paced)
+                await self._send_keys(target, keys, mode, paced, excluded)
 
         async with anyio.create_task_group() as tg:
             for target in sorted(plan):
                 tg.start_soon(to_target, target, plan[target])
 
-    async def _send_keys(self, target: str, keys: list[bytes], mode: str, paced: bool) -> None:
+    async def _send_keys(
+        self, target: str, keys: list[bytes], mode: str, paced: bool, excluded: list[str] | None = None
+    ) -> None:
         cache = self.cache
         limit = min(MAX_BATCH, cache.frame_limit // 2)
         batch: list[list[Any]] = []
@@ -229,16 +214,23 @@ class Handoff:
                 continue
             entry_size = m.entry_wire_size(key, entry.value)
             if batch and size + entry_size > limit:
-                await self._send_batch(target, batch, batch_keys, size, mode, paced)
+                await self._send_batch(target, batch, batch_keys, size, mode, paced, excluded)
                 batch, batch_keys, size = [], [], 0
             batch.append(m.entry_to_wire(key, entry.value, entry.version, entry.ttl_left(cache.now())))
             batch_keys.append(key)
             size += entry_size
         if batch:
-            await self._send_batch(target, batch, batch_keys, size, mode, paced)
+            await self._send_batch(target, batch, batch_keys, size, mode, paced, excluded)
 
     async def _send_batch(
-        self, target: str, batch: list[list[Any]], keys: list[bytes], size: int, mode: str, paced: bool
+        self,
+        target: str,
+        batch: list[list[Any]],
+        keys: list[bytes],
+        size: int,
+        mode: str,
+        paced: bool,
+        excluded: list[str] | None,
     ) -> None:
         cache = self.cache
         if paced and self._bucket is not None:
@@ -248,7 +240,7 @@ class Handoff:
             if member is None:
                 raise HedgeplugError(f"{target} left the view")
             reply = await cache.channel.request(
-                member.address, [m.PUSH, mode, batch], cache.request_timeout
+                member.address, [m.PUSH, mode, batch, excluded or []], cache.request_timeout
             )
             if not isinstance(reply, list) or reply[:1] != ["ok"]:
                 raise HedgeplugError(f"unexpected push reply {reply!r}")

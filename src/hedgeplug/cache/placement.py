@@ -50,8 +50,12 @@ class Placement:
 
     def owners(self, key: bytes) -> tuple[str, ...]:
         """The R owners of `key`, primary first (fewer when the view is smaller)."""
+        return self.ranked(key, self.replicas)
+
+    def ranked(self, key: bytes, count: int) -> tuple[str, ...]:
+        """The `count` members that score highest for `key`, best first."""
         kh = hash64(key)
-        best = heapq.nlargest(self.replicas, self._hashed, key=lambda hm: (_mix(kh ^ hm[0]), hm[1]))
+        best = heapq.nlargest(count, self._hashed, key=lambda hm: (_mix(kh ^ hm[0]), hm[1]))
         return tuple(member for _, member in best)
 
     def owns(self, member: str, key: bytes) -> bool:

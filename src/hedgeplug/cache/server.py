@@ -8,6 +8,7 @@ from hedgeplug.contracts import Message
 
 from . import messages as m
 from .errors import ProtocolError
+from .leave import leave_candidates
 from .versions import Version, version_from_wire, version_to_wire
 
 if TYPE_CHECKING:
@@ -39,7 +40,11 @@ class Server:
                 mode = payload[1]
                 if mode not in m.MODES or not isinstance(payload[2], list):
                     raise ValueError("a push is [p, mode, entries]")
-                return self.push(sender, mode, [m.entry_from_wire(e) for e in payload[2]])
+                excluded = payload[3] if len(payload) > 3 else []
+                if not isinstance(excluded, list) or not all(isinstance(x, str) for x in excluded):
+                    raise ValueError("excluded members must be a list of ids")
+                entries = [m.entry_from_wire(e) for e in payload[2]]
+                return self.push(sender, mode, entries, frozenset(excluded))
             if op == m.LEASE:
                 wait = payload[2]
                 if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= 60:
@@ -87,21 +92,34 @@ class Server:
                 out.append(index)
         return out
 
-    def owns(self, key: bytes, mode: str, sender: str) -> bool:
-        placement = self.cache.placement()
-        if self.cache.node_id in placement.owners(key):
+    def owns(self, key: bytes, mode: str, sender: str, excluded: frozenset[str] = frozenset()) -> bool:
+        cache = self.cache
+        if cache.leaving:
+            return False  # a node on its way out takes nothing new
+        placement = cache.placement()
+        if cache.node_id in placement.owners(key):
             return True
-        # A leaving sender pushes to the owners of the view it is leaving behind.
-        return mode == m.MODE_LEAVE and self.cache.node_id in placement.without(sender).owners(key)
+        if mode != m.MODE_LEAVE:
+            return False
+        # A leaving sender pushes to the members that rank highest in the view
+        # it leaves behind, without the members it found leaving as well.
+        return cache.node_id in leave_candidates(placement, key, excluded | {sender})
 
     def write(
-        self, sender: str, key: bytes, value: bytes | None, version: Version, ttl: float | None, mode: str
+        self,
+        sender: str,
+        key: bytes,
+        value: bytes | None,
+        version: Version,
+        ttl: float | None,
+        mode: str,
+        excluded: frozenset[str] = frozenset(),
     ) -> list[Any]:
         cache = self.cache
         cache.clock.observe(version)
-        if not self.owns(key, mode, sender):
+        if not self.owns(key, mode, sender, excluded):
             cache.counters.add("redirects")
-            return ["redirect", m.owners_to_wire(cache.owners_with_addresses(key))]
+            return ["redirect", m.owners_to_wire(cache.owners_with_addresses(key, leaving_ok=False))]
         duplicate = cache.store.version_of(key) == version
         refused = cache.store.apply(key, value, version, ttl)
         if refused is not None:
@@ -115,11 +133,13 @@ class Server:
         cache.flights.written(key)
         return ["ok"]
 
-    def push(self, sender: str, mode: str, entries: list[m.WireEntry]) -> list[Any]:
+    def push(
+        self, sender: str, mode: str, entries: list[m.WireEntry], excluded: frozenset[str] = frozenset()
+    ) -> list[Any]:
         taken = 0
         not_owner: list[int] = []
         for index, (key, value, version, ttl) in enumerate(entries):
-            reply = self.write(sender, key, value, version, ttl, mode)
+            reply = self.write(sender, key, value, version, ttl, mode, excluded)
             if reply[0] == "redirect":
                 not_owner.append(index)
             else:
