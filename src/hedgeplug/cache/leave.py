@@ -6,8 +6,9 @@ first). The spare copies matter when many members go at once (a scale-down,
 or crashes at the same moment): the view still lists members that are
 leaving or dead, and one push to "the replacement" may land on one of them.
 A target that refuses (it is leaving too) or does not answer is left out
-and the next member in rank is tried, in up to LEAVE_ROUNDS rounds within
-the time given. Extra copies on members that do not own the key flow back
+and, for keys not yet on R members, the next members in rank are tried, twice
+as many spares each round, in up to LEAVE_ROUNDS rounds within the time
+given. Extra copies on members that do not own the key flow back
 to its owners when the view changes and are then dropped (see handoff.py).
 """
 
@@ -26,14 +27,17 @@ if TYPE_CHECKING:
     from .cache import Cache
 
 LEAVE_SPARE = 2
-LEAVE_ROUNDS = 4
+LEAVE_ROUNDS = 6
 CONCURRENCY = 32
 
 
-def leave_candidates(placement: Placement, key: bytes, excluded: frozenset[str]) -> tuple[str, ...]:
-    """Who may take a leaver's copy of `key` (the receiver checks the same)."""
+def leave_candidates(
+    placement: Placement, key: bytes, excluded: frozenset[str], widen: int = 0
+) -> tuple[str, ...]:
+    """Who may take a leaver's copy of `key`: R + LEAVE_SPARE members, and
+    twice as many spares for each round that found candidates gone."""
     remaining = Placement(placement.ids - excluded, placement.replicas)
-    return remaining.ranked(key, placement.replicas + LEAVE_SPARE)
+    return remaining.ranked(key, placement.replicas + LEAVE_SPARE * (1 << widen))
 
 
 async def leave(cache: Cache, budget: float) -> int:
@@ -43,6 +47,7 @@ async def leave(cache: Cache, budget: float) -> int:
     me = cache.node_id
     placement = cache.placement()
     wanted = {k: placement.replicas for k in cache.store.keys() if me in placement.owners(k)}
+    # The receiver accepts for the widest round: it cannot know which round a push belongs to.
     delivered: dict[bytes, set[str]] = {k: set() for k in wanted}
     excluded = {me}
     for round_ in range(LEAVE_ROUNDS):
@@ -51,7 +56,7 @@ async def leave(cache: Cache, budget: float) -> int:
             break
         plan: dict[str, list[bytes]] = {}
         for key in wanted:
-            for target in leave_candidates(placement, key, frozenset(excluded)):
+            for target in leave_candidates(placement, key, frozenset(excluded), widen=round_):
                 if target not in delivered[key]:
                     plan.setdefault(target, []).append(key)
         timeout = max(0.05, min(cache.request_timeout, left / (LEAVE_ROUNDS - round_)))

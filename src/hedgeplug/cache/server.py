@@ -8,7 +8,7 @@ from hedgeplug.contracts import Message
 
 from . import messages as m
 from .errors import ProtocolError
-from .leave import leave_candidates
+from .leave import LEAVE_ROUNDS, leave_candidates
 from .versions import Version, version_from_wire, version_to_wire
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class Server:
             return False
         # A leaving sender pushes to the members that rank highest in the view
         # it leaves behind, without the members it found leaving as well.
-        return cache.node_id in leave_candidates(placement, key, excluded | {sender})
+        return cache.node_id in leave_candidates(placement, key, excluded | {sender}, LEAVE_ROUNDS - 1)
 
     def write(
         self,
