@@ -139,6 +139,16 @@ class CacheWorld:
 
     # ------------------------------------------------------------ workload
 
+    async def prefill(self) -> None:
+        """Write every key once (through the first node), so that misses
+        afterwards measure hand-off and loss, not keys never written."""
+        live = self.live_caches()
+        if not live:
+            return
+        node_id, cache = live[0]
+        for serial, key in enumerate(self.keys):
+            await self._write(node_id, cache, key, -serial - 1)
+
     def live_caches(self) -> list[tuple[str, Cache]]:
         return [(sn.id, self.caches[sn.id]) for sn in self.sim.running() if sn.id in self.caches]
 

@@ -39,6 +39,7 @@ async def run(
     world = CacheWorld(sim, keys=keys, replicas=replicas, op_every=op_every)
     async with world.running():
         await world.start(size)
+        await world.prefill()
         await sim.sleep(15.0)
         running = sim.running()
         leader = sim.leader()

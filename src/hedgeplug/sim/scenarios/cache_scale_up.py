@@ -39,6 +39,7 @@ async def run(
     world = CacheWorld(sim, keys=keys, replicas=replicas, op_every=op_every)
     async with world.running():
         await world.start(initial)
+        await world.prefill()
         await sim.sleep(warmup)
         begin = sim.now()
         for offset in sorted(sim.random.uniform(0.0, spread) for _ in range(k)):

@@ -47,6 +47,7 @@ async def run(
     async with world.running():
         size = low
         await world.start(size)
+        await world.prefill()
         end = sim.now() + duration
         while sim.now() + every <= end:
             await sim.sleep(every)
