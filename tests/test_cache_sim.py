@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hedgeplug.sim import Simulation, load_scenario
-from hedgeplug.sim.cache_checks import MonotonicReads, NoLostWrites, SettledPlacement
+from hedgeplug.sim.cache_checks import MonotonicReads, SettledPlacement
 from hedgeplug.sim.scenarios import _from_module
 
 
