@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .cache import Cache
 
 BUCKETS = 64
+YIELD_EVERY = 256
 
 
 def _bucket(key: bytes) -> int:
@@ -39,15 +40,21 @@ class AntiEntropy:
         self.interval = interval
         self.rounds = 0
 
-    def shared(self, peer: str) -> dict[int, list[bytes]]:
-        """Keys this node and `peer` both own, by bucket."""
+    async def shared(self, peer: str | None = None) -> dict[str, dict[int, list[bytes]]]:
+        """Keys this node owns with each co-owner (or with `peer` only), by bucket."""
         cache = self.cache
+        me = cache.node_id
         placement = cache.placement()
-        out: dict[int, list[bytes]] = {}
-        for key in cache.store.keys():
+        out: dict[str, dict[int, list[bytes]]] = {}
+        for index, key in enumerate(cache.store.keys()):
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                await anyio.lowlevel.checkpoint()  # a large store must not stall the node
             owners = placement.owners(key)
-            if peer in owners and cache.node_id in owners:
-                out.setdefault(_bucket(key), []).append(key)
+            if me not in owners:
+                continue
+            for owner in owners:
+                if owner != me and (peer is None or owner == peer):
+                    out.setdefault(owner, {}).setdefault(_bucket(key), []).append(key)
         return out
 
     def digests(self, buckets: dict[int, list[bytes]]) -> list[int]:
@@ -66,25 +73,18 @@ class AntiEntropy:
 
     async def round(self) -> None:
         cache = self.cache
-        placement = cache.placement()
-        peers: set[str] = set()
-        for key in cache.store.keys():
-            owners = placement.owners(key)
-            if cache.node_id in owners:
-                peers.update(o for o in owners if o != cache.node_id)
         self.rounds += 1
-        for peer in sorted(peers):
+        for peer, buckets in sorted((await self.shared()).items()):
             member = cache.node.view.get(peer)
             if member is None:
                 continue
             try:
-                await self._compare(peer, member.address)
+                await self._compare(peer, member.address, buckets)
             except (HedgeplugError, TimeoutError, OSError, ValueError, TypeError, IndexError):
                 continue  # the next round tries again
 
-    async def _compare(self, peer: str, address: str) -> None:
+    async def _compare(self, peer: str, address: str, mine: dict[int, list[bytes]]) -> None:
         cache = self.cache
-        mine = self.shared(peer)
         reply = await cache.channel.request(
             address, [m.DIGEST, self.digests(mine)], cache.request_timeout
         )
@@ -113,13 +113,13 @@ class AntiEntropy:
             await cache.channel.request(address, [m.PUSH, m.MODE_HANDOFF, send], cache.request_timeout)
             cache.counters.add("repaired_out", len(send))
 
-    def answer(self, sender: str, digests: Any) -> list[Any]:
+    async def answer(self, sender: str, digests: Any) -> list[Any]:
         """The peer side: which buckets differ, our (key, version) pairs in
         them, and our entries there (the sender takes those newer than its own)."""
         if not isinstance(digests, list) or len(digests) != BUCKETS:
             raise ValueError(f"a digest is {BUCKETS} numbers")
         cache = self.cache
-        mine = self.shared(sender)
+        mine = (await self.shared(sender)).get(sender, {})
         ours = self.digests(mine)
         differing = [b for b in range(BUCKETS) if ours[b] != digests[b]]
         pairs: list[list[Any]] = []

@@ -29,6 +29,7 @@ from .versions import LamportClock, Version
 log = logging.getLogger("hedgeplug.cache")
 
 CHANNEL_PREFIX = "cache:"
+EXACT_STATS = 10_000  # up to this many entries, stats() counts owned keys exactly
 HISTORY = 8  # previous views whose owners a read may fall back to
 _MISSING = object()
 
@@ -306,11 +307,12 @@ class Cache:
 
     def stats(self) -> dict[str, Any]:
         """Counters and sizes, as `status --json` and `hedgeplug cache stats` show them."""
-        owned = 0
         placement = self.placement()
-        for key in self.store.keys():
-            if self.node_id in placement.owners(key):
-                owned += 1
+        if len(self.store) <= EXACT_STATS:
+            owned = sum(1 for key in self.store.keys() if self.node_id in placement.owners(key))
+        else:
+            owned = self.handoff.owned_keys  # counting costs a placement per key: the last pass's
+
         return self.counters.snapshot(
             name=self.name,
             keys=self.store.values,

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 DEBOUNCE = 0.1  # views often change in bursts (many joins at once): settle first
 CONCURRENT_TARGETS = 4
 MAX_BATCH = 256 * 1024
+YIELD_EVERY = 256
 
 
 class TokenBucket:
@@ -72,6 +73,7 @@ class Handoff:
         self._drop_at: dict[bytes, float] = {}
         self._bucket: TokenBucket | None = None
         self.passes = 0
+        self.owned_keys = 0  # as of the last pass
 
     def view_changed(self) -> None:
         self._changed.set()
@@ -107,7 +109,10 @@ class Handoff:
         plan: dict[str, list[bytes]] = {}
         retry, self._pending = self._pending, {}
         now = cache.now()
-        for key in cache.store.keys():
+        owned = 0
+        for index, key in enumerate(cache.store.keys()):
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                await anyio.lowlevel.checkpoint()  # a large store must not stall the node
             new_owners = placement.owners(key)
             targets = {t for t in retry.get(key, ()) if t in new_owners and t != me}
             if old.ids != placement.ids:
@@ -120,10 +125,12 @@ class Handoff:
             for target in targets:
                 plan.setdefault(target, []).append(key)
             if me in new_owners:
+                owned += 1
                 self._drop_at.pop(key, None)
             else:
                 self._drop_at.setdefault(key, now + self.grace)
         self._last_ids = placement.ids
+        self.owned_keys = owned
         self.passes += 1
         await self._send_plan(plan, m.MODE_HANDOFF, paced=True)
         await self._drop_released()

@@ -59,7 +59,7 @@ class Server:
                 pairs = [m.key_version_from_wire(kv) for kv in payload[1]]
                 return ["ok", self.lacking(pairs)]
             if op == m.DIGEST:
-                return self.cache.antientropy.answer(sender, payload[1])
+                return await self.cache.antientropy.answer(sender, payload[1])
             if op == m.STATS:
                 return self.cache.stats()
             if op == m.ADMIN_GET:
