@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from .errors import CacheError
 
 _MASK = (1 << 64) - 1
+RECENT = 16384
 
 
 def key_bytes(key: str | bytes) -> bytes:
@@ -47,10 +48,17 @@ class Placement:
         self.ids = frozenset(member_ids)
         self.replicas = replicas
         self._hashed = [(hash64(m.encode()), m) for m in sorted(self.ids)]
+        # Scoring every member costs ~0.5 us each: remember recent answers (one view's worth).
+        self._recent: dict[bytes, tuple[str, ...]] = {}
 
     def owners(self, key: bytes) -> tuple[str, ...]:
         """The R owners of `key`, primary first (fewer when the view is smaller)."""
-        return self.ranked(key, self.replicas)
+        owners = self._recent.get(key)
+        if owners is None:
+            if len(self._recent) >= RECENT:
+                self._recent.clear()
+            owners = self._recent[key] = self.ranked(key, self.replicas)
+        return owners
 
     def ranked(self, key: bytes, count: int) -> tuple[str, ...]:
         """The `count` members that score highest for `key`, best first."""
