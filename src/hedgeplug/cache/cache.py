@@ -30,7 +30,8 @@ log = logging.getLogger("hedgeplug.cache")
 
 CHANNEL_PREFIX = "cache:"
 EXACT_STATS = 10_000  # up to this many entries, stats() counts owned keys exactly
-HISTORY = 8  # previous views whose owners a read may fall back to
+HISTORY = 32  # previous views whose owners a read may fall back to
+MAX_FALLBACK = 6  # previous owners one read asks at most
 _MISSING = object()
 
 
@@ -160,7 +161,12 @@ class Cache:
                 break
             for owner in placement.owners(key):
                 seen.setdefault(owner, None)
-        return self._with_addresses(seen)
+        # The oldest views matter most after many quick changes (a big scale-up):
+        # that is where the keys were before they started to move.
+        owners = list(seen)
+        if len(owners) > MAX_FALLBACK:
+            owners = owners[: MAX_FALLBACK // 2] + owners[-(MAX_FALLBACK - MAX_FALLBACK // 2) :]
+        return self._with_addresses(owners)
 
     def _with_addresses(self, owners: Iterable[str]) -> list[tuple[str, str]]:
         view = self.node.view
