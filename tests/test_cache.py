@@ -52,6 +52,24 @@ async def test_values_many_and_limits():
             await a.set("obj", object())
         with pytest.raises(CacheError, match="str or bytes"):
             await a.get(42)  # type: ignore[arg-type]
+        with pytest.raises(CacheError, match="ttl must be a positive number"):
+            await a.set("k", 1, ttl=-1)
+        cluster.close()
+
+
+async def test_entries_larger_than_the_memory_bound_are_refused():
+    async with anyio.create_task_group() as tg:
+        cluster = CacheCluster(tg, max_memory="16KiB")
+        a = await cluster.start("a")
+        b = await cluster.start("b")
+        await cluster.settle(2)
+        with pytest.raises(ValueTooLarge, match="whole max_memory of 16384 bytes"):
+            await a.set("big", b"x" * 20000)
+        # An owner with a smaller bound than the writer's answers "too-large" at once.
+        b.store.max_memory = 4096
+        a.max_memory = 1 << 20
+        with pytest.raises(ValueTooLarge, match="cannot hold"):
+            await a.set("mid", b"x" * 8000)
         cluster.close()
 
 

@@ -16,13 +16,13 @@ from hedgeplug.options import parse_size
 from .antientropy import AntiEntropy
 from .client import Client
 from .counters import Counters
-from .errors import CacheError
+from .errors import CacheError, ValueTooLarge
 from .handoff import Handoff
 from .leave import leave
 from .placement import Placement, key_bytes
 from .server import Server
 from .singleflight import Flights, Loader
-from .store import Store
+from .store import ENTRY_OVERHEAD, Store
 from .values import check_size, frame_limit, pack, unpack
 from .versions import LamportClock, Version
 
@@ -54,6 +54,12 @@ class SeenVersions:
     def older(self, key: bytes, version: Version) -> bool:
         seen = self._seen.get(key)
         return seen is not None and version < seen
+
+
+def _check_ttl(ttl: float | None) -> float | None:
+    if ttl is not None and (not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0):
+        raise CacheError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+    return ttl
 
 
 def _size(value: int | str, what: str) -> int:
@@ -252,8 +258,8 @@ class Cache:
         self._check_open()
         k = key_bytes(key)
         packed = pack(value)
-        check_size(k, packed, self.frame_limit)
-        effective = self.ttl if ttl is _MISSING else ttl
+        self._check_entry(k, packed)
+        effective = self.ttl if ttl is _MISSING else _check_ttl(ttl)
         self.counters.add("sets")
         version, _owners = await self.client.write(k, packed, effective, timeout or self.write_timeout)
         return version
@@ -283,7 +289,7 @@ class Cache:
     async def set_many(self, items: Mapping[Any, Any], *, ttl: float | None = _MISSING) -> None:  # type: ignore[assignment]
         """Store several values; raises the first failure after trying them all."""
         for key, value in items.items():  # check every size before sending any
-            check_size(key_bytes(key), pack(value), self.frame_limit)
+            self._check_entry(key_bytes(key), pack(value))
         limiter = anyio.CapacityLimiter(32)
         errors: list[Exception] = []
 
@@ -308,8 +314,16 @@ class Cache:
         value = await self.get(key, _MISSING)
         if value is not _MISSING:
             return value
-        effective = self.ttl if ttl is _MISSING else ttl
+        effective = self.ttl if ttl is _MISSING else _check_ttl(ttl)
         return await self.flights.load(key_bytes(key), loader, effective, timeout)
+
+    def _check_entry(self, key: bytes, packed: bytes) -> None:
+        check_size(key, packed, self.frame_limit)
+        if len(key) + len(packed) + ENTRY_OVERHEAD > self.max_memory:
+            raise ValueTooLarge(
+                f"key and value take {len(key) + len(packed)} bytes packed, more than the "
+                f"cache's whole max_memory of {self.max_memory} bytes"
+            )
 
     def stats(self) -> dict[str, Any]:
         """Counters and sizes, as `status --json` and `hedgeplug cache stats` show them."""

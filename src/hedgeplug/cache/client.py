@@ -19,7 +19,7 @@ import anyio
 from hedgeplug.errors import HedgeplugError
 
 from . import messages as m
-from .errors import WriteIncomplete
+from .errors import ValueTooLarge, WriteIncomplete
 from .versions import Version, version_from_wire, version_to_wire
 
 if TYPE_CHECKING:
@@ -75,6 +75,8 @@ class Client:
                 elif reply[0] == "redirect":
                     cache.counters.add("redirects")
                     redirect = m.owners_from_wire(reply[1])
+                elif reply[0] == "too-large":
+                    raise ValueTooLarge(f"{member} cannot hold {key!r}: {reply[1]}")
             if stale:
                 # An owner holds a newer version: write again above it, everywhere.
                 version = cache.clock.tick()
@@ -134,7 +136,9 @@ class Client:
                 reply = await self.ask(member, address, [m.READ, key], cache.request_timeout)
             except (HedgeplugError, TimeoutError, OSError):
                 continue
-            if reply[0] == "hit":
+            if not isinstance(reply, list) or not reply:
+                continue
+            if reply[0] == "hit" and len(reply) == 4 and isinstance(reply[1], bytes):
                 version = version_from_wire(reply[2])
                 cache.clock.observe(version)
                 if index >= len(ordered):

@@ -3,6 +3,7 @@ names the operation. Replies are lists too, first item the outcome.
 
     ["w", key, value|None, version, ttl|None, mode]  write (None value: delete)
         -> ["ok"] | ["stale", version] | ["redirect", [[id, address], ...]]
+           | ["too-large", why]  (the entry exceeds the owner's max_memory)
     ["r", key]                                       read, answered by any holder
         -> ["hit", value, version, ttl|None] | ["tomb", version] | ["miss"]
     ["p", mode, [[key, value|None, version, ttl|None], ...]]   hand-off batch

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from hedgeplug.contracts import Message
 
 from . import messages as m
-from .errors import ProtocolError
+from .errors import ProtocolError, ValueTooLarge
 from .leave import LEAVE_ROUNDS, leave_candidates
 from .versions import Version, version_from_wire, version_to_wire
 
@@ -121,7 +121,10 @@ class Server:
             cache.counters.add("redirects")
             return ["redirect", m.owners_to_wire(cache.owners_with_addresses(key, leaving_ok=False))]
         duplicate = cache.store.version_of(key) == version
-        refused = cache.store.apply(key, value, version, ttl)
+        try:
+            refused = cache.store.apply(key, value, version, ttl)
+        except ValueTooLarge as exc:
+            return ["too-large", str(exc)]
         if refused is not None:
             cache.counters.add("stale_refused")
             return ["stale", version_to_wire(refused)]
@@ -141,7 +144,7 @@ class Server:
         for index, (key, value, version, ttl) in enumerate(entries):
             reply = self.write(sender, key, value, version, ttl, mode, excluded)
             if reply[0] == "redirect":
-                not_owner.append(index)
+                not_owner.append(index)  # "too-large" counts as taken: retrying cannot help
             else:
                 taken += 1
         return ["ok", taken, not_owner]

@@ -139,6 +139,8 @@ class Flights:
                 )
             except (HedgeplugError, TimeoutError, OSError):
                 break  # the arbiter is unreachable: load here rather than fail
+            if not isinstance(reply, list) or not reply:
+                break
             if reply[0] == "hit":
                 cache.clock.observe(version_from_wire(reply[2]))
                 return cache.unpack(reply[1])
