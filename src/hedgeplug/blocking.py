@@ -112,3 +112,10 @@ class BlockingNode:
 
     def on_broadcast(self, handler: Callable[..., Any]) -> Callable[..., Any]:
         return self._node.on_broadcast(handler)
+
+    def cache(self, name: str, **options: Any) -> Any:
+        """A named partitioned cache (see hedgeplug.cache); close it before the node."""
+        from .cache.blocking import BlockingCache
+
+        assert self._portal is not None, "the node is not started"
+        return BlockingCache(self._portal, self._node, name, **options)
