@@ -99,14 +99,15 @@ class ControlClient:
         with anyio.CancelScope(shield=True), anyio.move_on_after(2):
             await self._transport.aclose()
 
-    async def call(self, address: str, payload: dict[str, Any], timeout: float) -> Any:
-        """One control request; RemoteError if the node's handler refused it,
-        TransportError (or RequestTimeout) if the node could not be reached."""
+    async def call(
+        self, address: str, payload: Any, timeout: float, *, channel: str = CONTROL_CHANNEL
+    ) -> Any:
+        """One request on `channel` (the control channel unless told otherwise);
+        RemoteError if the node's handler refused it, TransportError (or
+        RequestTimeout) if the node could not be reached."""
         self._next_id += 1
         frame = self._codec.encode(
-            Envelope(
-                self.cluster, self.client_id, CONTROL_CHANNEL, self._next_id, Kind.MESSAGE, payload
-            )
+            Envelope(self.cluster, self.client_id, channel, self._next_id, Kind.MESSAGE, payload)
         )
         try:
             with anyio.fail_after(timeout):

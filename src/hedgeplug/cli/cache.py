@@ -14,11 +14,8 @@ import argparse
 import json
 from typing import Any
 
-import anyio
-
 from ..control import ControlClient
-from ..errors import RemoteError, RequestTimeout, TransportError
-from ..wire import Envelope, Kind, WireError
+from ..errors import RemoteError
 from .common import (
     UsageError,
     add_client_arguments,
@@ -54,29 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def call_cache(client: ControlClient, address: str, name: str, payload: list[Any], timeout: float) -> Any:
-    """One request on the cache's channel, with the control client's codec and transport."""
-    codec, transport = client._codec, client._transport
-    frame = codec.encode(Envelope(client.cluster, client.client_id, CHANNEL + name, 1, Kind.MESSAGE, payload))
+    """One request on the cache's own channel of the node at `address`."""
     try:
-        with anyio.fail_after(timeout):
-            raw = await transport.request(address, frame, timeout)
-    except TransportError:
+        return await client.call(address, payload, timeout, channel=CHANNEL + name)
+    except RemoteError as exc:
+        if "no handler for channel" in str(exc):
+            raise RemoteError(f"{address} has no cache named {name!r}") from None
         raise
-    except TimeoutError:
-        raise RequestTimeout(f"no answer from {address} within {timeout:g}s") from None
-    except OSError as exc:
-        raise TransportError(f"cannot reach {address}: {exc.strerror or exc}") from None
-    if not raw:
-        raise TransportError(f"{address} answered nothing: wrong cluster name or key, or not a hedgeplug node")
-    try:
-        env = codec.decode(raw)
-    except WireError as exc:
-        raise TransportError(f"unreadable answer from {address}: {exc}") from None
-    if env.kind is Kind.ERROR:
-        if "no handler for channel" in str(env.payload):
-            raise RemoteError(f"{address} has no cache named {name!r}")
-        raise RemoteError(f"{address}: {env.payload}")
-    return env.payload
 
 
 def _request(args: argparse.Namespace) -> list[Any]:

@@ -9,7 +9,7 @@ with `open_node` (opening.py), which drives its `lifecycle`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -24,7 +24,11 @@ from .context import NodeContext
 from .handlers import APP_BROADCAST, APP_PREFIX, APP_SEND, AppHandlers, install_core_handlers
 from .lifecycle import Lifecycle
 from .parts import NodeParts, assemble
+from .services import Services
 from .status import node_status
+
+if TYPE_CHECKING:  # the state layer is imported when first used, not by every node
+    from ..cache import Cache
 
 META_ENTRIES = 64
 META_BYTES = 4096
@@ -56,6 +60,7 @@ class Node:
             on_leader_change=self._leader_changed,
         )
         install_core_handlers(self.parts.dispatcher, self, self._app)
+        self.services = Services(lambda: self.lifecycle.task_group)
         self.lifecycle = Lifecycle(
             self,
             self.parts,
@@ -64,6 +69,7 @@ class Node:
             events=self._events,
             log=self.ctx.log,
             on_bound=self._bound,
+            services=self.services,
         )
 
     # ------------------------------------------------------------ public state
@@ -92,6 +98,15 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         return node_status(self)
+
+    # ------------------------------------------------------------ state layer
+
+    def cache(self, name: str, **options: Any) -> Cache:
+        """The partitioned cache `name` (made on first use; see docs/cache.md):
+        ``node.cache("sessions", max_memory="64MiB", replicas=2, ttl=None)``."""
+        from ..cache import Cache
+
+        return self.services.attach("caches", name, lambda: Cache(self, name, **options))
 
     # ------------------------------------------------------------ handlers and events
 

@@ -15,6 +15,7 @@ from ..events import EventHub
 from ..keyring import start_keys
 from ..registry import Observers
 from .parts import NodeParts
+from .services import Services
 
 CLOSE_BUDGET = 2.0  # seconds for closing the transport and the lock
 
@@ -32,6 +33,7 @@ class Lifecycle:
         events: EventHub,
         log: logging.Logger,
         on_bound: Callable[[str], None],
+        services: Services,
     ) -> None:
         self.owner = owner
         self.parts = parts
@@ -40,6 +42,7 @@ class Lifecycle:
         self.events = events
         self.log = log
         self.on_bound = on_bound
+        self.services = services
         self.task_group: TaskGroup | None = None
         self.started_at = 0.0
         self.killed = False
@@ -69,6 +72,8 @@ class Lifecycle:
             return
         self.observers.call("hedgeplug_node_stopping", node=self.owner)
         budget = self.config.node.stop_timeout
+        # Services hand their state off while the other members still see us.
+        await self.services.close_all(budget / 3)
         with anyio.move_on_after(budget / 2):
             try:
                 await self.parts.membership.leave()
@@ -87,6 +92,7 @@ class Lifecycle:
 
     def kill(self) -> None:
         self.killed = True
+        self.services.abandon_all()
         if self.task_group is not None:
             self.task_group.cancel_scope.cancel()
 

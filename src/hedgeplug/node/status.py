@@ -10,6 +10,7 @@ from ..config import Config
 from ..contracts import Lease
 from ..view import View
 from .parts import NodeParts
+from .services import Services
 
 
 class Reported(Protocol):
@@ -35,6 +36,9 @@ class Reported(Protocol):
 
     @property
     def parts(self) -> NodeParts: ...
+
+    @property
+    def services(self) -> Services: ...
 
 
 def node_status(node: Reported) -> dict[str, Any]:
@@ -69,4 +73,5 @@ def node_status(node: Reported) -> dict[str, Any]:
             "bytes_out": stats.bytes_out,
             "dropped": dict(stats.dropped),
         },
+        **node.services.stats(),
     }

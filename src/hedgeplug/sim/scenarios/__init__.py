@@ -34,6 +34,9 @@ BUILTIN = {
     "store-outage": "store_outage",
     "partition-heal": "partition_heal",
     "mass-crash": "mass_crash",
+    "cache-scale-up": "cache_scale_up",
+    "cache-spiky": "cache_spiky",
+    "cache-partition": "cache_partition",
 }
 
 
