@@ -203,7 +203,7 @@ class Heartbeat:
         try:
             if isinstance(reply, dict) and not reply.get("not_leader"):
                 self._accept(reply)
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:  # OverflowError: int(inf)
             self.ctx.count("heartbeat.drop.malformed")
             self.ctx.log.debug("malformed heartbeat reply: %s", exc)
 
@@ -338,7 +338,7 @@ class Heartbeat:
             if op == "update":
                 self._accept(payload)
                 return None
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:  # OverflowError: int(inf)
             self.ctx.count("heartbeat.drop.malformed")
             self.ctx.log.debug("malformed heartbeat message from %s: %s", msg.sender, exc)
             return None
