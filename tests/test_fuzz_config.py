@@ -78,6 +78,20 @@ def load(**kwargs: Any) -> None:
         assert text and "Traceback" not in text
         return
     assert isinstance(config, hedgeplug.Config)
+    encodable(attrs.asdict(config, recurse=True))
+
+
+def encodable(value: Any) -> None:
+    """Every text in an accepted configuration can go on the wire (UTF-8)."""
+    if isinstance(value, str):
+        value.encode()
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            encodable(k)
+            encodable(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            encodable(v)
 
 
 @FUZZ
@@ -86,7 +100,9 @@ def test_arbitrary_tables_give_a_config_or_a_config_error(data: dict[str, Any]) 
     load(data=data)
 
 
-text_values = st.text(max_size=16) | st.sampled_from(["3s", "1MiB", "none", "true", "1e999", "-5", "127.0.0.1:0", "a=b"])
+# Lone surrogates are what argv and the environment give for bytes that are not UTF-8.
+any_text = st.text(alphabet=st.characters(blacklist_categories=()), max_size=16)
+text_values = any_text | st.sampled_from(["3s", "1MiB", "none", "true", "1e999", "-5", "127.0.0.1:0", "a=b"])
 
 
 @st.composite
@@ -131,6 +147,17 @@ def test_arbitrary_toml_files(tmp_path_factory: Any, text: str, junk: bytes) -> 
     path = tmp_path_factory.mktemp("toml") / "hedgeplug.toml"
     path.write_bytes(text.encode() + junk)
     load(path=path)
+
+
+def test_text_that_is_not_utf8_is_a_config_error() -> None:
+    # Found by fuzzing: `--id $'a\xff'` gave a node that could never encode its id.
+    for kwargs in ({"overrides": ["node.id=a\udcff"]}, {"env": {"HEDGEPLUG_NODE_CLUSTER": "\udcff"}}):
+        try:
+            hedgeplug.load_config(registry=REGISTRY, **{"env": {}, **kwargs})
+        except ConfigError as exc:
+            assert "UTF-8" in str(exc)
+        else:
+            raise AssertionError(f"{kwargs} accepted")
 
 
 def test_unreadable_config_files_are_config_errors(tmp_path: Any) -> None:
