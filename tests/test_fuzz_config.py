@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import hedgeplug
 from hedgeplug import ConfigError, Registry
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REGISTRY = Registry.load()
 SECTIONS = ("node", "lock", "transport", "membership", "broadcast")
 KINDS = SECTIONS[1:]

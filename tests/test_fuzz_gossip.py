@@ -78,7 +78,7 @@ def test_record_decoder_checks_every_field(raw: Any) -> None:
     check_record(raw)
 
 
-@FUZZ
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=st.lists(records, max_size=6) | values)
 def test_record_list_decoder_counts_bad_records(raw: Any) -> None:
     try:

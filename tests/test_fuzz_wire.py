@@ -89,7 +89,7 @@ def test_codec_arbitrary_bytes_only_drop(name: str, frame: bytes) -> None:
     decode_or_drop(CODECS[name], frame)
 
 
-@FUZZ
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fields=st.lists(values, max_size=8) | values, flags=st.sampled_from([0, 1, 2, 255]))
 def test_codec_arbitrary_bodies_behind_a_valid_header_only_drop(fields: Any, flags: int) -> None:
     body = packable(fields)
