@@ -44,6 +44,11 @@ def convert(tp: Any, value: Any, *, from_text: bool) -> Any:
     """Turn a TOML value (or, with from_text, an env/flag string) into `tp`.
     A value that already has the type (a flag parsed by its argparse type)
     passes through unchanged."""
+    if isinstance(value, str) and not value.isascii():
+        try:  # bytes from argv or the environment that were not UTF-8 arrive as lone surrogates
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"expected UTF-8 text, got {value!r}") from None
     if tp is Duration:
         return parse_duration(value)
     if tp is Size:

@@ -139,6 +139,10 @@ def _read_file(path: str | os.PathLike[str]) -> Mapping[str, Any]:
         raise ConfigError(f"config file {source} is not readable (permission denied)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {source} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib does not wrap this one
+        raise ConfigError(f"config file {source} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except OSError as exc:  # a name too long, a loop of links, ...
+        raise ConfigError(f"config file {source} cannot be read: {exc.strerror or exc}") from None
 
 
 Layers = dict[str, dict[str, _Entry]]

@@ -158,7 +158,7 @@ class Heartbeat:
         try:
             if isinstance(reply, dict) and not reply.get("not_leader"):
                 self._accept(reply)
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:  # OverflowError: int(inf)
             self.ctx.count("heartbeat.drop.malformed")
             self.ctx.log.debug("malformed heartbeat reply: %s", exc)
 
@@ -285,6 +285,9 @@ class Heartbeat:
             self.ctx.count("heartbeat.drop.malformed")
             return None
         op = payload.get("op")
+        if not _from_its_source(op, payload, msg.sender, self.ctx.leader):
+            self.ctx.count("heartbeat.drop.impostor")
+            return None
         try:
             if op == "beat":
                 return self._on_beat(Member.from_wire(payload["m"]), ViewVersion(*payload["v"]))
@@ -293,7 +296,7 @@ class Heartbeat:
             if op == "update":
                 self._accept(payload)
                 return None
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:  # OverflowError: int(inf)
             self.ctx.count("heartbeat.drop.malformed")
             self.ctx.log.debug("malformed heartbeat message from %s: %s", msg.sender, exc)
             return None
@@ -349,6 +352,20 @@ class Heartbeat:
                     await self.channel.request(lease.address, {"op": "leave", "id": self.ctx.id}, self.request_timeout)
                 except Exception as exc:
                     self.ctx.log.debug("goodbye to leader failed: %s", exc)
+
+
+def _from_its_source(op: Any, payload: dict[str, Any], sender: str, lease: Any) -> bool:
+    """A member beats and says goodbye only for itself, and only the lease
+    holder pushes views: without this a confused or hostile peer could make
+    live members vanish. (A peer forging its sender name needs a cluster key.)"""
+    if op == "update":
+        return lease is not None and sender == lease.holder
+    if op == "beat":
+        member = payload.get("m")
+        return isinstance(member, list | tuple) and len(member) > 0 and member[0] == sender
+    if op == "leave":
+        return payload.get("id") == sender
+    return True
 
 
 def make(options: HeartbeatOptions, ctx: NodeContext) -> Heartbeat:

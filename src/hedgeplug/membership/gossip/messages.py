@@ -73,7 +73,7 @@ def record_from_wire(data: Any) -> tuple[Member, str]:
             or len(v) > MAX_TEXT
         ):
             raise BadPayload("record", "meta keys and values must be short strings")
-    if state not in _STATES:
+    if not isinstance(state, str) or state not in _STATES:  # a list would raise TypeError
         raise BadPayload("record", f"unknown state {state!r}")
     if type(incarnation) is not int or not 0 <= incarnation < MAX_INCARNATION:
         raise BadPayload("record", "incarnation must be a non-negative integer")
@@ -104,7 +104,7 @@ def message_type(payload: Any) -> str:
     if not isinstance(payload, dict):
         raise BadPayload("shape", "payload is not a map")
     kind = payload.get("t")
-    if kind not in TYPES:
+    if not isinstance(kind, str) or kind not in TYPES:  # a list would raise TypeError
         raise BadPayload("type", f"unknown message type {kind!r}")
     return kind
 

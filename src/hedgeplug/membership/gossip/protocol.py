@@ -154,11 +154,16 @@ class Gossip:
             # and remembering it would let tombstones bounce between tables forever.
             return
         second_hand_death = (
-            from_state and member.state is MemberState.DEAD and current is not None and current.live
+            member.state in GONE
+            and origin != table.me_id  # our own verdict, not a peer's word
+            and not (member.state is MemberState.LEFT and origin == member.id)  # its own goodbye
+            and current is not None
+            and current.live
         )
         if second_hand_death:
-            # Another node's table is not first-hand evidence: suspect, and
-            # check at once below instead of believing the death outright.
+            # Another node's word (gossip or its table) is not first-hand evidence:
+            # suspect, and check at once instead of believing the death outright,
+            # so one confused or hostile peer cannot make live members vanish.
             member = attrs.evolve(member, state=MemberState.SUSPECT)
         if (
             member.state is MemberState.SUSPECT
@@ -169,6 +174,8 @@ class Gossip:
             if self.suspicions.confirm(member.id, member.incarnation, origin):
                 self.count("suspect.confirmed")
                 self.enqueue(member, origin)
+            if second_hand_death:
+                self.check_now(current)  # a claimed death: our last-chance ping decides now
             return
         change = table.apply(member, now)
         if change is None:
