@@ -1,0 +1,247 @@
+"""Real OS processes contending for one semaphore while some are killed.
+
+    run = run_semaphore_processes(workdir, {"use": "sqlite", "path": db},
+                                  processes=20, limit=3, seconds=20, kills=5)
+    assert not check_semaphore_run(run, limit=3)
+
+Each child opens a real node (the lock section given, tcp on loopback) and
+loops acquire / hold / release on one semaphore. The holders themselves
+record their holds, one JSON line each, flushed at once so a SIGKILL loses
+nothing written: "enter" right after the semaphore handed them a slot (with
+the slot, its fencing token and the permit's end of belief), "renew" when
+that end moved on, "leave" with the last instant they checked the permit
+and found it held. Times are the host's monotonic clock, which every process
+of one host shares. A killed holder's hold ends at the earlier of its kill
+and its last recorded end of belief. The parent kills holders (SIGKILL) at
+random moments and checks the merged record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import attrs
+
+SEMAPHORE = "proc-jobs"
+STEP = 0.02  # seconds between a holder's checks of its permit
+
+
+@attrs.define
+class Hold:
+    process: int
+    slot: int
+    token: int
+    start: float
+    end: float
+    killed: bool = False
+
+
+@attrs.define
+class SemaphoreRun:
+    holds: list[Hold]
+    kills: dict[int, float]  # process -> monotonic time of its SIGKILL
+    lost: int
+    errors: list[str]
+
+
+def run_semaphore_processes(
+    workdir: Path,
+    lock: dict[str, Any],
+    *,
+    processes: int = 20,
+    limit: int = 3,
+    seconds: float = 20.0,
+    kills: int = 5,
+    ttl: float = 3.0,
+    seed: int = 1,
+    cluster: str = "semproc",
+    start_timeout: float = 60.0,
+) -> SemaphoreRun:
+    """Run the children until `seconds` after they are all ready; bounded by start_timeout + seconds + 30."""
+    rng = Random(seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    outs = [workdir / f"holder-{i}.jsonl" for i in range(processes)]
+    errs = [workdir / f"holder-{i}.err" for i in range(processes)]
+    go = workdir / "go"
+    killed: dict[int, float] = {}
+    try:
+        for i in range(processes):
+            config = {
+                "node": {"id": f"p{i}", "cluster": cluster, "stop_timeout": "2s", "seed": seed * 1000 + i},
+                "lock": {**lock, "ttl": f"{ttl}s"},
+                "transport": {"use": "tcp", "bind": "127.0.0.1:0"},
+                "membership": {"use": "heartbeat", "interval": "1s"},
+            }
+            with open(errs[i], "wb") as err:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", __name__, json.dumps(config), str(outs[i]), str(go), str(limit)],
+                    stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ),
+                ))
+        ready_by = time.monotonic() + start_timeout
+        while not all(_ready(out) for out in outs):
+            for i, p in enumerate(procs):
+                if p.poll() is not None:
+                    raise AssertionError(f"holder {i} exited early ({p.returncode}):\n{errs[i].read_text()[-3000:]}")
+            if time.monotonic() > ready_by:
+                raise AssertionError(f"holders not ready within {start_timeout}s")
+            time.sleep(0.1)
+        end = time.monotonic() + seconds
+        go.write_text(f"{end}\n")
+        kill_at = sorted(rng.uniform(seconds * 0.1, seconds * 0.8) for _ in range(kills))
+        started = time.monotonic()
+        for at in kill_at:
+            time.sleep(max(0.0, started + at - time.monotonic()))
+            victim = _pick_holder(outs, procs, killed, rng)
+            if victim is not None:
+                procs[victim].send_signal(signal.SIGKILL)
+                killed[victim] = time.monotonic()
+        for i, p in enumerate(procs):
+            try:
+                code = p.wait(timeout=max(1.0, end - time.monotonic()) + 30)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"holder {i} overran its deadline") from None
+            if i not in killed and code != 0:
+                raise AssertionError(f"holder {i} exited with {code}:\n{errs[i].read_text()[-3000:]}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return _merge(outs, killed)
+
+
+def _ready(out: Path) -> bool:
+    return out.exists() and out.stat().st_size > 0
+
+
+def _records(out: Path) -> list[dict[str, Any]]:
+    lines = out.read_text().splitlines() if out.exists() else []
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
+def _pick_holder(outs: list[Path], procs: list[Any], killed: dict[int, float], rng: Random) -> int | None:
+    """A live process whose last record is an "enter" or "renew" (it holds now), else any live one."""
+    live = [i for i in range(len(procs)) if i not in killed and procs[i].poll() is None]
+    holding = [i for i in live if (_records(outs[i]) or [{}])[-1].get("ev") in ("enter", "renew")]
+    pool = holding or live
+    return rng.choice(pool) if pool else None
+
+
+def _merge(outs: list[Path], killed: dict[int, float]) -> SemaphoreRun:
+    holds: list[Hold] = []
+    lost = 0
+    errors: list[str] = []
+    for i, out in enumerate(outs):
+        current: Hold | None = None
+        until = 0.0
+        for rec in _records(out):
+            ev = rec.get("ev")
+            if ev == "enter":
+                current = Hold(i, rec["slot"], rec["token"], rec["t"], rec["t"])
+                until = rec["until"]
+            elif ev == "renew" and current is not None:
+                until = max(until, rec["until"])
+            elif ev == "leave" and current is not None:
+                current.end = rec["t"]
+                lost += 0 if rec.get("held") else 1
+                holds.append(current)
+                current = None
+            elif ev == "error":
+                errors.append(f"holder {i}: {rec.get('error')}")
+        if current is not None:
+            # Killed while holding: it acted at most until its kill or its belief's end.
+            current.end = min(killed.get(i, until), until)
+            current.killed = True
+            holds.append(current)
+    return SemaphoreRun(holds, killed, lost, errors)
+
+
+def check_semaphore_run(run: SemaphoreRun, limit: int) -> list[str]:
+    """Problems found: more than `limit` holds at once, a slot held twice at once,
+    or a slot's fencing token not increasing from one holder to the next."""
+    from hedgeplug.sim.semaphore_checks import max_overlap
+
+    problems = list(run.errors)
+    peak, at = max_overlap([(h.start, h.end) for h in run.holds])
+    if peak > limit:
+        problems.append(f"{peak} holders at once at monotonic {at:.3f}, limit {limit}")
+    by_slot: dict[int, list[Hold]] = {}
+    for h in run.holds:
+        by_slot.setdefault(h.slot, []).append(h)
+    for slot, holds in sorted(by_slot.items()):
+        holds.sort(key=lambda h: h.start)
+        for before, after in zip(holds, holds[1:], strict=False):
+            if after.start < before.end:
+                problems.append(f"slot {slot} held by {before.process} and {after.process} at once")
+            if after.token <= before.token:
+                problems.append(f"slot {slot}: token {after.token} after {before.token}")
+    return problems
+
+
+# ---------------------------------------------------------------- child
+
+
+async def _child(config_json: str, out_path: str, go_path: str, limit: str) -> None:
+    import anyio
+
+    from hedgeplug import open_node
+    from hedgeplug.state import SemaphoreTimeout, close_semaphores, semaphore
+
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def record(**fields: Any) -> None:
+        os.write(fd, (json.dumps(fields) + "\n").encode())
+
+    config = json.loads(config_json)
+    rng = Random(config["node"]["seed"])
+    async with open_node(config) as node:
+        sem = semaphore(node, SEMAPHORE, int(limit))
+        offset = time.monotonic() - anyio.current_time()  # clock-ok: the record's shared host clock
+        record(ev="ready", pid=os.getpid())
+        while not os.path.exists(go_path) or not Path(go_path).read_text().endswith("\n"):
+            await anyio.sleep(0.05)
+        end = float(Path(go_path).read_text())
+        try:
+            while time.monotonic() < end:  # clock-ok: the parent's deadline
+                try:
+                    permit = await sem.acquire(timeout=max(0.01, end - time.monotonic()))  # clock-ok
+                except SemaphoreTimeout:
+                    break
+                record(ev="enter", t=time.monotonic(), slot=permit.slot, token=permit.token,  # clock-ok
+                       until=permit.valid_until + offset)
+                seen_until = permit.valid_until
+                last_held = time.monotonic()  # clock-ok
+                stop_at = anyio.current_time() + rng.uniform(0.05, 0.3)
+                while anyio.current_time() < stop_at and permit.held:
+                    last_held = time.monotonic()  # clock-ok
+                    if permit.valid_until != seen_until:
+                        seen_until = permit.valid_until
+                        record(ev="renew", until=seen_until + offset)
+                    await anyio.sleep(STEP)
+                held = permit.held
+                if held:
+                    last_held = time.monotonic()  # clock-ok
+                record(ev="leave", t=last_held, held=held)
+                await permit.release()
+                await anyio.sleep(rng.uniform(0.0, 0.1))
+        except Exception as exc:
+            record(ev="error", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await close_semaphores(node)
+
+
+if __name__ == "__main__":
+    import anyio
+
+    anyio.run(_child, *sys.argv[1:])
