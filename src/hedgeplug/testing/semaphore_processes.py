@@ -244,4 +244,4 @@ async def _child(config_json: str, out_path: str, go_path: str, limit: str) -> N
 if __name__ == "__main__":
     import anyio
 
-    anyio.run(_child, *sys.argv[1:])
+    anyio.run(_child, *sys.argv[1:])  # type: ignore[arg-type]
