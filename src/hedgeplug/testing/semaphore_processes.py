@@ -187,6 +187,27 @@ def check_semaphore_run(run: SemaphoreRun, limit: int) -> list[str]:
     return problems
 
 
+def assert_semaphore_run(run: SemaphoreRun, limit: int, ttl: float, *, slack: float = 1.0) -> None:
+    """check_semaphore_run finds nothing; the slots were really contended; and a
+    holder killed while holding had its slot taken again within its lease ttl
+    plus a waiter's retry period (ttl/4, jittered up to 1.5x) plus `slack`."""
+    from hedgeplug.sim.semaphore_checks import max_overlap
+
+    problems = check_semaphore_run(run, limit)
+    assert not problems, problems[:10]
+    peak, _ = max_overlap([(h.start, h.end) for h in run.holds])
+    assert peak == limit, f"only {peak} holders at once: the run did not contend"
+    assert len(run.holds) >= 30, f"only {len(run.holds)} holds"
+    killed_holding = [h for h in run.holds if h.killed]
+    assert killed_holding, "no holder was killed while holding"
+    bound = ttl + ttl / 4 * 1.5 + slack
+    for dead in killed_holding:
+        died = run.kills[dead.process]
+        later = [h.start for h in run.holds if h.slot == dead.slot and h.start > died]
+        if later:  # a kill near the end may leave the slot free until the run stops
+            assert min(later) - died <= bound, f"slot {dead.slot} came back {min(later) - died:.2f}s after the kill"
+
+
 # ---------------------------------------------------------------- child
 
 
