@@ -19,8 +19,13 @@ import pytest
 import hedgeplug
 from hedgeplug.cli import semaphore as semaphore_cli
 from hedgeplug.errors import RemoteError
-from hedgeplug.state import SlotLost, close_semaphores, control_semaphore_status, semaphore
-from hedgeplug.state.blocking import BlockingSemaphore
+from hedgeplug.state import (
+    BlockingSemaphore,
+    SlotLost,
+    blocking_semaphore,
+    close_semaphores,
+    control_semaphore_status,
+)
 
 
 def config(tmp_path, name: str) -> dict:
@@ -62,7 +67,7 @@ def blocking(tmp_path):
 
 
 def sem(node, name: str, limit: int) -> BlockingSemaphore:
-    return BlockingSemaphore(node._portal, node._portal.call(semaphore, node._node, name, limit))
+    return blocking_semaphore(node, name, limit)
 
 
 def test_status_shows_limit_holders_and_tokens(blocking, capsys):

@@ -3,6 +3,7 @@ so it survives leader changes: the distributed semaphore."""
 
 from __future__ import annotations
 
+from .blocking import BlockingPermit, BlockingSemaphore, blocking_semaphore
 from .permit import Permit, SlotLost
 from .semaphore import (
     Semaphore,
@@ -16,12 +17,15 @@ from .semaphore import (
 from .slots import LimitMismatch, SemaphoreError
 
 __all__ = [
+    "BlockingPermit",
+    "BlockingSemaphore",
     "LimitMismatch",
     "Permit",
     "Semaphore",
     "SemaphoreError",
     "SemaphoreTimeout",
     "SlotLost",
+    "blocking_semaphore",
     "close_semaphores",
     "control_semaphore_status",
     "semaphore",

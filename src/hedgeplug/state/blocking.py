@@ -76,3 +76,13 @@ class BlockingSemaphore:
         permit.release()
         if reason is not None and exc is None:
             raise SlotLost(f"semaphore {permit.name!r}: slot {permit.slot} was lost during the block: {reason}")
+
+
+def blocking_semaphore(node: Any, name: str, limit: int, *, watch: bool = True) -> BlockingSemaphore:
+    """The semaphore `name` of `limit` slots through a started BlockingNode (BlockingNode.semaphore)."""
+    from .semaphore import semaphore
+
+    portal = node._portal
+    if portal is None:
+        raise RuntimeError("the BlockingNode is not started")
+    return BlockingSemaphore(portal, portal.call(lambda: semaphore(node._node, name, limit, watch=watch)))
