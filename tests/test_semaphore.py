@@ -253,3 +253,19 @@ async def test_many_contenders_in_one_process_never_overlap_beyond_the_limit(sql
         depth += step
         peak = max(peak, depth)
     assert peak == limit  # the limit is reached, never passed
+
+
+@pytest.mark.anyio
+async def test_closing_a_nodes_semaphores_gives_its_slots_back(sqlite_lock):
+    async with anyio.create_task_group() as tg:
+        nodes = Nodes(tg, sqlite_lock)
+        a, b = await nodes.start("a"), await nodes.start("b")
+        held = await semaphore(a, "leaving", 2).acquire(timeout=5)
+        await semaphore(a, "leaving", 2).acquire(timeout=5)
+        assert (await semaphore_status(b, "leaving"))["held"] == 2
+        await close_semaphores(a)  # what the node does when it stops gracefully
+        assert not held.held and semaphore_snapshot(a) == []
+        assert (await semaphore_status(b, "leaving"))["held"] == 0
+        with pytest.raises(SemaphoreError, match="its node has stopped"):
+            await semaphore(a, "other", 1).acquire(timeout=1)
+        nodes.stop_all()

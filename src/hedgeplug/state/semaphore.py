@@ -53,9 +53,12 @@ class SemaphoreTimeout(SemaphoreError, TimeoutError):
 # store connections; `close_semaphores(node)` closes them when the node stops.
 _slot_sets: weakref.WeakKeyDictionary[Any, dict[str, SlotSet]] = weakref.WeakKeyDictionary()
 _permits: weakref.WeakKeyDictionary[Any, set[Permit]] = weakref.WeakKeyDictionary()
+_closed: weakref.WeakSet[Any] = weakref.WeakSet()  # nodes whose semaphores were closed
 
 
 def _slot_set(node: Any, name: str) -> SlotSet:
+    if node in _closed:
+        raise SemaphoreError(f"semaphore {name!r}: its node has stopped")
     per_node = _slot_sets.setdefault(node, {})
     found = per_node.get(name)
     if found is None:
@@ -285,8 +288,17 @@ def semaphore_snapshot(node: Any) -> list[dict[str, Any]]:
     return sorted((p.snapshot() for p in _permits.get(node, ())), key=lambda s: (s["name"], s["slot"]))
 
 
-async def close_semaphores(node: Any) -> None:
-    """Close the store connections of every semaphore of `node` (at node stop)."""
+async def close_semaphores(node: Any, *, release: bool = True, timeout: float = 2.0) -> None:
+    """At node stop: give back the slots `node` holds (unless `release` is False,
+    as after a kill: their leases then expire), bounded by `timeout`, and close
+    the store connections of its semaphores."""
+    _closed.add(node)
+    held = list(_permits.pop(node, ()))
+    if release and held:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as tg:
+                for permit in held:
+                    tg.start_soon(permit.release, timeout)
     for slots in _slot_sets.pop(node, {}).values():
         await slots.aclose()
 
