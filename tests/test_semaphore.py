@@ -269,3 +269,18 @@ async def test_closing_a_nodes_semaphores_gives_its_slots_back(sqlite_lock):
         with pytest.raises(SemaphoreError, match="its node has stopped"):
             await semaphore(a, "other", 1).acquire(timeout=1)
         nodes.stop_all()
+
+
+@pytest.mark.anyio
+async def test_acquiring_while_the_store_is_down_times_out_naming_the_store():
+    async with anyio.create_task_group() as tg:
+        nodes = Nodes(tg, {"use": "memory"})
+        a = await nodes.start("a")
+        get_store(nodes.cluster).set_down(True)
+        with pytest.raises(SemaphoreTimeout, match="the store failed meanwhile: memory store .* is down"):
+            await semaphore(a, "down", 1).acquire(timeout=0.5)
+        with pytest.raises(hedgeplug.StoreError, match="is down"):
+            await semaphore(a, "down", 1).try_acquire()  # one pass: the store's own error
+        get_store(nodes.cluster).set_down(False)
+        assert await semaphore(a, "down", 1).try_acquire() is not None
+        nodes.stop_all()

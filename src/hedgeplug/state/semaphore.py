@@ -86,17 +86,21 @@ class Semaphore:
 
     async def acquire(self, timeout: float | None = None) -> Permit:
         """Wait for a slot (forever, or up to `timeout` seconds: SemaphoreTimeout)."""
-        permit = await self._acquire(timeout, waiting=True)
+        errors: list[Exception] = []
+        permit = await self._acquire(timeout, waiting=True, errors=errors)
         if permit is None:
             self._count("semaphore.timeouts")
-            raise SemaphoreTimeout(f"semaphore {self.name!r}: no slot of {self.limit} free within {timeout}s")
+            why = f" (the store failed meanwhile: {errors[-1]})" if errors else ""
+            raise SemaphoreTimeout(f"semaphore {self.name!r}: no slot of {self.limit} free within {timeout}s{why}")
         return permit
 
     async def try_acquire(self, timeout: float = 0.0) -> Permit | None:
         """One pass over the slots (timeout 0), or keep trying up to `timeout` seconds; None if none freed."""
         return await self._acquire(timeout, waiting=timeout > 0)
 
-    async def _acquire(self, timeout: float | None, *, waiting: bool) -> Permit | None:
+    async def _acquire(
+        self, timeout: float | None, *, waiting: bool, errors: list[Exception] | None = None
+    ) -> Permit | None:
         if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
             raise SemaphoreError(f"semaphore timeout must be a number of seconds >= 0, got {timeout!r}")
         ctx = self.node.ctx
@@ -121,6 +125,8 @@ class Semaphore:
                         return permit
                 except StoreError as exc:
                     last_error = exc
+                    if errors is not None:
+                        errors[:] = [exc]  # the latest is enough to explain a timeout
                     self._count("semaphore.store-errors")
                     ctx.log.debug("semaphore %s: store error while acquiring: %s", self.name, exc)
                 now = ctx.now()
