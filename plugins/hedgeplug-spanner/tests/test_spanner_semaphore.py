@@ -17,11 +17,11 @@ PROJECT = "hedgeplug-test"
 INSTANCE = "test-instance"
 
 
-def lock(spanner_emulator) -> dict:
+def lock(spanner_emulator, **options: str) -> dict:
     database = f"sem{uuid.uuid4().hex[:16]}"
     create_emulator_database(spanner_emulator.host, PROJECT, INSTANCE, database)
     return {"use": "spanner", "project": PROJECT, "instance": INSTANCE, "database": database,
-            "emulator_host": spanner_emulator.host}
+            "emulator_host": spanner_emulator.host, **options}
 
 
 @pytest.mark.anyio
@@ -34,7 +34,9 @@ async def test_semaphore_walk_through_on_spanner(spanner_emulator):
 @pytest.mark.slow
 def test_twenty_processes_never_hold_more_than_three_on_spanner(tmp_path, spanner_emulator):
     run = run_semaphore_processes(
-        tmp_path, lock(spanner_emulator), processes=20, limit=3, seconds=15.0, kills=5, ttl=TTL,
+        # 20 nodes each polling up to 4 watched rows every 250 ms keep the emulator
+        # busy with reads; a poll per second leaves room for the writes.
+        tmp_path, lock(spanner_emulator, watch_interval="1s"), processes=20, limit=3, seconds=20.0, kills=5, ttl=TTL,
         cluster="spannersem",
     )
     print(f"spanner: {len(run.holds)} holds, {len(run.kills)} kills, {run.lost} lost")
