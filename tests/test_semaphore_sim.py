@@ -4,6 +4,9 @@ holder believe too long."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -37,7 +40,29 @@ def test_semaphore_faults_never_exceeds_the_limit(seed: int) -> None:
 def test_semaphore_faults_replays_from_its_seed() -> None:
     first, _ = run(5, size=4, phase=5.0)
     second, _ = run(5, size=4, phase=5.0)
+    other, _ = run(6, size=4, phase=5.0)
     assert first.digest == second.digest and first.trace_lines == second.trace_lines
+    assert other.digest != first.digest
+
+
+def test_semaphore_faults_replays_in_another_interpreter() -> None:
+    # Another string-hash seed and other object addresses must not change the run.
+    code = textwrap.dedent(
+        f"""
+        from hedgeplug.sim import Simulation, load_scenario
+        spec = load_scenario({SCENARIO!r})
+        p = spec.bind({{"size": 4, "phase": 5.0}})
+        print(Simulation(5).run(lambda s: spec.run(s, **p)).digest)
+        """
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code], env={"PYTHONHASHSEED": str(h), "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout.strip()
+        for h in (1, 2)
+    }
+    assert digests == {run(5, size=4, phase=5.0)[0].digest}
 
 
 def test_the_checker_catches_a_holder_that_believes_past_its_lease(monkeypatch) -> None:

@@ -52,7 +52,9 @@ class SemaphoreTimeout(SemaphoreError, TimeoutError):
 # One SlotSet per (node, name): every handle of a name on a node shares the
 # store connections; `close_semaphores(node)` closes them when the node stops.
 _slot_sets: weakref.WeakKeyDictionary[Any, dict[str, SlotSet]] = weakref.WeakKeyDictionary()
-_permits: weakref.WeakKeyDictionary[Any, set[Permit]] = weakref.WeakKeyDictionary()
+# Held permits per node, in acquisition order (a dict, not a set: iteration
+# order must not depend on object addresses, or simulated runs would not replay).
+_permits: weakref.WeakKeyDictionary[Any, dict[Permit, None]] = weakref.WeakKeyDictionary()
 _closed: weakref.WeakSet[Any] = weakref.WeakSet()  # nodes whose semaphores were closed
 
 
@@ -164,7 +166,7 @@ class Semaphore:
                 await permit.release(self._settings.ttl * RELEASE_TIMEOUT_SHARE)
                 continue
             self._count("semaphore.acquired")
-            _permits.setdefault(self.node, set()).add(permit)
+            _permits.setdefault(self.node, {})[permit] = None
             self._spawn(permit.keep)
             return permit
         return None
@@ -178,7 +180,7 @@ class Semaphore:
     def _ended(self, permit: Permit) -> None:
         held = _permits.get(self.node)
         if held is not None:
-            held.discard(permit)
+            held.pop(permit, None)
         self._freed.set()
         self._freed = anyio.Event()
 
