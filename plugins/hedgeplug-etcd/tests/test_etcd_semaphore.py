@@ -1,6 +1,6 @@
 """The distributed semaphore through a real etcd: the walk-through in this
 process (trio and asyncio), and 20 processes contending for 3 slots while
-holders are SIGKILLed."""
+holders are SIGKILLed or SIGSTOPped past their lease."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ async def test_semaphore_walk_through_on_etcd(etcd_server):
 @pytest.mark.slow
 def test_twenty_processes_never_hold_more_than_three_on_etcd(tmp_path, etcd_server):
     run = run_semaphore_processes(
-        tmp_path, lock(etcd_server), processes=20, limit=3, seconds=15.0, kills=5, ttl=TTL,
+        tmp_path, lock(etcd_server), processes=20, limit=3, seconds=15.0, kills=5, freezes=2, ttl=TTL,
         cluster="etcdsem",
     )
-    print(f"etcd: {len(run.holds)} holds, {len(run.kills)} kills, {run.lost} lost")
+    print(f"etcd: {len(run.holds)} holds, {len(run.kills)} kills, {len(run.freezes)} freezes, {run.lost} lost")
     # etcd leases are whole seconds, rounded up: a slot may outlive the ttl by up to a second.
     assert_semaphore_run(run, 3, TTL, slack=2.0)

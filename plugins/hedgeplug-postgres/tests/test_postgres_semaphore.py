@@ -1,6 +1,6 @@
 """The distributed semaphore through a real PostgreSQL: the walk-through in
 this process (trio and asyncio), and 20 processes contending for 3 slots
-while holders are SIGKILLed."""
+while holders are SIGKILLed or SIGSTOPped past their lease."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ async def test_semaphore_walk_through_on_postgres(postgres_server):
 def test_twenty_processes_never_hold_more_than_three_on_postgres(tmp_path, postgres_server):
     run = run_semaphore_processes(
         tmp_path, {"use": "postgres", "dsn": postgres_server.dsn},
-        processes=20, limit=3, seconds=15.0, kills=5, ttl=TTL, cluster=f"pgsem-{uuid.uuid4().hex[:8]}",
+        processes=20, limit=3, seconds=15.0, kills=5, freezes=2, ttl=TTL, cluster=f"pgsem-{uuid.uuid4().hex[:8]}",
     )
-    print(f"postgres: {len(run.holds)} holds, {len(run.kills)} kills, {run.lost} lost")
+    print(f"postgres: {len(run.holds)} holds, {len(run.kills)} kills, {len(run.freezes)} freezes, {run.lost} lost")
     assert_semaphore_run(run, 3, TTL)

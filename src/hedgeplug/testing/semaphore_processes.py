@@ -32,6 +32,7 @@ import attrs
 
 SEMAPHORE = "proc-jobs"
 STEP = 0.02  # seconds between a holder's checks of its permit
+PICK_WAIT = 3.0  # seconds the parent waits for a holder to kill or freeze
 
 
 @attrs.define
@@ -42,12 +43,15 @@ class Hold:
     start: float
     end: float
     killed: bool = False
+    lost: bool = False  # it found its permit no longer held before leaving
+    written: float = 0.0  # when its "leave" record was written (after a thaw, for a frozen holder)
 
 
 @attrs.define
 class SemaphoreRun:
     holds: list[Hold]
     kills: dict[int, float]  # process -> monotonic time of its SIGKILL
+    freezes: dict[int, float]  # process -> monotonic time of its SIGSTOP
     lost: int
     errors: list[str]
 
@@ -60,12 +64,17 @@ def run_semaphore_processes(
     limit: int = 3,
     seconds: float = 20.0,
     kills: int = 5,
+    freezes: int = 0,
+    hold: tuple[float, float] = (0.05, 0.3),
     ttl: float = 3.0,
     seed: int = 1,
     cluster: str = "semproc",
     start_timeout: float = 60.0,
 ) -> SemaphoreRun:
-    """Run the children until `seconds` after they are all ready; bounded by start_timeout + seconds + 30."""
+    """Run the children until `seconds` after they are all ready; bounded by
+    start_timeout + seconds + 30. `kills` holders get SIGKILL; `freezes` holders
+    get SIGSTOP for 1.5 ttl (past their lease), then SIGCONT. Each hold lasts
+    uniformly within `hold` seconds."""
     rng = Random(seed)
     workdir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
@@ -73,6 +82,7 @@ def run_semaphore_processes(
     errs = [workdir / f"holder-{i}.err" for i in range(processes)]
     go = workdir / "go"
     killed: dict[int, float] = {}
+    frozen: dict[int, float] = {}
     try:
         for i in range(processes):
             config = {
@@ -83,7 +93,8 @@ def run_semaphore_processes(
             }
             with open(errs[i], "wb") as err:
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-m", __name__, json.dumps(config), str(outs[i]), str(go), str(limit)],
+                    [sys.executable, "-m", __name__, json.dumps(config), str(outs[i]), str(go), str(limit),
+                     json.dumps(list(hold))],
                     stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ),
                 ))
         ready_by = time.monotonic() + start_timeout
@@ -96,14 +107,32 @@ def run_semaphore_processes(
             time.sleep(0.1)
         end = time.monotonic() + seconds
         go.write_text(f"{end}\n")
-        kill_at = sorted(rng.uniform(seconds * 0.1, seconds * 0.8) for _ in range(kills))
+        events = sorted(
+            [(rng.uniform(seconds * 0.1, seconds * 0.8), "kill") for _ in range(kills)]
+            + [(rng.uniform(seconds * 0.1, seconds * 0.5), "freeze") for _ in range(freezes)]
+        )
         started = time.monotonic()
-        for at in kill_at:
+        for at, what in events:
             time.sleep(max(0.0, started + at - time.monotonic()))
-            victim = _pick_holder(outs, procs, killed, rng)
-            if victim is not None:
+            # Wait (briefly) for a process that is in its body; a kill then takes anyone.
+            victim = None
+            look_until = time.monotonic() + PICK_WAIT
+            while victim is None and time.monotonic() < look_until:
+                victim = _pick_holder(outs, procs, killed, rng, only_holders=True, avoid=frozen)
+                if victim is None:
+                    time.sleep(0.02)
+            if victim is None and what == "kill":
+                victim = _pick_holder(outs, procs, killed, rng, avoid=frozen)
+            if victim is None:
+                continue
+            if what == "kill":
                 procs[victim].send_signal(signal.SIGKILL)
                 killed[victim] = time.monotonic()
+            else:
+                procs[victim].send_signal(signal.SIGSTOP)
+                frozen[victim] = time.monotonic()
+                time.sleep(ttl * 1.5)
+                procs[victim].send_signal(signal.SIGCONT)
         for i, p in enumerate(procs):
             try:
                 code = p.wait(timeout=max(1.0, end - time.monotonic()) + 30)
@@ -116,7 +145,7 @@ def run_semaphore_processes(
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    return _merge(outs, killed)
+    return _merge(outs, killed, frozen)
 
 
 def _ready(out: Path) -> bool:
@@ -128,15 +157,19 @@ def _records(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.endswith("}")]
 
 
-def _pick_holder(outs: list[Path], procs: list[Any], killed: dict[int, float], rng: Random) -> int | None:
-    """A live process whose last record is an "enter" or "renew" (it holds now), else any live one."""
-    live = [i for i in range(len(procs)) if i not in killed and procs[i].poll() is None]
+def _pick_holder(
+    outs: list[Path], procs: list[Any], killed: dict[int, float], rng: Random,
+    *, only_holders: bool = False, avoid: dict[int, float] | None = None,
+) -> int | None:
+    """A live process whose last record is an "enter" or "renew" (it holds now),
+    else (unless `only_holders`) any live one."""
+    live = [i for i in range(len(procs)) if i not in killed and i not in (avoid or {}) and procs[i].poll() is None]
     holding = [i for i in live if (_records(outs[i]) or [{}])[-1].get("ev") in ("enter", "renew")]
-    pool = holding or live
+    pool = holding if holding or only_holders else live
     return rng.choice(pool) if pool else None
 
 
-def _merge(outs: list[Path], killed: dict[int, float]) -> SemaphoreRun:
+def _merge(outs: list[Path], killed: dict[int, float], frozen: dict[int, float]) -> SemaphoreRun:
     holds: list[Hold] = []
     lost = 0
     errors: list[str] = []
@@ -152,7 +185,9 @@ def _merge(outs: list[Path], killed: dict[int, float]) -> SemaphoreRun:
                 until = max(until, rec["until"])
             elif ev == "leave" and current is not None:
                 current.end = rec["t"]
-                lost += 0 if rec.get("held") else 1
+                current.lost = not rec.get("held")
+                current.written = rec.get("written", rec["t"])
+                lost += 1 if current.lost else 0
                 holds.append(current)
                 current = None
             elif ev == "error":
@@ -162,7 +197,7 @@ def _merge(outs: list[Path], killed: dict[int, float]) -> SemaphoreRun:
             current.end = min(killed.get(i, until), until)
             current.killed = True
             holds.append(current)
-    return SemaphoreRun(holds, killed, lost, errors)
+    return SemaphoreRun(holds, killed, frozen, lost, errors)
 
 
 def check_semaphore_run(run: SemaphoreRun, limit: int) -> list[str]:
@@ -187,7 +222,9 @@ def check_semaphore_run(run: SemaphoreRun, limit: int) -> list[str]:
     return problems
 
 
-def assert_semaphore_run(run: SemaphoreRun, limit: int, ttl: float, *, slack: float = 1.0) -> None:
+def assert_semaphore_run(
+    run: SemaphoreRun, limit: int, ttl: float, *, slack: float = 1.0, min_holds: int = 30
+) -> None:
     """check_semaphore_run finds nothing; the slots were really contended; and a
     holder killed while holding had its slot taken again within its lease ttl
     plus a waiter's retry period (ttl/4, jittered up to 1.5x) plus `slack`."""
@@ -197,21 +234,29 @@ def assert_semaphore_run(run: SemaphoreRun, limit: int, ttl: float, *, slack: fl
     assert not problems, problems[:10]
     peak, _ = max_overlap([(h.start, h.end) for h in run.holds])
     assert peak == limit, f"only {peak} holders at once: the run did not contend"
-    assert len(run.holds) >= 30, f"only {len(run.holds)} holds"
+    assert len(run.holds) >= min_holds, f"only {len(run.holds)} holds"
     killed_holding = [h for h in run.holds if h.killed]
     assert killed_holding, "no holder was killed while holding"
     bound = ttl + ttl / 4 * 1.5 + slack
-    for dead in killed_holding:
-        died = run.kills[dead.process]
+    gone = [(h, run.kills[h.process]) for h in killed_holding]
+    for process, stopped in run.freezes.items():
+        # A holder frozen past its lease stops believing; it must say so when it wakes.
+        for h in run.holds:
+            if h.process == process and h.start <= stopped < h.written:
+                assert h.lost, f"holder {process} was frozen {ttl * 1.5:.1f}s while holding and did not lose its slot"
+                gone.append((h, stopped))
+    if run.freezes:
+        assert len(gone) > len(killed_holding), "no freeze caught a holder in its body"
+    for dead, died in gone:
         later = [h.start for h in run.holds if h.slot == dead.slot and h.start > died]
         if later:  # a kill near the end may leave the slot free until the run stops
-            assert min(later) - died <= bound, f"slot {dead.slot} came back {min(later) - died:.2f}s after the kill"
+            assert min(later) - died <= bound, f"slot {dead.slot} came back {min(later) - died:.2f}s after the holder went"
 
 
 # ---------------------------------------------------------------- child
 
 
-async def _child(config_json: str, out_path: str, go_path: str, limit: str) -> None:
+async def _child(config_json: str, out_path: str, go_path: str, limit: str, hold_json: str) -> None:
     import anyio
 
     from hedgeplug import open_node
@@ -224,6 +269,7 @@ async def _child(config_json: str, out_path: str, go_path: str, limit: str) -> N
 
     config = json.loads(config_json)
     rng = Random(config["node"]["seed"])
+    shortest, longest = json.loads(hold_json)
     async with open_node(config) as node:
         sem = semaphore(node, SEMAPHORE, int(limit))
         offset = time.monotonic() - anyio.current_time()  # clock-ok: the record's shared host clock
@@ -237,21 +283,27 @@ async def _child(config_json: str, out_path: str, go_path: str, limit: str) -> N
                     permit = await sem.acquire(timeout=max(0.01, end - time.monotonic()))  # clock-ok
                 except SemaphoreTimeout:
                     break
-                record(ev="enter", t=time.monotonic(), slot=permit.slot, token=permit.token,  # clock-ok
-                       until=permit.valid_until + offset)
                 seen_until = permit.valid_until
-                last_held = time.monotonic()  # clock-ok
-                stop_at = anyio.current_time() + rng.uniform(0.05, 0.3)
-                while anyio.current_time() < stop_at and permit.held:
-                    last_held = time.monotonic()  # clock-ok
+                stop_at = anyio.current_time() + rng.uniform(shortest, longest)
+                last_held: float | None = None
+                while True:
+                    # Read the clock BEFORE asking the permit: held at a later instant
+                    # implies held at this one, even if the process was paused in between.
+                    now = time.monotonic()  # clock-ok
+                    if not permit.held:
+                        break
+                    if last_held is None:
+                        record(ev="enter", t=now, slot=permit.slot, token=permit.token,
+                               until=permit.valid_until + offset)
+                    last_held = now
+                    if anyio.current_time() >= stop_at:
+                        break
                     if permit.valid_until != seen_until:
                         seen_until = permit.valid_until
                         record(ev="renew", until=seen_until + offset)
                     await anyio.sleep(STEP)
-                held = permit.held
-                if held:
-                    last_held = time.monotonic()  # clock-ok
-                record(ev="leave", t=last_held, held=held)
+                if last_held is not None:
+                    record(ev="leave", t=last_held, held=permit.held, written=time.monotonic())  # clock-ok
                 await permit.release()
                 await anyio.sleep(rng.uniform(0.0, 0.1))
         except Exception as exc:
