@@ -1,8 +1,7 @@
 """Twenty real processes contend for a semaphore of limit 3 through one
-sqlite file while holders are SIGKILLed or SIGSTOPped past their lease;
-the holders' own records never
-show more than 3 at once, and a killed holder's slot comes back within its
-lease ttl (plus one retry period)."""
+sqlite file while holders are SIGKILLed or SIGSTOPped past their lease; the
+holders' own records never show more than 3 at once, and a killed or frozen
+holder's slot comes back within its lease ttl (plus one retry period)."""
 
 from __future__ import annotations
 
