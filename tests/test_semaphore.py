@@ -284,3 +284,19 @@ async def test_acquiring_while_the_store_is_down_times_out_naming_the_store():
         get_store(nodes.cluster).set_down(False)
         assert await semaphore(a, "down", 1).try_acquire() is not None
         nodes.stop_all()
+
+
+@pytest.mark.anyio
+async def test_a_waiter_cancelled_mid_call_leaves_no_slot_behind():
+    async with anyio.create_task_group() as tg:
+        nodes = Nodes(tg, {"use": "memory", "latency": "200ms"})  # every store call takes 200 ms
+        a = await nodes.start("a")
+        # limit read 0-0.2 s, limit write 0.2-0.4 s, slot acquire 0.4-0.6 s (granted at 0.5 s):
+        with anyio.move_on_after(0.55):  # cancelled after the grant, before the answer arrives
+            await semaphore(a, "cancel", 1).acquire()
+        # The slot it may have been granted was given straight back, not left for a ttl.
+        status = await semaphore_status(a, "cancel")
+        assert status["held"] == 0, status
+        permit = await semaphore(a, "cancel", 1).try_acquire()
+        assert permit is not None
+        nodes.stop_all()

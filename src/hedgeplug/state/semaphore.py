@@ -36,10 +36,12 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
+from hedgeplug.contracts import Lease
 from hedgeplug.errors import HedgeplugError, StoreError
 
-from .permit import Permit, SlotLost
+from .permit import Permit, SlotLost, valid_until
 from .slots import SemaphoreError, SlotSet, check_limit, check_name
 
 RELEASE_TIMEOUT_SHARE = 0.5  # of the ttl: how long a release may take before we let the lease expire
@@ -78,7 +80,6 @@ class Semaphore:
         self._slots = _slot_set(node, self.name)
         self._settings = node.config.election
         self._held: dict[Any, list[Any]] = {}  # task id -> open `async with` blocks
-        self._freed = anyio.Event()  # a permit of this node ended: local waiters retry at once
         self._watch = watch  # False: waiters only poll (saves one store connection per watched slot)
 
     def __repr__(self) -> str:
@@ -118,7 +119,7 @@ class Semaphore:
             while True:
                 # Taken BEFORE the pass, so a change during the pass still wakes us.
                 changed = changes.event if watching else None
-                freed = self._freed
+                freed = self._slots.freed
                 try:
                     await self._slots.ensure_limit(self.limit)
                     permit = await self._one_pass(holder, read_first=passes > 0)
@@ -154,13 +155,24 @@ class Semaphore:
                 if current is not None and current.holder != holder:
                     continue
             sent_at = ctx.now()
-            lease = await backend.acquire(holder, self.node.address, self._settings.ttl)
+            lease: Lease | None = None
+            # Shielded (and bounded: an answer after the validity is useless anyway), so a
+            # caller cancelled mid-call never leaves a granted slot behind for a whole ttl.
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(valid_until(sent_at, self._settings) - sent_at):
+                    lease = await backend.acquire(holder, self.node.address, self._settings.ttl)
             if lease is None or lease.holder != holder:
+                await anyio.lowlevel.checkpoint_if_cancelled()
                 continue
             permit = Permit(
                 self.name, index, lease, backend, self._settings,
                 sent_at=sent_at, now=ctx.now, count=self._count, on_end=self._ended,
             )
+            try:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except anyio.get_cancelled_exc_class():
+                await permit.release(self._settings.ttl * RELEASE_TIMEOUT_SHARE)
+                raise
             if not permit.held:
                 # Granted, but the answer came too late to believe it: give it straight back.
                 await permit.release(self._settings.ttl * RELEASE_TIMEOUT_SHARE)
@@ -181,8 +193,7 @@ class Semaphore:
         held = _permits.get(self.node)
         if held is not None:
             held.pop(permit, None)
-        self._freed.set()
-        self._freed = anyio.Event()
+        self._slots.slot_freed()
 
     # ------------------------------------------------------------ releasing
 

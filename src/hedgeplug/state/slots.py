@@ -81,6 +81,12 @@ class SlotSet:
         self.limit: int | None = None  # as recorded in the store, once read
         self._closed = False
         self.watch = SlotWatch(self.slot, node.config.election, node.ctx.random)
+        self.freed = anyio.Event()  # set when a permit of this node and name ends
+
+    def slot_freed(self) -> None:
+        """A permit of this node ended: its waiters (through any handle) retry at once."""
+        self.freed.set()
+        self.freed = anyio.Event()
 
     def _build(self, lock_name: str) -> LockBackend:
         if self._closed:
