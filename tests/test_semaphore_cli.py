@@ -1,10 +1,5 @@
 """`hedgeplug semaphore status` and the blocking facade, against a real node
-(sqlite lock file, loopback tcp) run by BlockingNode in its own thread.
-
-Until node.py answers the "semaphore-status" control operation itself, the
-test installs that one branch in front of the node's control handler
-(`_answer_semaphore_status`); the command, the client, the wire and the
-store reads are the real ones."""
+(sqlite lock file, loopback tcp) run by BlockingNode in its own thread."""
 
 from __future__ import annotations
 
@@ -24,7 +19,6 @@ from hedgeplug.state import (
     SlotLost,
     blocking_semaphore,
     close_semaphores,
-    control_semaphore_status,
 )
 
 
@@ -37,18 +31,6 @@ def config(tmp_path, name: str) -> dict:
     }
 
 
-def _answer_semaphore_status(node) -> None:
-    control = node._dispatcher.channel("control")
-    before = node._dispatcher._handlers["control"]
-
-    async def handler(msg):
-        if isinstance(msg.payload, dict) and msg.payload.get("op") == "semaphore-status":
-            return await control_semaphore_status(node, msg.payload)
-        return await before(msg)
-
-    control.handle(handler)
-
-
 def cli(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     semaphore_cli.add_arguments(parser)
@@ -59,7 +41,6 @@ def cli(*argv: str) -> argparse.Namespace:
 def blocking(tmp_path):
     with hedgeplug.BlockingNode(config(tmp_path, "solo")) as node:
         portal = node._portal
-        portal.call(_answer_semaphore_status, node._node)
         try:
             yield node
         finally:

@@ -61,7 +61,8 @@ def test_digest_does_not_depend_on_the_process() -> None:
     assert digests == {run("churn", 7, **CHURN).digest}
 
 
-@pytest.mark.parametrize("name", sorted(BUILTIN))
+# The cache scenarios check the cache's invariants in their own tests (test_cache_sim.py).
+@pytest.mark.parametrize("name", sorted(n for n in BUILTIN if not n.startswith("cache-")))
 def test_every_builtin_scenario_runs_clean_at_small_size(name: str) -> None:
     small = {
         "scale-up": {"k": 12, "warmup": 5.0, "settle": 10.0},
@@ -72,6 +73,7 @@ def test_every_builtin_scenario_runs_clean_at_small_size(name: str) -> None:
         "store-outage": {"size": 4, "outage": 8.0, "settle": 10.0},
         "partition-heal": {"size": 6, "duration": 10.0, "settle": 10.0},
         "mass-crash": {"size": 8, "crashed": 5, "warmup": 5.0, "settle": 15.0},
+        "semaphore-faults": {"size": 4, "phase": 5.0},
     }[name]
     result = run(name, **small)
     assert result.ok, result.first_violation

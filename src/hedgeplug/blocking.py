@@ -17,6 +17,7 @@ from typing import Any
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .contracts import Lease, Reply
+from .errors import HedgeplugError
 from .view import Member, View
 
 
@@ -55,6 +56,20 @@ class BlockingNode:
 
     def __enter__(self) -> BlockingNode:
         return self.start()
+
+    @property
+    def portal(self) -> BlockingPortal:
+        """The portal into the node's event loop (for facades built on this one)."""
+        if self._portal is None:
+            raise HedgeplugError("the node is not started")
+        return self._portal
+
+    @property
+    def node(self) -> Any:
+        """The async `hedgeplug.Node` running in the background thread."""
+        if self._node is None:
+            raise HedgeplugError("the node is not started")
+        return self._node
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -112,6 +127,13 @@ class BlockingNode:
 
     def on_broadcast(self, handler: Callable[..., Any]) -> Callable[..., Any]:
         return self._node.on_broadcast(handler)
+
+    def semaphore(self, name: str, limit: int, *, watch: bool = True) -> Any:
+        """The semaphore for threads: ``with node.semaphore("jobs", 3) as permit:``
+        (the body is not interrupted; check permit.held, see docs/semaphore.md)."""
+        from .state import blocking_semaphore
+
+        return blocking_semaphore(self, name, limit, watch=watch)
 
     def cache(self, name: str, **options: Any) -> Any:
         """A named partitioned cache (see hedgeplug.cache); close it before the node."""

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, bool, str]] = {
     "plugins": ("hedgeplug.cli.plugins", False, "list the installed plugins"),
     "demo": ("hedgeplug.cli.demo", False, "run a local cluster of node processes, live"),
     "keygen": ("hedgeplug.cli.keygen", False, "print a new random cluster key"),
+    "semaphore": ("hedgeplug.cli.semaphore", False, "show a semaphore's holders through a node"),
     "cache": ("hedgeplug.cli.cache", False, "read, write and inspect a partitioned cache through a node"),
     "sim": ("hedgeplug.sim.cli", True, "run a scenario on the deterministic simulator"),
     "bench": ("hedgeplug.cli.bench", True, "measure scenarios on real node processes"),

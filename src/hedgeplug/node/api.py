@@ -29,6 +29,7 @@ from .status import node_status
 
 if TYPE_CHECKING:  # the state layer is imported when first used, not by every node
     from ..cache import Cache
+    from ..state import Semaphore
 
 META_ENTRIES = 64
 META_BYTES = 4096
@@ -99,6 +100,14 @@ class Node:
     def status(self) -> dict[str, Any]:
         return node_status(self)
 
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn(*args)` as a task of this node, cancelled when the node stops
+        (for code built on the node: the state layer, applications)."""
+        tg = self.lifecycle.task_group
+        if tg is None:
+            raise HedgeplugError("the node is not running: open it with `async with open_node(...)` first")
+        tg.start_soon(fn, *args)
+
     # ------------------------------------------------------------ state layer
 
     def cache(self, name: str, **options: Any) -> Cache:
@@ -107,6 +116,14 @@ class Node:
         from ..cache import Cache
 
         return self.services.attach("caches", name, lambda: Cache(self, name, **options))
+
+    def semaphore(self, name: str, limit: int, *, watch: bool = True) -> Semaphore:
+        """The cluster-wide semaphore `name` of `limit` slots, kept in the lock
+        store: ``async with node.semaphore("jobs", 3) as permit: ...``, or
+        acquire / try_acquire / release (see docs/semaphore.md)."""
+        from ..state import semaphore
+
+        return semaphore(self, name, limit, watch=watch)
 
     # ------------------------------------------------------------ handlers and events
 

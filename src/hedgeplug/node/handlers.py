@@ -81,6 +81,10 @@ async def answer_control(node: Served, request: Any) -> Any:
             return await node.send(request.get("payload"), timeout=float(timeout))
         replies = await node.broadcast_all(request.get("payload"), timeout=float(timeout))
         return [attrs.asdict(r) for r in replies]
+    if op == "semaphore-status":
+        from ..state import control_semaphore_status
+
+        return await control_semaphore_status(node, request)
     raise HedgeplugError(f"unknown control operation {op!r}")
 
 

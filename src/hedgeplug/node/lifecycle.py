@@ -68,6 +68,7 @@ class Lifecycle:
 
     async def stop(self) -> None:
         if self.killed:
+            await _close_semaphores(self.owner, release=False, timeout=CLOSE_BUDGET)
             await self.close()
             return
         self.observers.call("hedgeplug_node_stopping", node=self.owner)
@@ -80,6 +81,7 @@ class Lifecycle:
             except Exception as exc:
                 self.log.warning("membership leave failed: %s", exc)
         await self.parts.election.release(budget / 2)
+        await _close_semaphores(self.owner, release=True, timeout=budget / 2)
         await self.close()
 
     async def close(self) -> None:
@@ -95,6 +97,16 @@ class Lifecycle:
         self.services.abandon_all()
         if self.task_group is not None:
             self.task_group.cancel_scope.cancel()
+
+
+async def _close_semaphores(node: Any, *, release: bool, timeout: float) -> None:
+    """Give back the semaphore slots the node holds (unless it was killed:
+    their leases then expire) and close their store connections."""
+    import sys
+
+    state = sys.modules.get("hedgeplug.state.semaphore")  # loaded only if the node used one
+    if state is not None:
+        await state.close_semaphores(node, release=release, timeout=timeout)
 
 
 async def _await(coro: Any) -> None:

@@ -74,4 +74,14 @@ def node_status(node: Reported) -> dict[str, Any]:
             "dropped": dict(stats.dropped),
         },
         **node.services.stats(),
+        "semaphores": _semaphores(node),
     }
+
+
+def _semaphores(node: Reported) -> list[dict[str, Any]]:
+    """The permits this node holds (the semaphore counters are in "counters")."""
+    import sys
+
+    # Only a node that has used a semaphore has loaded the state layer.
+    state = sys.modules.get("hedgeplug.state.semaphore")
+    return state.semaphore_snapshot(node) if state is not None else []

@@ -89,6 +89,7 @@ class Simulation:
             # A typed Config (from `hedgeplug sim`) replaces the arguments above.
             membership, ttl = config.membership.use, config.election.ttl
             self.membership = membership
+        self.ttl = ttl  # the lease ttl every simulated node runs with
         self.latency = latency
         self.sample_every = sample_every
         # None: the bound the membership states for the cluster size (docs/design.md,

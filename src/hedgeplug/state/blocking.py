@@ -82,7 +82,5 @@ def blocking_semaphore(node: Any, name: str, limit: int, *, watch: bool = True) 
     """The semaphore `name` of `limit` slots through a started BlockingNode (BlockingNode.semaphore)."""
     from .semaphore import semaphore
 
-    portal = node._portal
-    if portal is None:
-        raise RuntimeError("the BlockingNode is not started")
-    return BlockingSemaphore(portal, portal.call(lambda: semaphore(node._node, name, limit, watch=watch)))
+    portal = node.portal
+    return BlockingSemaphore(portal, portal.call(lambda: semaphore(node.node, name, limit, watch=watch)))

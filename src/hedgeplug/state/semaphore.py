@@ -184,10 +184,10 @@ class Semaphore:
         return None
 
     def _spawn(self, task: Any) -> None:
-        tg = getattr(self.node, "_tg", None)
-        if tg is None:
-            raise SemaphoreError("the node is not running: open it with `async with open_node(...)` first")
-        tg.start_soon(task)
+        try:
+            self.node.spawn(task)
+        except HedgeplugError as exc:
+            raise SemaphoreError(str(exc)) from None
 
     def _ended(self, permit: Permit) -> None:
         held = _permits.get(self.node)

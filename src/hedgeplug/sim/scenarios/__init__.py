@@ -37,6 +37,7 @@ BUILTIN = {
     "cache-scale-up": "cache_scale_up",
     "cache-spiky": "cache_spiky",
     "cache-partition": "cache_partition",
+    "semaphore-faults": "semaphore_faults",
 }
 
 
