@@ -141,3 +141,35 @@ def test_blocking_facade(tmp_path):
         assert [next(watched).value for _ in range(2)] == [b"v1", b"v2"]
         watched.close()
         assert node.kv.trim("k", 1) == 1
+
+
+def test_command_line_through_any_node(tmp_path, capsys):
+    from hedgeplug.cli import main
+
+    with hedgeplug.BlockingNode(config(tmp_path, "a")) as node:
+        node.wait_leader(10)
+        where = ["-a", node.address, "--cluster", "kv", "--timeout", "5s"]
+        assert main(["kv", "put", *where, "cfg/mode", "fast"]) == 0
+        assert "cfg/mode version 1 revision" in capsys.readouterr().out
+        assert main(["kv", "put", *where, "cfg/mode", "slow", "--json"]) == 0
+        assert '"version": 2' in capsys.readouterr().out
+        assert main(["kv", "get", *where, "cfg/mode"]) == 0
+        assert capsys.readouterr().out == "slow\n"
+        assert main(["kv", "history", *where, "cfg/mode", "--oldest"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == ["VERSION", "REVISION", "TOKEN", "COMMITTED", "VALUE"]
+        assert [line.split()[-1] for line in lines[1:]] == ["fast", "slow"]
+        assert main(["kv", "keys", *where, "cfg/"]) == 0
+        assert capsys.readouterr().out == "cfg/mode\n"
+        assert main(["kv", "get", *where, "nothing"]) == 3
+        assert "no value for 'nothing'" in capsys.readouterr().err
+        # User mistakes: a message and status 2, never a traceback.
+        assert main(["kv", "put", *where, "k"]) == 2
+        assert "give VALUE or --stdin" in capsys.readouterr().err
+        assert main(["kv", "put", *where, "", "v"]) == 1
+        assert "key must be a non-empty string" in capsys.readouterr().err
+        assert main(["kv", "trim", *where, "cfg/mode", "--keep", "0"]) == 2
+        assert "--keep must be at least 1" in capsys.readouterr().err
+        assert main(["kv", "trim", *where, "cfg/mode", "--keep", "1"]) == 0
+        assert capsys.readouterr().out == "dropped 1\n"
+        assert node.status()["counters"]["kv-appends"] == 2
