@@ -34,6 +34,7 @@ BUILTIN = {
     "store-outage": "store_outage",
     "partition-heal": "partition_heal",
     "mass-crash": "mass_crash",
+    "kv-faults": "kv_faults",
 }
 
 
