@@ -61,112 +61,122 @@ def _accepted(store: MemoryStore, lock: str) -> list[LogEntry]:
     return [a.entry for a in store.log.accepted if a.lock == lock]
 
 
-class AckedWritesKept(Checker):
-    name = "kv-acked-writes-kept"
+# ---------------------------------------------------------------- the checks, as functions
+# (the real-process test runs them on a history recorded against a real store)
 
-    def __init__(self, history: KvHistory, store: Callable[[], MemoryStore], lock: str) -> None:
-        self.history, self.store, self.lock = history, store, lock
 
-    def finish(self, t: float, report: Report) -> None:
-        store = self.store()
-        for op in self.history.acked():
+def lost_write(history: KvHistory, stored: list[LogEntry]) -> str | None:
+    """An acknowledged put missing from `stored` (the store's entries), if any."""
+    kept = set(stored)
+    for op in history.acked():
+        assert op.entry is not None
+        if op.entry not in kept or op.entry.value != op.value:
+            return (f"acknowledged put {op.key}={op.value!r} (revision {op.entry.revision}) "
+                    "is not in the store's log")
+    return None
+
+
+def stale_append(accepted: list[LogEntry], grants: list[tuple[float, int]]) -> str | None:
+    """An accepted entry whose token was not the newest granted ((at, token), store clock)."""
+    grants = sorted(grants)
+    newest, i = 0, 0
+    for entry in sorted(accepted, key=lambda e: e.revision):
+        while i < len(grants) and grants[i][0] <= entry.committed_at:
+            newest = max(newest, grants[i][1])
+            i += 1
+        if entry.token != newest:
+            return (f"append of {entry.key!r} (revision {entry.revision}) accepted with token "
+                    f"{entry.token} while the newest granted was {newest}")
+    return None
+
+
+def tokens_go_back(accepted: list[LogEntry]) -> str | None:
+    """In revision order, a token lower than one before it (a deposed leader's write
+    accepted after its successor's), if any."""
+    highest = 0
+    for entry in sorted(accepted, key=lambda e: e.revision):
+        if entry.token < highest:
+            return (f"revision {entry.revision} ({entry.key!r}) carries token {entry.token} "
+                    f"after token {highest} had written")
+        highest = entry.token
+    return None
+
+
+def read_went_back(history: KvHistory) -> str | None:
+    """Per reader and key: a read older than what that reader saw or wrote before."""
+    floor: dict[tuple[str, str], int] = {}
+    events: list[tuple[float, int, str, str, int]] = []
+    for p in history.acked():
+        assert p.entry is not None and p.acked is not None
+        events.append((p.acked, 0, p.client, p.key, p.entry.revision))
+    for g in history.gets:
+        events.append((g.returned, 1, g.reader, g.key, g.entry.revision if g.entry else 0))
+    for _at, kind, who, key, revision in sorted(events):
+        seen = floor.get((who, key), 0)
+        if kind == 1 and revision < seen:
+            return f"{who} read {key!r} at revision {revision} after it had seen revision {seen}"
+        floor[(who, key)] = max(seen, revision)
+    return None
+
+
+def not_linearizable(history: KvHistory, accepted: list[LogEntry]) -> str | None:
+    """Per key: puts in real-time order get increasing revisions; reads return an
+    accepted entry not older than any put acknowledged before the read began."""
+    known = {(e.key, e.revision): e for e in accepted}
+    by_key: dict[str, list[PutOp]] = {}
+    for op in history.acked():
+        by_key.setdefault(op.key, []).append(op)
+    for key, ops in sorted(by_key.items()):
+        ops.sort(key=lambda o: o.invoked)
+        done = sorted((o.acked, o.entry.revision) for o in ops if o.acked is not None and o.entry)
+        best, j = 0, 0
+        for op in ops:
             assert op.entry is not None
-            kept = store.log.read(self.lock, op.key, None, True)
-            if op.entry not in kept or op.entry.value != op.value:
-                report(self.name, f"acknowledged put {op.key}={op.value!r} (revision "
-                                  f"{op.entry.revision}) is not in the store's log")
-                return
+            while j < len(done) and done[j][0] < op.invoked:
+                best = max(best, done[j][1])
+                j += 1
+            if op.entry.revision <= best:
+                return (f"put {key}={op.value!r} got revision {op.entry.revision}, not after "
+                        f"revision {best} acknowledged before it began")
+    for get in history.gets:
+        if get.entry is not None and known.get((get.key, get.entry.revision)) != get.entry:
+            return f"{get.reader} read {get.key!r} revision {get.entry.revision}, which the store never accepted"
+        before = [o.entry.revision for o in by_key.get(get.key, [])
+                  if o.acked is not None and o.acked < get.invoked and o.entry is not None]
+        revision = get.entry.revision if get.entry else 0
+        if before and revision < max(before):
+            return (f"{get.reader} read {get.key!r} at revision {revision}, older than revision "
+                    f"{max(before)} acknowledged before the read began")
+    return None
 
 
-class NoStaleAppends(Checker):
-    name = "kv-no-stale-appends"
-
-    def __init__(self, store: Callable[[], MemoryStore], lock: str) -> None:
-        self.store, self.lock = store, lock
-
-    def finish(self, t: float, report: Report) -> None:
-        store = self.store()
-        grants = sorted((g for g in store.grants if g.lock == self.lock), key=lambda g: g.at)
-        newest = 0
-        i = 0
-        for entry in sorted(_accepted(store, self.lock), key=lambda e: e.revision):
-            while i < len(grants) and grants[i].at <= entry.committed_at:
-                newest = max(newest, grants[i].token)
-                i += 1
-            if entry.token != newest:
-                report(self.name, f"append of {entry.key!r} (revision {entry.revision}) accepted "
-                                  f"with token {entry.token} while the newest granted was {newest}")
-                return
+# ---------------------------------------------------------------- the simulator's checkers
 
 
-class ReadsNeverGoBack(Checker):
-    name = "kv-reads-never-go-back"
-
-    def __init__(self, history: KvHistory) -> None:
-        self.history = history
+class _FinishCheck(Checker):
+    def __init__(self, name: str, check: Callable[[], str | None]) -> None:
+        self.name = name
+        self._check = check
 
     def finish(self, t: float, report: Report) -> None:
-        floor: dict[tuple[str, str], int] = {}
-        events: list[tuple[float, int, str, str, int, str]] = []
-        for p in self.history.acked():
-            assert p.entry is not None and p.acked is not None
-            events.append((p.acked, 0, p.client, p.key, p.entry.revision, "put"))
-        for g in self.history.gets:
-            events.append((g.returned, 1, g.reader, g.key, g.entry.revision if g.entry else 0, "get"))
-        for _at, _kind, who, key, revision, what in sorted(events):
-            seen = floor.get((who, key), 0)
-            if what == "get" and revision < seen:
-                report(self.name, f"{who} read {key!r} at revision {revision} after it had "
-                                  f"seen revision {seen}")
-                return
-            floor[(who, key)] = max(seen, revision)
-
-
-class KeyLinearizable(Checker):
-    name = "kv-key-linearizable"
-
-    def __init__(self, history: KvHistory, store: Callable[[], MemoryStore], lock: str) -> None:
-        self.history, self.store, self.lock = history, store, lock
-
-    def finish(self, t: float, report: Report) -> None:
-        accepted = {(e.key, e.revision): e for e in _accepted(self.store(), self.lock)}
-        by_key: dict[str, list[PutOp]] = {}
-        for op in self.history.acked():
-            by_key.setdefault(op.key, []).append(op)
-        for key, ops in sorted(by_key.items()):
-            ops.sort(key=lambda o: o.invoked)
-            # Real-time order: a put acknowledged before another was invoked precedes it.
-            latest_acked: list[tuple[float, int]] = sorted(
-                (o.acked, o.entry.revision) for o in ops if o.acked is not None and o.entry
-            )
-            best, j = 0, 0
-            for op in ops:
-                assert op.entry is not None
-                while j < len(latest_acked) and latest_acked[j][0] < op.invoked:
-                    best = max(best, latest_acked[j][1])
-                    j += 1
-                if op.entry.revision <= best:
-                    report(self.name, f"put {key}={op.value!r} got revision {op.entry.revision}, "
-                                      f"not after revision {best} acknowledged before it began")
-                    return
-        for get in self.history.gets:
-            if get.entry is not None and accepted.get((get.key, get.entry.revision)) != get.entry:
-                report(self.name, f"{get.reader} read {get.key!r} revision {get.entry.revision}, "
-                                  "which the store never accepted")
-                return
-            done = [o.entry.revision for o in by_key.get(get.key, [])
-                    if o.acked is not None and o.acked < get.invoked and o.entry is not None]
-            revision = get.entry.revision if get.entry else 0
-            if done and revision < max(done):
-                report(self.name, f"{get.reader} read {get.key!r} at revision {revision}, older "
-                                  f"than revision {max(done)} acknowledged before the read began")
-                return
+        found = self._check()
+        if found is not None:
+            report(self.name, found)
 
 
 def kv_checkers(history: KvHistory, store: Callable[[], MemoryStore], lock: str) -> list[Checker]:
+    def grants() -> list[tuple[float, int]]:
+        return [(g.at, g.token) for g in store().grants if g.lock == lock]
+
+    def stored() -> list[LogEntry]:
+        book = store().log
+        return [e for k in book.keys(lock, "") for e in book.read(lock, k, None, True)]
+
     return [
-        AckedWritesKept(history, store, lock),
-        NoStaleAppends(store, lock),
-        ReadsNeverGoBack(history),
-        KeyLinearizable(history, store, lock),
+        _FinishCheck("kv-acked-writes-kept", lambda: lost_write(history, stored())),
+        _FinishCheck("kv-no-stale-appends", lambda: stale_append(_accepted(store(), lock), grants())
+                     or tokens_go_back(_accepted(store(), lock))),
+        _FinishCheck("kv-reads-never-go-back", lambda: read_went_back(history)),
+        _FinishCheck("kv-key-linearizable",
+                     lambda: not_linearizable(history, _accepted(store(), lock))),
     ]

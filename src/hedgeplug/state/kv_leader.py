@@ -16,7 +16,7 @@ from typing import Any
 from ..contracts import FencedLog, LogEntry
 from ..election import Election
 from ..errors import HedgeplugError, StoreError
-from .kv_limits import check_key, check_keep, check_value
+from .kv_limits import check_keep, check_key, check_value
 
 KV_CHANNEL = "kv.leader"
 NOT_LEADER = "not the leader"
