@@ -3,15 +3,17 @@
 The scenario records every put and get in a `KvHistory`; the store keeps
 every append it accepted and every lease it granted. The checkers:
 
-- `AckedWritesKept`: every acknowledged put is in the store's log, under its
+(the checker names; each runs one of the functions below)
+
+- kv-acked-writes-kept: every acknowledged put is in the store's log, under its
   key, with the value, version and revision its acknowledgement named.
-- `NoStaleAppends`: every accepted append carried the newest token the store
+- kv-no-stale-appends: every accepted append carried the newest token the store
   had granted for the lock at that instant; so, in revision order, tokens
   never go down, and nothing a deposed leader sent after its successor was
   granted the lease was accepted.
-- `ReadsNeverGoBack`: per reader and key, revisions read never decrease, and
-  a reader sees at least its own acknowledged writes.
-- `KeyLinearizable`: per key, a put acknowledged before another began has a
+- kv-reads-never-go-back: per reader and key, a read returns at least the newest
+  revision that reader had read or written before the read began.
+- kv-key-linearizable: per key, a put acknowledged before another began has a
   lower revision, and every read returns an entry the store accepted, not
   older than any put acknowledged before the read began. (Writes are
   serialized by the store, so the revisions give the order to check against.)
@@ -19,6 +21,7 @@ every append it accepted and every lease it granted. The checkers:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 
 import attrs
@@ -103,19 +106,31 @@ def tokens_go_back(accepted: list[LogEntry]) -> str | None:
 
 
 def read_went_back(history: KvHistory) -> str | None:
-    """Per reader and key: a read older than what that reader saw or wrote before."""
-    floor: dict[tuple[str, str], int] = {}
-    events: list[tuple[float, int, str, str, int]] = []
+    """Per reader and key: a read older than what that reader had seen or written
+    before the read began (operations that overlap it may go either way)."""
+    done: dict[tuple[str, str], list[tuple[float, int]]] = {}
     for p in history.acked():
         assert p.entry is not None and p.acked is not None
-        events.append((p.acked, 0, p.client, p.key, p.entry.revision))
+        done.setdefault((p.client, p.key), []).append((p.acked, p.entry.revision))
     for g in history.gets:
-        events.append((g.returned, 1, g.reader, g.key, g.entry.revision if g.entry else 0))
-    for _at, kind, who, key, revision in sorted(events):
-        seen = floor.get((who, key), 0)
-        if kind == 1 and revision < seen:
-            return f"{who} read {key!r} at revision {revision} after it had seen revision {seen}"
-        floor[(who, key)] = max(seen, revision)
+        if g.entry is not None:
+            done.setdefault((g.reader, g.key), []).append((g.returned, g.entry.revision))
+    floors: dict[tuple[str, str], tuple[list[float], list[int]]] = {}
+    for who_key, items in done.items():
+        items.sort()
+        highest, running = 0, []
+        for _at, revision in items:
+            highest = max(highest, revision)
+            running.append(highest)
+        floors[who_key] = ([at for at, _ in items], running)
+    for g in history.gets:
+        times, running = floors.get((g.reader, g.key), ([], []))
+        before = bisect.bisect_left(times, g.invoked)
+        seen = running[before - 1] if before else 0
+        revision = g.entry.revision if g.entry else 0
+        if revision < seen:
+            return (f"{g.reader} read {g.key!r} at revision {revision} after it had seen "
+                    f"revision {seen} before the read began")
     return None
 
 
