@@ -24,6 +24,7 @@ import anyio
 import attrs
 
 from ..contracts import FencedLog, LogEntry
+from ..errors import StoreError
 from ..processes import NodeProcess, ProcessCluster, ProcessError
 from ..sim.kv_checks import (
     GetOp,
@@ -88,6 +89,19 @@ async def read_whole_log(backend: Any) -> list[LogEntry]:
     raise ProcessError("the log did not end within 10 million entries")
 
 
+async def _append_retrying(backend: Any, token: int) -> LogEntry | None:
+    """The stale write; retried on store errors (the Spanner emulator drops a
+    read-write transaction that collides with another)."""
+    for attempt in range(5):
+        try:
+            return await backend.log_append(token, "probe/stale", b"from the stopped leader")  # type: ignore[no-any-return]
+        except StoreError:
+            if attempt == 4:
+                raise
+            await anyio.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
 async def run_kv_faults(
     cluster: ProcessCluster, *, nodes: int = 5, keys: int = 4, phase: float = 2.0,
     start_timeout: float = 60.0,
@@ -142,12 +156,16 @@ async def run_kv_faults(
             await anyio.sleep(0.02)
 
     async def leader_now() -> tuple[NodeProcess, int]:
-        statuses = await cluster.statuses()
-        leader = cluster.leader_process(statuses)
-        if leader is None:
-            raise ProcessError("no process reports leading")
-        status = statuses[leader.id] or {}
-        return leader, int(status.get("token", 0))
+        # Bounded wait: a store that is slow under the write load can make a
+        # leader step down and another take over right after a failover.
+        with anyio.move_on_after(ttl + 15):
+            while True:
+                statuses = await cluster.statuses()
+                leader = cluster.leader_process(statuses)
+                if leader is not None and leader.id not in stopped:
+                    return leader, int((statuses[leader.id] or {}).get("token", 0))
+                await anyio.sleep(0.05)
+        raise ProcessError(f"no process reported leading within {ttl + 15:g}s")
 
     backend = open_store(cluster)
     leaders: list[str] = []
@@ -173,7 +191,7 @@ async def run_kv_faults(
                 successor, _ = await leader_now()
                 leaders.append(successor.id)
                 await anyio.sleep(ttl + phase)  # well past the stopped leader's lease
-                probe = await backend.log_append(frozen_token, "probe/stale", b"from the stopped leader")
+                probe = await _append_retrying(backend, frozen_token)
             finally:
                 os.kill(frozen.pid, signal.SIGCONT)
             stopped.discard(frozen.id)
