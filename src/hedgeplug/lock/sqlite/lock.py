@@ -141,6 +141,7 @@ class SqliteLock:
         return await self._store.call(work, write=False)
 
     async def aclose(self) -> None:
+        await self._log.aclose()
         await self._store.aclose()
 
     # ------------------------------------------------------------ Watchable
