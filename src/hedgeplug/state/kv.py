@@ -43,6 +43,8 @@ class KeyValueLog:
         self._election = parts.election
         self._dispatcher = parts.dispatcher
         self.max_value = value_limit(int(getattr(parts.transport, "max_frame", 1 << 20)))
+        # Once: isinstance against a runtime-checkable protocol costs tens of µs.
+        self._fenced = isinstance(self._lock, FencedLog)
         self._latest: OrderedDict[str, LogEntry] = OrderedDict()
         self._remembered = remembered
         self.leader = LogLeader(self._lock, self._election, self._count, self.max_value)
@@ -53,10 +55,10 @@ class KeyValueLog:
 
     @property
     def available(self) -> bool:
-        return isinstance(self._lock, FencedLog)
+        return self._fenced
 
     def _log(self) -> Any:
-        if not isinstance(self._lock, FencedLog):
+        if not self._fenced:
             raise HedgeplugError(
                 f"the lock backend {type(self._lock).__name__} offers no key/value log "
                 "(sqlite, postgres, etcd, spanner and memory do)"

@@ -51,6 +51,7 @@ class LogLeader:
         self.election = election
         self.count = count
         self.max_value = max_value
+        self.fenced = isinstance(lock, FencedLog)  # once: the protocol check is slow
 
     async def on_request(self, msg: Any) -> Any:
         request = msg.payload
@@ -58,7 +59,7 @@ class LogLeader:
             return "pong"  # one round trip without the store (benchmarks measure it)
         if not isinstance(request, dict) or request.get("op") not in ("append", "trim"):
             raise HedgeplugError("malformed key/value log request")
-        if not isinstance(self.lock, FencedLog):
+        if not self.fenced:
             raise HedgeplugError("this cluster's lock store offers no key/value log")
         key = check_key(request.get("key"))
         lease = self.election.lease  # the lease held right now, or None

@@ -260,6 +260,7 @@ class PostgresLock(PostgresLogMixin):
     def _close_now(self) -> None:
         self._closed = True
         self._drop_connection()
+        self._close_reader()  # (the log's reader connection, log.py)
 
     # ------------------------------------------------------------ RowStorage
 
