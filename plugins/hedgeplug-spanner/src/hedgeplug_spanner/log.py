@@ -1,8 +1,8 @@
 """FencedLog for SpannerLock: the ``<table>_log`` table.
 
-An append is ONE read-write transaction: it reads the lease row (token,
-holder, expiry by Spanner's clock, as the lock judges it), the newest
-version of the key and the newest revision of the lock, and inserts the
+An append is ONE read-write transaction: one query reads the lease row
+(token, holder, expiry by Spanner's clock, as the lock judges it), the newest
+version of the key and the newest revision of the lock; then it inserts the
 entry; Spanner's serializable transactions make a takeover (which writes the
 lease row) commit before or after it, never beside it. ``committed_at`` is
 the transaction's commit timestamp, written with the entry and read back
@@ -88,16 +88,28 @@ class SpannerLogMixin:
                                "WHERE lock_name = @lock_name AND row_key = @row_key", row_key=key)
         return int(rows[0][0] or 0) if rows else 0
 
+    def _append_state(self, tx: Any, key: str) -> tuple[Any, ...] | None:
+        """In one query: the lease (holder, token, time left) and the newest
+        version of `key` and revision of the lock."""
+        rows = self._query(tx, (
+            f"SELECT l.holder, l.token, TIMESTAMP_DIFF(TIMESTAMP_ADD(l.heartbeat, INTERVAL l.ttl_ms "
+            f"MILLISECOND), CURRENT_TIMESTAMP(), MICROSECOND), "
+            f"(SELECT MAX(version) FROM {self.log_table} WHERE lock_name = @lock_name AND row_key = @row_key), "
+            f"(SELECT MAX(revision) FROM {self.log_table} WHERE lock_name = @lock_name) "
+            f"FROM {self.table} l WHERE l.name = @lock_name"), row_key=key)
+        return tuple(rows[0]) if rows else None
+
     async def log_append(self, token: int, key: str, value: bytes) -> LogEntry | None:
         from google.cloud import spanner
 
         def append(tx: Any) -> tuple[int, int] | None:
-            if not self._current(tx, token):
+            state = self._append_state(tx, key)
+            if state is None:
                 return None
-            version = self._newest(tx, key) + 1
-            rows = self._query(tx, f"SELECT MAX(revision) FROM {self.log_table} "
-                                   "WHERE lock_name = @lock_name")
-            revision = (int(rows[0][0] or 0) if rows else 0) + 1
+            holder, current, remaining_us, newest, last = state
+            if not holder or int(current) != token or remaining_us is None or remaining_us <= 0:
+                return None
+            version, revision = int(newest or 0) + 1, int(last or 0) + 1
             tx.insert(self.log_table,
                       columns=("lock_name", "row_key", "version", "revision", "token", "value",
                                "committed_at"),
