@@ -3,7 +3,10 @@
 `run_kv_faults(cluster, ...)` starts `nodes` `hedgeplug run` processes and
 writes and reads through every one of them (the control operations kv.put and
 kv.get, as `hedgeplug kv` does) while it SIGKILLs the leader twice and then
-SIGSTOPs the next one for longer than its lease. While that leader is
+SIGSTOPs the next one for longer than its lease. (On sqlite a process
+stopped inside its write transaction keeps the file locked, so nobody can
+take over: such a stop is undone and tried again, up to three times, and
+counted in `blocked_stops`.) While that leader is
 stopped, after its successor has written, the test writes to the store with
 the stopped leader's token itself (what that leader would send on waking):
 the store must refuse it. Then it SIGCONTs the stopped leader, stops the
@@ -37,6 +40,8 @@ from ..sim.kv_checks import (
 )
 from ..state.kv_leader import entry_from_wire
 
+STOP_ATTEMPTS = 3
+
 
 @attrs.frozen
 class KvRun:
@@ -51,6 +56,7 @@ class KvRun:
     successor_first_revision: int
     stale_probe_refused: bool
     fenced_on_wake: int
+    blocked_stops: int  # stops that caught the leader inside a store write lock (retried)
     problems: list[str]
 
     def __str__(self) -> str:
@@ -58,7 +64,8 @@ class KvRun:
                 f"{self.reads} reads, {self.entries} entries in the store; leaders "
                 f"{' -> '.join(self.leaders)}; stale write with token {self.frozen_token} "
                 f"{'refused' if self.stale_probe_refused else 'ACCEPTED'}; the woken leader's "
-                f"own refused appends: {self.fenced_on_wake}; problems: {self.problems or 'none'}")
+                f"own refused appends: {self.fenced_on_wake}; stops retried because the stopped "
+                f"leader held the store's write lock: {self.blocked_stops}; problems: {self.problems or 'none'}")
 
 
 class _Standalone:
@@ -169,6 +176,7 @@ async def run_kv_faults(
 
     backend = open_store(cluster)
     leaders: list[str] = []
+    blocked_stops = 0
     try:
         async with anyio.create_task_group() as tg:
             for i in range(nodes):
@@ -182,20 +190,30 @@ async def run_kv_faults(
                 cluster.kill(leader)
                 await cluster.wait_new_leader(leader.id, timeout=ttl + 15)
                 await anyio.sleep(phase)
-            frozen, frozen_token = await leader_now()
-            leaders.append(frozen.id)
-            stopped.add(frozen.id)
-            os.kill(frozen.pid, signal.SIGSTOP)
-            try:
-                await cluster.wait_new_leader(frozen.id, timeout=ttl + 15)
-                successor, _ = await leader_now()
-                leaders.append(successor.id)
-                await anyio.sleep(ttl + phase)  # well past the stopped leader's lease
-                probe = await _append_retrying(backend, frozen_token)
-            finally:
-                os.kill(frozen.pid, signal.SIGCONT)
-            stopped.discard(frozen.id)
-            await anyio.sleep(phase)
+            probe: LogEntry | None = None
+            for _attempt in range(STOP_ATTEMPTS):
+                frozen, frozen_token = await leader_now()
+                stopped.add(frozen.id)
+                os.kill(frozen.pid, signal.SIGSTOP)
+                try:
+                    try:
+                        await cluster.wait_new_leader(frozen.id, timeout=ttl + 10)
+                    except ProcessError:
+                        # A one-file store (sqlite) stays locked while a process is
+                        # stopped inside its write transaction: nobody can take over.
+                        blocked_stops += 1
+                        continue
+                    successor, _ = await leader_now()
+                    leaders += [frozen.id, successor.id]
+                    await anyio.sleep(ttl + phase)  # well past the stopped leader's lease
+                    probe = await _append_retrying(backend, frozen_token)
+                    break
+                finally:
+                    os.kill(frozen.pid, signal.SIGCONT)
+                    stopped.discard(frozen.id)
+                    await anyio.sleep(phase)
+            else:
+                raise ProcessError(f"every one of {STOP_ATTEMPTS} stopped leaders blocked the store")
             stop.set()
         woken = (await cluster.statuses()).get(frozen.id) or {}
         entries = await read_whole_log(backend)
@@ -223,5 +241,6 @@ async def run_kv_faults(
         acked=acked, failed=len(history.puts) - acked, reads=len(history.gets),
         entries=len(entries), leaders=leaders, frozen_token=frozen_token,
         successor_first_revision=successor_first, stale_probe_refused=probe is None,
-        fenced_on_wake=int((woken.get("counters") or {}).get("kv-fenced", 0)), problems=problems,
+        fenced_on_wake=int((woken.get("counters") or {}).get("kv-fenced", 0)),
+        blocked_stops=blocked_stops, problems=problems,
     )
