@@ -173,3 +173,32 @@ def test_command_line_through_any_node(tmp_path, capsys):
         assert main(["kv", "trim", *where, "cfg/mode", "--keep", "1"]) == 0
         assert capsys.readouterr().out == "dropped 1\n"
         assert node.status()["counters"]["kv-appends"] == 2
+
+
+@pytest.mark.anyio
+async def test_malformed_requests_from_the_wire_get_clear_errors(tmp_path):
+    from hedgeplug.control import ControlClient
+    from hedgeplug.errors import RemoteError
+    from hedgeplug.state.kv_leader import KV_CHANNEL
+
+    async with (
+        hedgeplug.open_node(config(tmp_path, "a")) as a,
+        hedgeplug.open_node(config(tmp_path, "b")) as b,
+    ):
+        leader = await settle([a, b])
+        follower = b if leader is a else a
+        ask = follower.parts.dispatcher.request
+        for bad, why in (("garbage", "malformed key/value log request"),
+                         ({"op": "append", "key": "", "value": b"x"}, "non-empty string"),
+                         ({"op": "append", "key": "k", "value": 5}, "bytes or str"),
+                         ({"op": "append", "key": "k", "value": b"x" * 70000}, "limit is 65536"),
+                         ({"op": "trim", "key": "k", "keep": -1}, "keep must be")):
+            with pytest.raises(RemoteError, match=why):
+                await ask(leader.address, KV_CHANNEL, bad, 5.0)
+        assert await ask(leader.address, KV_CHANNEL, {"op": "ping"}, 5.0) == "pong"
+        async with ControlClient(cluster="kv") as client:
+            with pytest.raises(RemoteError, match="unknown control operation 'kv.nope'"):
+                await client.call(follower.address, {"op": "kv.nope"}, 5.0)
+            with pytest.raises(RemoteError, match=r"control timeout must be"):
+                await client.call(follower.address, {"op": "kv.get", "key": "k", "timeout": -1}, 5.0)
+        assert leader.counters.get("kv-appends", 0) == 0
