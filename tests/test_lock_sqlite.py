@@ -32,6 +32,7 @@ from hedgeplug.testing.lock_contract import (
     graceful_failover_seconds,
 )
 from hedgeplug.testing.lock_processes import run_contender_processes
+from hedgeplug.testing.log_contract import FencedLogContract
 
 # A separate OS process that takes SQLite's write lock and holds it until its
 # stdin closes: to every backend that is a store it cannot write to.
@@ -77,7 +78,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 class TestSqliteContract(
-    LockBackendContract, WatchableContract, RowStorageContract, StoreOutageContract, StallContract
+    LockBackendContract, WatchableContract, RowStorageContract, StoreOutageContract, StallContract,
+    FencedLogContract,
 ):
     ttl = 0.5
     clock_slack = 0.005  # the store clock is this host's monotonic clock

@@ -573,6 +573,7 @@ try:
         StoreOutageContract,
         WatchableContract,
     )
+    from hedgeplug.testing.log_contract import FencedLogContract
 except ImportError:  # the contract suite is optional in a partial checkout
     LockBackendContract = None  # type: ignore[assignment,misc]
 
@@ -585,7 +586,10 @@ if LockBackendContract is not None:
         RowStorageContract,
         StoreOutageContract,
         StallContract,
+        FencedLogContract,
     ):
+        wall_clock_commits = False  # the store's clock is the loop's (virtual in the simulator)
+
         @pytest.fixture
         def store_name(self) -> str:
             name = f"contract-{next(_contract_stores)}"

@@ -74,6 +74,7 @@ def test_every_builtin_scenario_runs_clean_at_small_size(name: str) -> None:
         "partition-heal": {"size": 6, "duration": 10.0, "settle": 10.0},
         "mass-crash": {"size": 8, "crashed": 5, "warmup": 5.0, "settle": 15.0},
         "semaphore-faults": {"size": 4, "phase": 5.0},
+        "kv-faults": {"size": 4, "writers": 2, "readers": 1},  # (checked fully in test_kv_sim.py)
     }[name]
     result = run(name, **small)
     assert result.ok, result.first_violation

@@ -100,6 +100,14 @@ class BlockingNode:
     def view(self) -> View:
         return self._read(lambda: self._node.view)
 
+    @property
+    def kv(self) -> Any:
+        """The key/value log (state/kv_blocking.py): put, get, history, keys, trim, watch."""
+        from .state.kv_blocking import BlockingKeyValueLog
+
+        assert self._portal is not None, "the node is not started"
+        return BlockingKeyValueLog(self._portal, self._node.kv)
+
     def _read(self, getter: Callable[[], Any]) -> Any:
         # Node state reads the event loop's clock, so read it on the loop's thread.
         assert self._portal is not None, "the node is not started"

@@ -103,6 +103,62 @@ class RowStorage(Protocol):
     async def row_scan(self, prefix: str) -> list[Row]: ...
 
 
+@attrs.frozen
+class LogEntry:
+    """One record of the optional fenced key/value log.
+
+    `version` counts the appends to `key` (1, 2, ...); `revision` strictly
+    increases across all appends to the log of one lock, in commit order;
+    `token` is the fencing token the append carried; `committed_at` is the
+    store's clock at commit, in seconds since the Unix epoch (each backend
+    documents which clock that is).
+    """
+
+    key: str
+    value: bytes
+    version: int
+    revision: int
+    token: int
+    committed_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@runtime_checkable
+class FencedLog(Protocol):
+    """Optional: an append-only key/value log beside the lock, fenced by its token.
+
+    `log_append` and `log_trim` check, in the SAME store transaction as the
+    write, that `token` is the token of the lock's current lease (held, not
+    released, not expired by the store's clock); otherwise they write nothing
+    and return None. So a holder that lost its lease (a pause, a partition)
+    cannot write once a newer lease exists, whatever it believes.
+    """
+
+    async def log_append(self, token: int, key: str, value: bytes) -> LogEntry | None:
+        """Append `value` as the next version of `key`; None when `token` is not current."""
+
+    async def log_read(
+        self, key: str, *, limit: int | None = None, oldest_first: bool = False
+    ) -> list[LogEntry]:
+        """Entries of `key`, newest first (oldest first on request), at most `limit`."""
+
+    async def log_keys(self, prefix: str) -> list[str]:
+        """Keys with at least one entry that start with `prefix`, in code point order."""
+
+    async def log_since(self, revision: int, prefix: str, limit: int) -> list[LogEntry]:
+        """Up to `limit` entries with a revision above `revision` whose key starts
+        with `prefix`, in revision order."""
+
+    async def log_last_revision(self) -> int:
+        """A revision at or above every entry committed so far (0 for an empty log)."""
+
+    async def log_trim(self, token: int, key: str, keep: int) -> int | None:
+        """Drop all but the newest `keep` (>= 1) entries of `key`; the count dropped,
+        or None when `token` is not current."""
+
+
 # ---------------------------------------------------------------- transport
 
 # A frame handler receives the raw bytes of one frame and the transport's

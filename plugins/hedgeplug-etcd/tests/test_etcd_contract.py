@@ -20,6 +20,7 @@ from hedgeplug.testing.lock_contract import (
     StoreOutageContract,
     WatchableContract,
 )
+from hedgeplug.testing.log_contract import FencedLogContract
 from tcp_proxy import LoopbackProxy
 
 from hedgeplug_etcd import EtcdLock, GatewayClient
@@ -30,7 +31,7 @@ def _opener(endpoints: list[str]):
     return lambda: EtcdLock(GatewayClient(endpoints, timeout=3.0), "lock", prefix)
 
 
-class TestEtcdLock(LockBackendContract, WatchableContract, RowStorageContract):
+class TestEtcdLock(LockBackendContract, WatchableContract, RowStorageContract, FencedLogContract):
     ttl = 2.0
     clock_slack = 0.6
     hammer_seconds = 10.0  # abandoned leases hold the lock for the 2 s minimum ttl

@@ -28,6 +28,7 @@ from hedgeplug.testing.lock_contract import (
     graceful_failover_seconds,
 )
 from hedgeplug.testing.lock_processes import run_contender_processes
+from hedgeplug.testing.log_contract import FencedLogContract
 
 from hedgeplug_postgres import PostgresLock, PostgresOptions, make
 
@@ -89,7 +90,7 @@ class Severer:
 
 class TestPostgresContract(
     LockBackendContract, WatchableContract, RowStorageContract, StallContract,
-    ConnectionLossContract,
+    ConnectionLossContract, FencedLogContract,
 ):
     ttl = 0.5
     clock_slack = 0.01  # database wall clock against the test's monotonic clock, same host

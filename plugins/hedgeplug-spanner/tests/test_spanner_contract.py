@@ -19,6 +19,7 @@ from hedgeplug.testing.lock_contract import (
     StallContract,
     WatchableContract,
 )
+from hedgeplug.testing.log_contract import FencedLogContract
 
 from hedgeplug_spanner import SpannerLock, SpannerStore
 from hedgeplug_spanner.emulator import create_emulator_database
@@ -33,7 +34,7 @@ def spanner_database(spanner_emulator):
     return spanner_emulator.host, "test-instance", database
 
 
-class TestSpannerLock(LockBackendContract, WatchableContract, RowStorageContract):
+class TestSpannerLock(LockBackendContract, WatchableContract, RowStorageContract, FencedLogContract):
     ttl = 1.0
     contenders = 4
     hammer_seconds = 5.0

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, bool, str]] = {
     "status": ("hedgeplug.cli.status", False, "show a running node's view of the cluster"),
     "send": ("hedgeplug.cli.send", False, "send a payload to the leader through a node"),
     "broadcast": ("hedgeplug.cli.broadcast", False, "broadcast a payload to every member"),
+    "kv": ("hedgeplug.cli.kv", False, "the key/value log: put, get, history, keys, trim"),
     "plugins": ("hedgeplug.cli.plugins", False, "list the installed plugins"),
     "demo": ("hedgeplug.cli.demo", False, "run a local cluster of node processes, live"),
     "keygen": ("hedgeplug.cli.keygen", False, "print a new random cluster key"),

@@ -18,6 +18,8 @@ import attrs
 
 from hedgeplug.plugin import Duration, Lease, Row, StoreError, hookimpl
 
+from .memory_log import LogBook, MemoryLogAccess
+
 
 @attrs.define
 class _Record:
@@ -50,6 +52,7 @@ class MemoryStore:
         self._locks: dict[str, _Record] = {}
         self._tokens: dict[str, int] = {}
         self._rows: dict[str, Row] = {}
+        self.log = LogBook()  # the fenced key/value log (memory_log.py)
         self._changed: dict[str, anyio.Event] = {}
         self._paused: dict[str, anyio.Event] = {}
         self._stalled: anyio.Event | None = None  # set while every call hangs
@@ -212,8 +215,8 @@ def reset_stores() -> None:
 # ---------------------------------------------------------------- backend
 
 
-class MemoryLock:
-    """LockBackend (with Watchable and RowStorage) over a MemoryStore (simulator part)."""
+class MemoryLock(MemoryLogAccess):
+    """LockBackend (with Watchable, RowStorage and FencedLog) over a MemoryStore (simulator part)."""
 
     def __init__(self, store: MemoryStore, lock: str, client: str, latency: float = 0.0) -> None:
         self.store = store

@@ -19,6 +19,7 @@ from ..contracts import Lease, Reply
 from ..errors import HedgeplugError, NoLeader, RemoteError, RequestTimeout, TransportError
 from ..events import Event, EventHub, LeaderChanged, MembersChanged
 from ..registry import Observers, Registry
+from ..state.kv import KeyValueLog
 from ..view import Member, View
 from .context import NodeContext
 from .handlers import APP_BROADCAST, APP_PREFIX, APP_SEND, AppHandlers, install_core_handlers
@@ -60,6 +61,7 @@ class Node:
             address=lambda: self.address,
             on_leader_change=self._leader_changed,
         )
+        self.kv = KeyValueLog(self.parts)  # the fenced key/value log (state/kv.py)
         install_core_handlers(self.parts.dispatcher, self, self._app)
         self.services = Services(lambda: self.lifecycle.task_group)
         self.lifecycle = Lifecycle(

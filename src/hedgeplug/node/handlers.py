@@ -28,6 +28,9 @@ class Served(Protocol):
     @property
     def is_leader(self) -> bool: ...
 
+    @property
+    def kv(self) -> Any: ...
+
     def status(self) -> dict[str, Any]: ...
 
     async def send(self, payload: Any, *, timeout: float = ...) -> Any: ...
@@ -69,6 +72,8 @@ async def answer_control(node: Served, request: Any) -> Any:
     op = request.get("op") if isinstance(request, dict) else None
     if op == "status":
         return node.status()
+    if isinstance(op, str) and op.startswith("kv."):
+        return await node.kv.control(op, request)
     if op in ("send", "broadcast"):
         timeout = request.get("timeout", 5.0)
         if (

@@ -1,5 +1,6 @@
 """Coordination state kept in the lock store (not in any one node's memory),
-so it survives leader changes: the distributed semaphore."""
+so it survives leader changes: the fenced key/value log (kv.py, written
+through the leader) and the distributed semaphore (semaphore.py)."""
 
 from __future__ import annotations
 

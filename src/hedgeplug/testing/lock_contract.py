@@ -70,7 +70,7 @@ import anyio
 import attrs
 import pytest
 
-from hedgeplug.contracts import Lease, LockBackend, RowStorage, Watchable
+from hedgeplug.contracts import FencedLog, Lease, LockBackend, RowStorage, Watchable
 from hedgeplug.errors import StoreError
 
 __all__ = [
@@ -311,6 +311,10 @@ class LockBackendContract(_ContractBase):
             if isinstance(lock, RowStorage):
                 assert isinstance(self, RowStorageContract), (
                     "backend has rows: add RowStorageContract"
+                )
+            if isinstance(lock, FencedLog):  # (by name: log_contract imports this module)
+                assert "FencedLogContract" in {c.__name__ for c in type(self).__mro__}, (
+                    "backend has a fenced log: add log_contract.FencedLogContract"
                 )
 
     @pytest.mark.anyio

@@ -6,6 +6,7 @@ Key layout, under the configured prefix (default ``hedgeplug/``):
 - ``<prefix><lock name>/lock``: JSON ``{"holder", "address", "ttl"}``, attached
   to the holder's etcd lease, so etcd deletes it when the lease runs out.
 - ``<prefix><lock name>/rows/<key>``: the optional row storage.
+- ``<prefix><lock name>/log/...`` and ``loghead/...``: the fenced log (log.py).
 
 The fencing token is the lock key's ``mod_revision``: the key is written
 only when a lease is acquired (renewals touch the etcd lease, never the key),
@@ -24,6 +25,7 @@ import anyio
 from hedgeplug.plugin import Lease, Row, StoreError
 
 from .gateway import GatewayClient, b64, num, prefix_end, unb64
+from .log import EtcdLogMixin
 
 # etcd refuses leases shorter than 1.5 election timeouts (2 s with the default
 # 1 s election timeout) and silently grants its minimum instead; requested
@@ -36,8 +38,8 @@ def lease_seconds(ttl: float) -> int:
     return max(1, math.ceil(ttl - 1e-9))
 
 
-class EtcdLock:
-    """LockBackend + Watchable + RowStorage for one lock name in etcd."""
+class EtcdLock(EtcdLogMixin):
+    """LockBackend + Watchable + RowStorage + FencedLog (log.py) for one lock name in etcd."""
 
     def __init__(self, client: GatewayClient, lock_name: str, prefix: str = "hedgeplug/") -> None:
         self.client = client
@@ -45,6 +47,7 @@ class EtcdLock:
         base = f"{prefix}{lock_name}/".encode()
         self.key = base + b"lock"
         self.rows_prefix = base + b"rows/"
+        self.log_base = base
 
     # ------------------------------------------------------------ plumbing
 

@@ -21,6 +21,8 @@ import psycopg.conninfo
 import psycopg.errors
 from hedgeplug.plugin import Duration, Lease, Row, StoreError, positive, run_in_worker
 
+from .log import PostgresLogMixin
+from .log_schema import LogStatements
 from .schema import Statements
 
 T = TypeVar("T")
@@ -82,13 +84,14 @@ def describe_dsn(dsn: str) -> str:
     return f"{host}:{port}/{db}"
 
 
-class PostgresLock:
-    """LockBackend + RowStorage for one lock name in one table (see WatchingPostgresLock)."""
+class PostgresLock(PostgresLogMixin):
+    """LockBackend + RowStorage + FencedLog (log.py) for one lock name (see WatchingPostgresLock)."""
 
     def __init__(self, options: PostgresOptions, lock_name: str) -> None:
         self.options = options
         self.lock_name = lock_name
         self.sql = Statements(options.schema, options.table)
+        self.log_sql = LogStatements(options.schema, options.table)
         self.where = describe_dsn(options.dsn)
         self._limiter = anyio.CapacityLimiter(1)
         self._conn: psycopg.Connection[Any] | None = None
@@ -123,15 +126,16 @@ class PostgresLock:
 
     def _missing_table(self) -> StoreError:
         return self._error(
-            f"table {self.sql.lease_table} (or {self.sql.rows_table}) does not exist and "
-            f"create_table is false; create it with:\n{self.sql.ddl}"
+            f"table {self.sql.lease_table} (or {self.sql.rows_table}, {self.log_sql.log_table}) "
+            f"does not exist and create_table is false; create them with:\n{self.sql.ddl}\n"
+            f"{self.log_sql.ddl}"
         )
 
     def _prepare_tables(self, conn: psycopg.Connection[Any]) -> None:
         if self.options.create_table:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
-                for statement in self.sql.ddl.split(";\n"):
+                for statement in (self.sql.ddl + "\n" + self.log_sql.ddl).split(";\n"):
                     conn.execute(statement.rstrip(";"))
             return
         found = conn.execute(
@@ -163,7 +167,8 @@ class PostgresLock:
         except psycopg.errors.InsufficientPrivilege as exc:
             raise self._error(
                 f"permission denied ({_first_line(exc)}); the role needs SELECT, INSERT, UPDATE on "
-                f"{self.sql.lease_table}, SELECT, INSERT, UPDATE, DELETE on {self.sql.rows_table}, "
+                f"{self.sql.lease_table}, SELECT, INSERT, UPDATE, DELETE on {self.sql.rows_table} "
+                f"and {self.log_sql.log_table}, "
                 "and CREATE on the schema unless create_table is false"
             ) from None
         except psycopg.errors.QueryCanceled as exc:
@@ -255,6 +260,7 @@ class PostgresLock:
     def _close_now(self) -> None:
         self._closed = True
         self._drop_connection()
+        self._close_reader()  # (the log's reader connection, log.py)
 
     # ------------------------------------------------------------ RowStorage
 

@@ -13,9 +13,12 @@ import attrs
 from hedgeplug.plugin import Duration, NodeContext, hookimpl, positive
 
 from .lock import TABLE_NAME_RE, SpannerLock, lease_ddl, rows_ddl
+from .log import log_ddl
 from .store import SpannerStore
 
-__all__ = ["SpannerLock", "SpannerOptions", "SpannerStore", "lease_ddl", "make", "rows_ddl"]
+__all__ = [
+    "SpannerLock", "SpannerOptions", "SpannerStore", "lease_ddl", "log_ddl", "make", "rows_ddl",
+]
 
 
 def _check_id(_inst: Any, attr: attrs.Attribute, value: str) -> None:
@@ -38,7 +41,8 @@ class SpannerOptions:
     instance: str = attrs.field(validator=_check_id, metadata={"help": "Spanner instance id"})
     database: str = attrs.field(validator=_check_id, metadata={"help": "Spanner database id"})
     table: str = attrs.field(default="hedgeplug_lease", validator=_check_table,
-                             metadata={"help": "lease table, one row per lock name"})
+                             metadata={"help": "lease table, one row per lock name; the "
+                                               "key/value log uses <table>_log"})
     rows_table: str = attrs.field(default="hedgeplug_rows", validator=_check_table,
                                   metadata={"help": "table of the optional row storage"})
     emulator_host: str | None = attrs.field(

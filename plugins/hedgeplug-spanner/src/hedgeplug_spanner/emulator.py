@@ -4,6 +4,7 @@ local development, tests and benchmarks (never used against real Spanner)."""
 from __future__ import annotations
 
 from .lock import lease_ddl, rows_ddl
+from .log import log_ddl
 from .store import _client
 
 EMULATOR_INSTANCE_CONFIG = "emulator-config"
@@ -31,5 +32,6 @@ def create_emulator_database(
         except Exception as exc:  # created meanwhile by another caller
             if "already exists" not in str(exc).lower():
                 raise
-    ddl = [lease_ddl("hedgeplug_lease"), rows_ddl("hedgeplug_rows")] if with_tables else []
+    ddl = ([lease_ddl("hedgeplug_lease"), rows_ddl("hedgeplug_rows"), *log_ddl("hedgeplug_lease")]
+           if with_tables else [])
     handle.database(database, ddl_statements=ddl).create().result(timeout=timeout)

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 from hedgeplug.plugin import Lease, Row
 
+from .log import SpannerLogMixin, log_ddl
 from .store import SpannerStore
 
 TABLE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
@@ -54,8 +55,8 @@ def ttl_ms(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000 - 1e-6))
 
 
-class SpannerLock:
-    """LockBackend + Watchable (by polling) + RowStorage for one lock name."""
+class SpannerLock(SpannerLogMixin):
+    """LockBackend + Watchable (by polling) + RowStorage + FencedLog (log.py) for one lock name."""
 
     def __init__(
         self,
@@ -107,7 +108,8 @@ class SpannerLock:
         from google.api_core import exceptions as api
         from google.cloud.spanner_v1 import param_types
 
-        wanted = {self.table: lease_ddl(self.table), self.rows_table: rows_ddl(self.rows_table)}
+        wanted = {self.table: [lease_ddl(self.table)], self.rows_table: [rows_ddl(self.rows_table)],
+                  f"{self.table}_log": log_ddl(self.table)}
         with database.snapshot() as snap:
             present = {
                 row[0] for row in snap.execute_sql(
@@ -118,7 +120,7 @@ class SpannerLock:
                     timeout=self.store.timeout,
                 )
             }
-        missing = [ddl for name, ddl in wanted.items() if name not in present]
+        missing = [ddl for name, ddls in wanted.items() if name not in present for ddl in ddls]
         if not missing:
             return
         try:

@@ -2,7 +2,8 @@
 processes of one host.
 
 Modules: `store` (the connection, transactions and worker thread), `lock`
-(the lease operations and the watcher), `rows` (the optional row storage);
+(the lease operations and the watcher), `rows` (the optional row storage),
+`log` (the optional fenced key/value log);
 this one holds the options, the factory and the registration.
 
 Default path: ``$XDG_RUNTIME_DIR/hedgeplug/<cluster>.sqlite`` when that

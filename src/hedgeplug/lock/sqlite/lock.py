@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator
 
 import anyio
 
-from hedgeplug.plugin import Lease, Row
+from hedgeplug.plugin import Lease, LogEntry, Row
 
+from .log import LOG_SCHEMA, SqliteLog
 from .rows import ROWS_SCHEMA, SqliteRows
 from .store import SqliteStore, is_busy
 
@@ -78,14 +79,15 @@ def _is_live(row: _LeaseRow, now: float) -> bool:
 
 
 class SqliteLock:
-    """LockBackend + Watchable + RowStorage over one SQLite file."""
+    """LockBackend + Watchable + RowStorage + FencedLog over one SQLite file."""
 
     def __init__(self, path: str, lock_name: str, *, busy_timeout: float = 1.0) -> None:
         self.path = path
         self.lock_name = lock_name
         self.busy_timeout = busy_timeout
-        self._store = SqliteStore(path, schema=LEASE_SCHEMA + ROWS_SCHEMA, busy_timeout=busy_timeout)
+        self._store = SqliteStore(path, schema=LEASE_SCHEMA + ROWS_SCHEMA + LOG_SCHEMA, busy_timeout=busy_timeout)
         self._rows = SqliteRows(self._store, lock_name)
+        self._log = SqliteLog(self._store, lock_name)
 
     def _lease(self, row: _LeaseRow, now: float) -> Lease:
         holder, address, token, ttl, expires = row
@@ -139,6 +141,7 @@ class SqliteLock:
         return await self._store.call(work, write=False)
 
     async def aclose(self) -> None:
+        await self._log.aclose()
         await self._store.aclose()
 
     # ------------------------------------------------------------ Watchable
@@ -191,3 +194,25 @@ class SqliteLock:
 
     async def row_scan(self, prefix: str) -> list[Row]:
         return await self._rows.scan(prefix)
+
+    # ------------------------------------------------------------ FencedLog (log.py)
+
+    async def log_append(self, token: int, key: str, value: bytes) -> LogEntry | None:
+        return await self._log.append(token, key, value)
+
+    async def log_read(
+        self, key: str, *, limit: int | None = None, oldest_first: bool = False
+    ) -> list[LogEntry]:
+        return await self._log.read(key, limit, oldest_first)
+
+    async def log_keys(self, prefix: str) -> list[str]:
+        return await self._log.keys(prefix)
+
+    async def log_since(self, revision: int, prefix: str, limit: int) -> list[LogEntry]:
+        return await self._log.since(revision, prefix, limit)
+
+    async def log_last_revision(self) -> int:
+        return await self._log.last_revision()
+
+    async def log_trim(self, token: int, key: str, keep: int) -> int | None:
+        return await self._log.trim(token, key, keep)

@@ -38,6 +38,7 @@ BUILTIN = {
     "cache-spiky": "cache_spiky",
     "cache-partition": "cache_partition",
     "semaphore-faults": "semaphore_faults",
+    "kv-faults": "kv_faults",
 }
 
 

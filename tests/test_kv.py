@@ -1,0 +1,204 @@
+"""The key/value log through nodes over the real sqlite store and loopback
+sockets (trio and asyncio), the blocking facade, and the errors a user gets.
+The fenced log's store contract runs in test_lock_sqlite.py and
+test_memory_plugins.py; the fault scenario in test_kv_sim.py; real processes
+in test_kv_processes.py."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import hedgeplug
+from hedgeplug.errors import HedgeplugError, NoLeader
+from hedgeplug.state.kv_limits import MAX_KEY_BYTES, LogLimitError
+
+
+def config(tmp_path, name, **lock):
+    return {
+        "node": {"id": name, "cluster": "kv", "stop_timeout": "2s"},
+        "lock": {"use": "sqlite", "path": str(tmp_path / "lock.db"), "ttl": "2s", **lock},
+        "transport": {"use": "tcp", "bind": "127.0.0.1:0"},
+        "membership": {"use": "heartbeat", "interval": "200ms"},
+    }
+
+
+async def settle(nodes, timeout=10):
+    with anyio.fail_after(timeout):
+        while True:
+            leaders = [n for n in nodes if n.is_leader]
+            if len(leaders) == 1 and all(n.leader is not None for n in nodes):
+                return leaders[0]
+            await anyio.sleep(0.05)
+
+
+@pytest.mark.anyio
+async def test_put_through_a_follower_get_history_keys_watch(tmp_path):
+    async with (
+        hedgeplug.open_node(config(tmp_path, "a")) as a,
+        hedgeplug.open_node(config(tmp_path, "b")) as b,
+    ):
+        leader = await settle([a, b])
+        follower = b if leader is a else a
+        seen: list = []
+
+        async def watcher(task_status=anyio.TASK_STATUS_IGNORED):
+            gen = leader.kv.watch("cfg/", poll=0.02)
+            task_status.started()
+            async for entry in gen:
+                seen.append(entry)
+                if len(seen) == 3:
+                    return
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(watcher)
+            await anyio.sleep(0.1)  # the watch has read its starting revision
+            first = await follower.kv.put("cfg/mode", b"fast")
+            assert (first.key, first.value, first.version) == ("cfg/mode", b"fast", 1)
+            assert first.token == leader.token
+            second = await follower.kv.put("cfg/mode", "slow")  # str is sent as UTF-8
+            await leader.kv.put("other", b"x")
+            third = await leader.kv.put("cfg/size", b"\x00\x01")
+            assert second.version == 2 and second.revision > first.revision
+        assert [e.value for e in seen] == [b"fast", b"slow", b"\x00\x01"]
+        latest = await leader.kv.get("cfg/mode")
+        assert latest == second
+        assert await follower.kv.get("missing") is None
+        assert [e.value for e in await follower.kv.history("cfg/mode")] == [b"slow", b"fast"]
+        assert await follower.kv.history("cfg/mode", limit=1) == [second]
+        assert await follower.kv.history("cfg/mode", limit=1, oldest_first=True) == [first]
+        assert await follower.kv.keys() == ["cfg/mode", "cfg/size", "other"]
+        assert await follower.kv.keys("cfg/") == ["cfg/mode", "cfg/size"]
+        assert third.committed_at >= first.committed_at
+        assert await follower.kv.trim("cfg/mode", 1) == 1
+        assert await leader.kv.history("cfg/mode") == [second]
+        assert follower.status()["counters"]["kv-puts"] == 2
+        assert leader.status()["counters"]["kv-appends"] == 4
+        assert leader.status()["counters"]["kv-trims"] == 1
+
+
+@pytest.mark.anyio
+async def test_bad_keys_and_values_are_refused_before_anything_is_sent(tmp_path):
+    async with hedgeplug.open_node(config(tmp_path, "a")) as a:
+        await settle([a])
+        before = dict(a.counters)
+        with pytest.raises(LogLimitError, match="limit is 65536"):
+            await a.kv.put("k", b"x" * (64 * 1024 + 1))
+        with pytest.raises(LogLimitError, match=f"limit is {MAX_KEY_BYTES}"):
+            await a.kv.put("k" * (MAX_KEY_BYTES + 1), b"x")
+        for key in ("", "a\0b", 7):
+            with pytest.raises(LogLimitError, match="key"):
+                await a.kv.put(key, b"x")
+        with pytest.raises(LogLimitError, match="bytes or str"):
+            await a.kv.put("k", 12)
+        with pytest.raises(LogLimitError, match="keep"):
+            await a.kv.trim("k", 0)
+        with pytest.raises(HedgeplugError, match="limit"):
+            await a.kv.history("k", limit=0)
+        assert a.counters.get("kv-appends", 0) == before.get("kv-appends", 0)
+        assert await a.kv.keys() == []
+
+
+@pytest.mark.anyio
+async def test_no_leader_within_the_timeout_is_a_clear_error(tmp_path):
+    # A node that observes but never contends: nobody ever leads.
+    cfg = config(tmp_path, "watcher")
+    async with hedgeplug.open_node(cfg) as node:
+        node.parts.election.contend = False
+        with anyio.fail_after(5):
+            with pytest.raises(NoLeader, match="no leader accepted the write within 0.5s"):
+                await node.kv.put("k", b"v", timeout=0.5)
+
+
+@pytest.mark.anyio
+async def test_a_deposed_leader_cannot_write(tmp_path):
+    """The store, not the node's belief, decides: an append carrying the
+    token of a lease that was taken over is refused in the store."""
+    async with hedgeplug.open_node(config(tmp_path, "a")) as a:
+        await settle([a])
+        old = a.parts.election.lease
+        assert old is not None and await a.parts.lock.log_append(old.token, "k", b"ok") is not None
+        await a.parts.election.release(1.0)  # stop leading (a graceful step-down)
+        a.parts.election._stopping = False
+        async with hedgeplug.open_node(config(tmp_path, "b")) as b:
+            with anyio.fail_after(10):
+                while not (a.is_leader or b.is_leader):
+                    await anyio.sleep(0.05)
+            assert await a.parts.lock.log_append(old.token, "k", b"stale") is None
+            assert [e.value for e in await b.kv.history("k")] == [b"ok"]
+
+
+def test_blocking_facade(tmp_path):
+    with hedgeplug.BlockingNode(config(tmp_path, "a")) as node:
+        node.wait_leader(10)
+        entry = node.kv.put("k", b"v1")
+        node.kv.put("k", b"v2")
+        assert entry.version == 1
+        assert node.kv.get("k").value == b"v2"
+        assert [e.value for e in node.kv.history("k", oldest_first=True)] == [b"v1", b"v2"]
+        assert node.kv.keys("") == ["k"]
+        watched = node.kv.watch("k", since=0)
+        assert [next(watched).value for _ in range(2)] == [b"v1", b"v2"]
+        watched.close()
+        assert node.kv.trim("k", 1) == 1
+
+
+def test_command_line_through_any_node(tmp_path, capsys):
+    from hedgeplug.cli import main
+
+    with hedgeplug.BlockingNode(config(tmp_path, "a")) as node:
+        node.wait_leader(10)
+        where = ["-a", node.address, "--cluster", "kv", "--timeout", "5s"]
+        assert main(["kv", "put", *where, "cfg/mode", "fast"]) == 0
+        assert "cfg/mode version 1 revision" in capsys.readouterr().out
+        assert main(["kv", "put", *where, "cfg/mode", "slow", "--json"]) == 0
+        assert '"version": 2' in capsys.readouterr().out
+        assert main(["kv", "get", *where, "cfg/mode"]) == 0
+        assert capsys.readouterr().out == "slow\n"
+        assert main(["kv", "history", *where, "cfg/mode", "--oldest"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == ["VERSION", "REVISION", "TOKEN", "COMMITTED", "VALUE"]
+        assert [line.split()[-1] for line in lines[1:]] == ["fast", "slow"]
+        assert main(["kv", "keys", *where, "cfg/"]) == 0
+        assert capsys.readouterr().out == "cfg/mode\n"
+        assert main(["kv", "get", *where, "nothing"]) == 3
+        assert "no value for 'nothing'" in capsys.readouterr().err
+        # User mistakes: a message and status 2, never a traceback.
+        assert main(["kv", "put", *where, "k"]) == 2
+        assert "give VALUE or --stdin" in capsys.readouterr().err
+        assert main(["kv", "put", *where, "", "v"]) == 1
+        assert "key must be a non-empty string" in capsys.readouterr().err
+        assert main(["kv", "trim", *where, "cfg/mode", "--keep", "0"]) == 2
+        assert "--keep must be at least 1" in capsys.readouterr().err
+        assert main(["kv", "trim", *where, "cfg/mode", "--keep", "1"]) == 0
+        assert capsys.readouterr().out == "dropped 1\n"
+        assert node.status()["counters"]["kv-appends"] == 2
+
+
+@pytest.mark.anyio
+async def test_malformed_requests_from_the_wire_get_clear_errors(tmp_path):
+    from hedgeplug.control import ControlClient
+    from hedgeplug.errors import RemoteError
+    from hedgeplug.state.kv_leader import KV_CHANNEL
+
+    async with (
+        hedgeplug.open_node(config(tmp_path, "a")) as a,
+        hedgeplug.open_node(config(tmp_path, "b")) as b,
+    ):
+        leader = await settle([a, b])
+        follower = b if leader is a else a
+        ask = follower.parts.dispatcher.request
+        for bad, why in (("garbage", "malformed key/value log request"),
+                         ({"op": "append", "key": "", "value": b"x"}, "non-empty string"),
+                         ({"op": "append", "key": "k", "value": 5}, "bytes or str"),
+                         ({"op": "append", "key": "k", "value": b"x" * 70000}, "limit is 65536"),
+                         ({"op": "trim", "key": "k", "keep": -1}, "keep must be")):
+            with pytest.raises(RemoteError, match=why):
+                await ask(leader.address, KV_CHANNEL, bad, 5.0)
+        assert await ask(leader.address, KV_CHANNEL, {"op": "ping"}, 5.0) == "pong"
+        async with ControlClient(cluster="kv") as client:
+            with pytest.raises(RemoteError, match="unknown control operation 'kv.nope'"):
+                await client.call(follower.address, {"op": "kv.nope"}, 5.0)
+            with pytest.raises(RemoteError, match=r"control timeout must be"):
+                await client.call(follower.address, {"op": "kv.get", "key": "k", "timeout": -1}, 5.0)
+        assert leader.counters.get("kv-appends", 0) == 0
