@@ -52,6 +52,7 @@ class LockSettings:
     margin: float = attrs.field(default=0.25, validator=fraction, metadata={"help": "leader counts itself leader only for ttl*(1-margin) after sending a renewal"})
     renew: Duration | None = attrs.field(default=None, validator=positive, metadata={"help": "renewal period; default ttl/4"})
     retry: Duration | None = attrs.field(default=None, validator=positive, metadata={"help": "contender and follower poll period; default ttl/4"})
+    backoff_max: Duration | None = attrs.field(default=None, validator=positive, metadata={"help": "longest wait between store calls of a node that is not leading, after store errors (exponential, jittered); default: the ttl"})
 
     @property
     def renew_every(self) -> float:
@@ -60,6 +61,10 @@ class LockSettings:
     @property
     def retry_every(self) -> float:
         return self.retry if self.retry is not None else self.ttl / 4
+
+    @property
+    def backoff_cap(self) -> float:
+        return self.backoff_max if self.backoff_max is not None else self.ttl
 
 
 ElectionSettings = LockSettings
