@@ -14,10 +14,11 @@ from typing import Any
 
 import attrs
 
+from ..address import Address
 from ..options import Duration, fraction, positive
 from .convert import convert, field_types
 
-SECTIONS = ("node", "lock", "transport", "membership", "broadcast")
+SECTIONS = ("node", "lock", "transport", "membership", "broadcast", "health")
 PLUGIN_KINDS = ("lock", "transport", "membership", "broadcast")
 
 
@@ -52,6 +53,7 @@ class LockSettings:
     margin: float = attrs.field(default=0.25, validator=fraction, metadata={"help": "leader counts itself leader only for ttl*(1-margin) after sending a renewal"})
     renew: Duration | None = attrs.field(default=None, validator=positive, metadata={"help": "renewal period; default ttl/4"})
     retry: Duration | None = attrs.field(default=None, validator=positive, metadata={"help": "contender and follower poll period; default ttl/4"})
+    shared_store: bool = attrs.field(default=False, metadata={"help": "declare that a host-local store (sqlite) is really shared by every node; without it such a lock refuses a non-loopback advertised address"})
     backoff_max: Duration | None = attrs.field(default=None, validator=positive, metadata={"help": "longest wait between store calls of a node that is not leading, after store errors (exponential, jittered); default: the ttl"})
 
     @property
@@ -68,6 +70,13 @@ class LockSettings:
 
 
 ElectionSettings = LockSettings
+
+
+@attrs.frozen
+class HealthSettings:
+    """[health]: the node's HTTP health endpoint (/livez, /readyz)."""
+
+    listen: Address | None = attrs.field(default=None, metadata={"help": "host:port to serve /livez and /readyz on; default: no endpoint"})
 
 
 @attrs.frozen
@@ -98,6 +107,8 @@ CORE_SETTINGS: dict[str, type] = {
     "membership": MembershipSettings,
     "broadcast": BroadcastSettings,
 }
+# Sections that belong to the core alone (no plugin): read into these classes.
+CORE_SECTIONS: dict[str, type] = {"node": NodeSettings, "health": HealthSettings}
 DEFAULT_USE = {kind: attrs.fields_dict(cls)["use"].default for kind, cls in CORE_SETTINGS.items()}
 
 
@@ -120,6 +131,7 @@ class Config:
     membership: Section
     broadcast: Section
     source: str = "(defaults)"
+    health: HealthSettings = attrs.field(factory=HealthSettings)
 
     @property
     def election(self) -> LockSettings:

@@ -3,6 +3,7 @@ on a graceful stop, bounded by [node] stop_timeout; or die at once (kill)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,10 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from ..address import Address
 from ..config import Config
+from ..contracts import LocalOnly
+from ..errors import ConfigError
 from ..events import EventHub
 from ..registry import Observers
 from .parts import NodeParts
@@ -42,6 +46,19 @@ class Lifecycle:
         self.task_group: TaskGroup | None = None
         self.started_at = 0.0
         self.killed = False
+        self.bound = False
+
+    async def bind(self) -> None:
+        """Bind the transport and check the advertised address against the
+        lock (outside any task group, so a refusal is one plain error)."""
+        address = await self.parts.transport.bind()
+        self.on_bound(address)
+        self.bound = True
+        try:
+            check_local_store(self.parts.lock, address, self.config)
+        except BaseException:
+            await self.close()
+            raise
 
     async def start(self, tg: TaskGroup) -> None:
         self.task_group = tg
@@ -52,7 +69,8 @@ class Lifecycle:
 
         self.events.spawn = spawn
         parts = self.parts
-        self.on_bound(await parts.transport.bind())
+        if not self.bound:
+            await self.bind()
         dispatcher = parts.dispatcher
         tg.start_soon(parts.transport.serve, dispatcher.on_frame, dispatcher.on_stream)
         tg.start_soon(parts.election.run)
@@ -85,6 +103,33 @@ class Lifecycle:
         self.killed = True
         if self.task_group is not None:
             self.task_group.cancel_scope.cancel()
+
+
+def check_local_store(lock: Any, address: str, config: Config) -> None:
+    """Refuse a host-local lock (LocalOnly) when other hosts could reach this
+    node: each host would have its own store and its own leader, silently.
+    Checked once the transport has bound, when the advertised address is known."""
+    if not isinstance(lock, LocalOnly) or config.election.shared_store or _loopback(address):
+        return
+    raise ConfigError(
+        f"[lock] {config.lock.use!r} keeps the lease in a {lock.local_only()} on this host, "
+        f"but this node advertises {address}, reachable from other hosts: nodes there would "
+        f"each lead with their own store. Use a shared store (postgres, etcd, ...), bind to "
+        f"loopback, or set [lock] shared_store = true if every node really uses this one store."
+    )
+
+
+def _loopback(address: str) -> bool:
+    try:
+        host = Address.parse(address).host
+    except ValueError:
+        return True  # not a host:port (an in-process network): no other host can reach it
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other hosts may resolve
 
 
 async def _await(coro: Any) -> None:

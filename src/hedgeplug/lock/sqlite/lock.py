@@ -78,7 +78,7 @@ def _is_live(row: _LeaseRow, now: float) -> bool:
 
 
 class SqliteLock:
-    """LockBackend + Watchable + RowStorage over one SQLite file."""
+    """LockBackend + Watchable + RowStorage + LocalOnly over one SQLite file."""
 
     def __init__(self, path: str, lock_name: str, *, busy_timeout: float = 1.0) -> None:
         self.path = path
@@ -191,3 +191,9 @@ class SqliteLock:
 
     async def row_scan(self, prefix: str) -> list[Row]:
         return await self._rows.scan(prefix)
+
+    # ------------------------------------------------------------ LocalOnly
+
+    def local_only(self) -> str:
+        """The database is a file on this host: nodes elsewhere cannot share it."""
+        return f"SQLite file {self.path}"
