@@ -8,11 +8,19 @@ from typing import Any
 from .common import add_client_arguments, client_from_args, print_json, run_async, table
 
 HELP = "ask a running node for its leader, token and member view"
+# `status --ready` when the node answers but is not ready (1: unreachable, 2: usage).
+EXIT_NOT_READY = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_client_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the full status as JSON")
+    parser.add_argument(
+        "--ready",
+        action="store_true",
+        help=f"a probe: exit {EXIT_NOT_READY} and say why when the node is not ready "
+        "(not in its view, no leader known, or the lock store silent for longer than the ttl)",
+    )
 
 
 def render(status: dict[str, Any]) -> str:
@@ -64,8 +72,23 @@ async def _fetch(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     status = run_async(_fetch, args)
+    if args.ready:
+        return report_ready(status, as_json=args.json)
     if args.json:
         print_json(status)
     else:
         print(render(status), flush=True)
     return 0
+
+
+def report_ready(status: dict[str, Any], *, as_json: bool) -> int:
+    verdict = status.get("ready")
+    if not isinstance(verdict, dict):
+        print(f"node {status.get('id')} does not report readiness (an older hedgeplug?)", flush=True)
+        return EXIT_NOT_READY
+    if as_json:
+        print_json(verdict)
+    else:
+        word = "ready" if verdict.get("ready") else "NOT ready"
+        print(f"{status.get('id')}: {word}: " + "; ".join(map(str, verdict.get("reasons", []))), flush=True)
+    return 0 if verdict.get("ready") else EXIT_NOT_READY

@@ -16,6 +16,7 @@ from ..config import Config
 from ..contracts import LocalOnly
 from ..errors import ConfigError
 from ..events import EventHub
+from ..logs import current_node
 from ..registry import Observers
 from .parts import NodeParts
 
@@ -46,7 +47,10 @@ class Lifecycle:
         self.task_group: TaskGroup | None = None
         self.started_at = 0.0
         self.killed = False
+        self.stopping = False
         self.bound = False
+        self.health_address = ""  # host:port of the [health] endpoint, once listening
+        self._health_listener: Any = None
 
     async def bind(self) -> None:
         """Bind the transport and check the advertised address against the
@@ -56,6 +60,11 @@ class Lifecycle:
         self.bound = True
         try:
             check_local_store(self.parts.lock, address, self.config)
+            listen = self.config.health.listen
+            if listen is not None:
+                from ..health import open_listener  # only nodes that serve it load it
+
+                self._health_listener, self.health_address = await open_listener(listen)
         except BaseException:
             await self.close()
             raise
@@ -72,12 +81,24 @@ class Lifecycle:
         if not self.bound:
             await self.bind()
         dispatcher = parts.dispatcher
-        tg.start_soon(parts.transport.serve, dispatcher.on_frame, dispatcher.on_stream)
-        tg.start_soon(parts.election.run)
-        tg.start_soon(parts.membership.run)
+        # Tasks copy the context they are started in: marked so, everything
+        # they (and the tasks they start) log carries this node's fields.
+        marked = current_node.set(self.owner)
+        try:
+            tg.start_soon(parts.transport.serve, dispatcher.on_frame, dispatcher.on_stream)
+            tg.start_soon(parts.election.run)
+            tg.start_soon(parts.membership.run)
+            if self._health_listener is not None:
+                from ..health import serve_on
+
+                tg.start_soon(serve_on, self.owner, self._health_listener)
+                self._health_listener = None  # the serving task owns (and closes) it now
+        finally:
+            current_node.reset(marked)
         self.observers.call("hedgeplug_node_started", node=self.owner)
 
     async def stop(self) -> None:
+        self.stopping = True
         if self.killed:
             await self.close()
             return
@@ -93,6 +114,9 @@ class Lifecycle:
 
     async def close(self) -> None:
         with anyio.move_on_after(CLOSE_BUDGET):
+            if self._health_listener is not None:  # bound, never served
+                await self._health_listener.aclose()
+                self._health_listener = None
             for closer in (self.parts.transport.aclose, self.parts.lock.aclose):
                 try:
                     await closer()
