@@ -175,6 +175,13 @@ async def _answer(node: Checked, stream: SocketStream) -> None:
         status, body = respond(node, method, request[1])
     with anyio.move_on_after(READ_TIMEOUT):
         await stream.send(_http(status, body, head=method == "HEAD"))
+        # Closing with unread input would reset the connection and could
+        # destroy the answer in flight: end our side, then drain a little.
+        await stream.send_eof()
+    with anyio.move_on_after(1.0):
+        drained = 0
+        while drained < 8 * MAX_REQUEST:
+            drained += len(await stream.receive(4096))
 
 
 async def open_listener(listen: Address) -> tuple[Any, str]:
