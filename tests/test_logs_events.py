@@ -161,11 +161,11 @@ def test_blocking_node_events_callbacks_meta_and_readiness(tmp_path) -> None:
         got.append(event)  # runs in the event thread: may block without stalling the node
         done.set()
 
-    with hedgeplug.BlockingNode(real_config(tmp_path, "p1")) as first, \
-            hedgeplug.BlockingNode(real_config(tmp_path, "p2")) as second:
-        first.on_leader_changed(slow_callback)
-        updates = []
-        first.on_member_updated(updates.append)
+    first = hedgeplug.BlockingNode(real_config(tmp_path, "p1"))
+    first.on_leader_changed(slow_callback)  # before start: sees the first leader
+    updates: list[MemberUpdated] = []
+    first.on_member_updated(updates.append)
+    with first, hedgeplug.BlockingNode(real_config(tmp_path, "p2")) as second:
         second.wait_leader(10)
         assert done.wait(10) and got
         for _ in range(100):

@@ -10,8 +10,8 @@ each method blocks the calling thread until the node answers.
         for event in node.events(timeout=5):
             print(event)
 
-Event callbacks (on_leader_changed, on_members_changed, on_member_updated)
-run one at a time in a thread of their own, in order: they may block
+Event callbacks (on_leader_changed, on_members_changed, on_member_updated;
+register them before start() to see the very first events) run one at a time in a thread of their own, in order: they may block
 without stalling the node. `events()` is a blocking iterator; each one has
 its own bounded queue, and a reader that falls behind loses events
 (counted in `lost_events`) rather than holding the node up.
@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -60,11 +60,8 @@ class BlockingNode:
         self._portal_cm = start_blocking_portal(self._backend)
         self._portal = self._portal_cm.__enter__()
         try:
-            self._node_cm = self._portal.wrap_async_context_manager(
-                open_node(self._config, overrides=self._overrides)
-            )
+            self._node_cm = self._portal.wrap_async_context_manager(self._opened(open_node))
             self._node = self._node_cm.__enter__()
-            self._portal.call(self._wire_events)
         except BaseException:
             self._portal_cm.__exit__(None, None, None)
             raise
@@ -88,11 +85,14 @@ class BlockingNode:
 
     # ------------------------------------------------------------ events
 
-    def _wire_events(self) -> None:
-        # Runs on the node's loop: one fan-out for every kind of event.
-        for register in (self._node.on_leader_changed, self._node.on_members_changed,
-                         self._node.on_member_updated):
-            register(self._fan_out)
+    @asynccontextmanager
+    async def _opened(self, open_node: Any) -> AsyncIterator[Any]:
+        async with open_node(self._config, overrides=self._overrides) as node:
+            # No await between the node's start and these: its tasks have not
+            # run yet, so callbacks registered before start() see every event.
+            for register in (node.on_leader_changed, node.on_members_changed, node.on_member_updated):
+                register(self._fan_out)
+            yield node
 
     def _fan_out(self, event: Event) -> None:
         with self._lock:
