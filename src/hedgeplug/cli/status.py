@@ -26,20 +26,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def render(status: dict[str, Any]) -> str:
     leader = status.get("leader") or {}
     leader_id = leader.get("id")
-    lines = [
-        f"node     {status.get('id')} at {status.get('address')} (cluster {status.get('cluster')})",
-        "leader   "
-        + (
-            f"{leader_id} at {leader.get('address')}, token {status.get('token')}"
-            if leader_id
-            else "none known"
-        ),
-        f"is lead  {'yes' if status.get('is_leader') else 'no'}",
-        f"view     version {status.get('view_version')}, {len(status.get('members', []))} members, "
-        f"digest {status.get('view_digest')}",
-        f"drops    {_drops(status)}",
-        "",
+    members = status.get("members", [])
+    ready = status.get("ready") if isinstance(status.get("ready"), dict) else None
+    fields = [
+        ("Node", f"{status.get('id')} at {status.get('address')} (cluster {status.get('cluster')})"),
+        ("Leader", f"{leader_id} at {leader.get('address')}, token {status.get('token')}"
+                   if leader_id else "none known"),
+        ("This node leads", "yes" if status.get("is_leader") else "no"),
+        ("Members", f"{len(members)} in view {status.get('view_version')} "
+                    f"(digest {status.get('view_digest')})"),
     ]
+    if ready is not None:
+        word = "yes" if ready.get("ready") else "no: "
+        fields.append(("Ready", word + ("" if ready.get("ready") else "; ".join(ready.get("reasons", [])))))
+    fields.append(("Frames dropped", _drops(status)))
+    width = max(len(label) for label, _ in fields) + 2
+    lines = [f"{label + ':':<{width}}{value}" for label, value in fields]
+    lines.append("")
     rows = [
         [
             m.get("id", "?"),
@@ -47,7 +50,7 @@ def render(status: dict[str, Any]) -> str:
             m.get("state", ""),
             "leader" if m.get("id") == leader_id else "",
         ]
-        for m in status.get("members", [])
+        for m in members
     ]
     lines.append(table(rows, ["ID", "ADDRESS", "STATE", "ROLE"]))
     return "\n".join(lines)
