@@ -88,3 +88,23 @@ def test_wildcard_bind_prints_where_it_listens_and_what_it_advertises(tmp_path) 
     port = line.split()[3].rsplit(":", 1)[1]
     assert f" bound=0.0.0.0:{port}" in line
     assert f"listening on 0.0.0.0:{port}, advertised as 127.0.0.1:{port}" in err
+
+
+def test_broadcast_that_no_member_answers_exits_1_with_a_message(tmp_path) -> None:
+    import hedgeplug as hp
+
+    config = {
+        "node": {"id": "refuser", "cluster": "hedgeplug", "stop_timeout": "1s"},
+        "lock": {"path": str(tmp_path / "l.sqlite"), "ttl": "1s"},
+        "transport": {"bind": "127.0.0.1:0"},
+    }
+    with hp.BlockingNode(config) as node:
+        def refuse(payload: object) -> None:
+            raise RuntimeError("not taking broadcasts")
+
+        node.on_broadcast(refuse)
+        node.wait_leader(10)
+        result = hedgeplug("broadcast", "-a", node.address, "--timeout", "2s", "hi")
+    assert result.returncode == 1, result
+    assert "1 replies, 1 failed" in result.stdout and "not taking broadcasts" in result.stdout
+    assert "no member answered the broadcast" in result.stderr and "Traceback" not in result.stderr

@@ -89,7 +89,7 @@ class Election:
         self._watch_backoff = Backoff(settings.retry_every, settings.backoff_cap, rng)
         self._retry_after = 0.0  # back-off delay owed before the next contender round
         self.last_store_ok: float | None = None  # when a store call last answered
-        self.last_round = now()  # when the election loop last went round (liveness)
+        self.last_round = 0.0  # when the election loop last went round (liveness)
 
     # ------------------------------------------------------------ state
 
@@ -155,6 +155,7 @@ class Election:
     # ------------------------------------------------------------ loop
 
     async def run(self) -> None:
+        self.last_round = self._now()
         async with anyio.create_task_group() as tg:
             if isinstance(self.lock, Watchable):
                 tg.start_soon(self._watch)
