@@ -199,3 +199,18 @@ def test_blocking_node_events_callbacks_meta_and_readiness(tmp_path) -> None:
 @pytest.fixture
 def anyio_backend():
     return "trio"
+
+
+def test_run_in_process_leaves_the_root_logger_as_it_found_it(tmp_path) -> None:
+    from hedgeplug.cli import main
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    for _ in range(2):
+        assert main(["run", "--set", "lock.ttl=soon", "--log-format", "json"]) == 2
+    assert root.handlers == handlers and root.level == level
+    with logs.configured("DEBUG", "json") as first:
+        second = logs.configure("INFO", "text")  # configured again: replaces its own handler
+        assert first not in root.handlers and second in root.handlers
+        root.removeHandler(second)
+    assert root.level == level

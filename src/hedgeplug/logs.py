@@ -23,12 +23,14 @@ process; records from outside a node's tasks get no node fields.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime
 import json
 import logging
 import sys
 import threading
+from collections.abc import Iterator
 from typing import IO, Any
 
 current_node: contextvars.ContextVar[Any] = contextvars.ContextVar("hedgeplug_node", default=None)
@@ -110,6 +112,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+HANDLER_NAME = "hedgeplug"  # the handler `configure` installs, so it can replace its own
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -129,7 +132,23 @@ def configure(
     if every > 0:
         handler.addFilter(RepeatFilter(every=every))
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)  # configured again: replace, never stack
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     return handler
+
+
+@contextlib.contextmanager
+def configured(level: str | int = "INFO", fmt: str = "text", **kwargs: Any) -> Iterator[logging.Handler]:
+    """`configure` for the length of a block; the root logger is put back after it."""
+    root = logging.getLogger()
+    level_before = root.level
+    handler = configure(level, fmt, **kwargs)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level_before)

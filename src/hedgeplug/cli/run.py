@@ -15,7 +15,7 @@ import anyio
 from ..address import Address
 from ..config import Config, Setting, load_config
 from ..events import LeaderChanged, MembersChanged, MemberUpdated
-from ..logs import configure as configure_logging
+from ..logs import configured as logs_configured
 from ..node import Node, open_node
 from ..registry import Registry
 from .common import address_type, duration_type, run_async
@@ -210,9 +210,11 @@ async def serve(config: Config, registry: Registry, parent: int | None = None) -
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level, args.log_format, every=args.log_repeat, stream=sys.stderr)
     parent = parent_to_watch()  # first: before anything can be printed
-    registry = Registry.load()
-    config = build_config(args, registry)
-    run_async(serve, config, registry, parent)
+    # Scoped: when `run` is called in a process that goes on (a test), its
+    # handler and level do not stay behind on the root logger.
+    with logs_configured(args.log_level, args.log_format, every=args.log_repeat, stream=sys.stderr):
+        registry = Registry.load()
+        config = build_config(args, registry)
+        run_async(serve, config, registry, parent)
     return 0
