@@ -202,7 +202,8 @@ def leaves(exc: BaseException) -> list[BaseException]:
 def node_config(tmp_path, name="solo", **node):
     return {
         "node": {"id": name, "cluster": "exposure", "stop_timeout": "1s", **node},
-        "lock": {"use": "sqlite", "path": str(tmp_path / "lock.db"), "ttl": "2s"},
+        # shared_store: these tests are about keys, not the host-local store rule.
+        "lock": {"use": "sqlite", "path": str(tmp_path / "lock.db"), "ttl": "2s", "shared_store": True},
         "transport": {"use": "tcp", "bind": "127.0.0.1:0"},
     }
 

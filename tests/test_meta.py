@@ -16,7 +16,7 @@ HOOKS = sorted(n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) i
 def test_public_api_is_pinned():
     assert sorted(hedgeplug.__all__) == sorted([
         "BlockingNode", "Config", "ConfigError", "HedgeplugError", "LeaderChanged", "Lease",
-        "Member", "MemberState", "MembersChanged", "Message", "NoLeader", "Node", "PluginError",
+        "Member", "MemberState", "MemberUpdated", "MembersChanged", "Message", "NoLeader", "Node", "PluginError",
         "Registry", "RemoteError", "Reply", "RequestTimeout", "StoreError", "TransportError",
         "View", "ViewVersion", "hookimpl", "load_config", "open_node",
     ])

@@ -21,7 +21,7 @@ from .errors import (
     StoreError,
     TransportError,
 )
-from .events import LeaderChanged, MembersChanged
+from .events import LeaderChanged, MembersChanged, MemberUpdated
 from .hookspecs import hookimpl
 from .node import Node, open_node
 from .registry import Registry
@@ -39,6 +39,7 @@ __all__ = [
     "Member",
     "MemberState",
     "MembersChanged",
+    "MemberUpdated",
     "Message",
     "NoLeader",
     "Node",

@@ -5,20 +5,38 @@ each method blocks the calling thread until the node answers.
 
     with hedgeplug.BlockingNode("hedgeplug.toml") as node:
         node.on_send(lambda payload: payload.upper())
+        node.on_leader_changed(lambda event: print("leader", event.lease))
         print(node.send(b"hello"))
+        for event in node.events(timeout=5):
+            print(event)
+
+Event callbacks (on_leader_changed, on_members_changed, on_member_updated;
+register them before start() to see the very first events) run one at a time in a thread of their own, in order: they may block
+without stalling the node. `events()` is a blocking iterator; each one has
+its own bounded queue, and a reader that falls behind loses events
+(counted in `lost_events`) rather than holding the node up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .contracts import Lease, Reply
 from .errors import HedgeplugError
+from .events import Event, LeaderChanged, MembersChanged, MemberUpdated
 from .view import Member, View
+
+log = logging.getLogger("hedgeplug.blocking")
+
+EVENT_BUFFER = 1024
+_CLOSED = object()  # tells readers and the callback thread the node is gone
 
 
 class BlockingNode:
@@ -30,6 +48,12 @@ class BlockingNode:
         self._portal: BlockingPortal | None = None
         self._node_cm: Any = None
         self._node: Any = None
+        self._lock = threading.Lock()
+        self._callbacks: list[tuple[type, Callable[[Any], Any]]] = []
+        self._readers: list[queue.Queue[Any]] = []
+        self._calls: queue.Queue[Any] = queue.Queue()
+        self._caller: threading.Thread | None = None
+        self.lost_events = 0
 
     def start(self) -> BlockingNode:
         from .node import open_node
@@ -37,9 +61,7 @@ class BlockingNode:
         self._portal_cm = start_blocking_portal(self._backend)
         self._portal = self._portal_cm.__enter__()
         try:
-            self._node_cm = self._portal.wrap_async_context_manager(
-                open_node(self._config, overrides=self._overrides)
-            )
+            self._node_cm = self._portal.wrap_async_context_manager(self._opened(open_node))
             self._node = self._node_cm.__enter__()
         except BaseException:
             self._portal_cm.__exit__(None, None, None)
@@ -53,6 +75,89 @@ class BlockingNode:
         if self._portal_cm is not None:
             self._portal_cm.__exit__(None, None, None)
             self._portal_cm = None
+        with self._lock:
+            readers, self._readers = self._readers, []
+            caller, self._caller = self._caller, None
+        for reader in readers:
+            _put_closing(reader)
+        if caller is not None:
+            self._calls.put(_CLOSED)
+            caller.join(timeout=5.0)
+
+    # ------------------------------------------------------------ events
+
+    @asynccontextmanager
+    async def _opened(self, open_node: Any) -> AsyncIterator[Any]:
+        async with open_node(self._config, overrides=self._overrides) as node:
+            # No await between the node's start and these: its tasks have not
+            # run yet, so callbacks registered before start() see every event.
+            for register in (node.on_leader_changed, node.on_members_changed, node.on_member_updated):
+                register(self._fan_out)
+            yield node
+
+    def _fan_out(self, event: Event) -> None:
+        with self._lock:
+            readers = list(self._readers)
+            wanted = [cb for kind, cb in self._callbacks if isinstance(event, kind)]
+        for reader in readers:
+            try:
+                reader.put_nowait(event)
+            except queue.Full:
+                self.lost_events += 1
+        for callback in wanted:
+            self._calls.put((callback, event))
+
+    def _call_callbacks(self) -> None:
+        while True:
+            item = self._calls.get()
+            if item is _CLOSED:
+                return
+            callback, event = item
+            try:
+                callback(event)
+            except Exception:
+                log.exception("event callback %r raised", callback)
+
+    def _on(self, kind: type, callback: Callable[[Any], Any]) -> None:
+        with self._lock:
+            self._callbacks.append((kind, callback))
+            if self._caller is None:
+                self._caller = threading.Thread(
+                    target=self._call_callbacks, name="hedgeplug-events", daemon=True
+                )
+                self._caller.start()
+
+    def on_leader_changed(self, callback: Callable[[LeaderChanged], Any]) -> None:
+        """`callback(event)` in the event thread whenever the known leader changes."""
+        self._on(LeaderChanged, callback)
+
+    def on_members_changed(self, callback: Callable[[MembersChanged], Any]) -> None:
+        """`callback(event)` in the event thread whenever members join or leave."""
+        self._on(MembersChanged, callback)
+
+    def on_member_updated(self, callback: Callable[[MemberUpdated], Any]) -> None:
+        """`callback(event)` in the event thread whenever a member's metadata changes."""
+        self._on(MemberUpdated, callback)
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Events from now on, blocking; ends when the node stops, or after
+        `timeout` seconds without an event."""
+        reader: queue.Queue[Any] = queue.Queue(EVENT_BUFFER)
+        with self._lock:
+            self._readers.append(reader)
+        try:
+            while True:
+                try:
+                    item = reader.get(timeout=timeout)
+                except queue.Empty:
+                    return
+                if item is _CLOSED:
+                    return
+                yield item
+        finally:
+            with self._lock:
+                if reader in self._readers:
+                    self._readers.remove(reader)
 
     def __enter__(self) -> BlockingNode:
         return self.start()
@@ -117,6 +222,23 @@ class BlockingNode:
         assert self._portal is not None
         return self._portal.call(self._node.status)
 
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness as `hedgeplug.health.verdict` gives it: (ready, why)."""
+        from .health import verdict
+
+        assert self._portal is not None
+        return self._portal.call(verdict, self._node)
+
+    def set_meta(self, meta: Mapping[str, str]) -> None:
+        """Replace this node's metadata (other members get a MemberUpdated event)."""
+        assert self._portal is not None
+        self._portal.call(self._node.set_meta, dict(meta))
+
+    @property
+    def health_address(self) -> str:
+        """host:port of the [health] endpoint ("" when the config sets none)."""
+        return self._node.lifecycle.health_address
+
     def send(self, payload: Any, timeout: float = 10.0) -> Any:
         assert self._portal is not None
         return self._portal.call(lambda: self._node.send(payload, timeout=timeout))
@@ -147,5 +269,16 @@ class BlockingNode:
         """A named partitioned cache (see hedgeplug.cache); close it before the node."""
         from .cache.blocking import BlockingCache
 
-        assert self._portal is not None, "the node is not started"
-        return BlockingCache(self._portal, self._node, name, **options)
+        return BlockingCache(self.portal, self.node, name, **options)
+
+def _put_closing(reader: queue.Queue[Any]) -> None:
+    """Tell a reader the node is gone, even when its queue is full."""
+    while True:
+        try:
+            reader.put_nowait(_CLOSED)
+            return
+        except queue.Full:
+            try:
+                reader.get_nowait()
+            except queue.Empty:
+                pass

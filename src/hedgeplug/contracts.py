@@ -76,6 +76,18 @@ class Watchable(Protocol):
         """Yield (best effort, possibly spuriously) whenever the lock record may have changed."""
 
 
+@runtime_checkable
+class LocalOnly(Protocol):
+    """Optional: a backend whose store lives on this host only (a file).
+
+    Nodes on other hosts would each get their own store and each lead. A
+    node whose advertised address is not loopback refuses to start with such
+    a lock unless [lock] shared_store = true says the store really is shared."""
+
+    def local_only(self) -> str:
+        """Where the store lives, for the message (e.g. "SQLite file /run/x.sqlite")."""
+
+
 @attrs.frozen
 class Row:
     """One record of the optional row storage capability."""

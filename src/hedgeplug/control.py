@@ -100,11 +100,18 @@ class ControlClient:
             await self._transport.aclose()
 
     async def call(
-        self, address: str, payload: Any, timeout: float, *, channel: str = CONTROL_CHANNEL
+        self,
+        address: str,
+        payload: Any,
+        timeout: float,
+        *,
+        channel: str = CONTROL_CHANNEL,
+        asked: float | None = None,
     ) -> Any:
         """One request on `channel` (the control channel unless told otherwise);
         RemoteError if the node's handler refused it, TransportError (or
-        RequestTimeout) if the node could not be reached."""
+        RequestTimeout) if the node could not be reached. `asked`: the timeout
+        the user gave, when `timeout` adds travel time to it."""
         self._next_id += 1
         frame = self._codec.encode(
             Envelope(self.cluster, self.client_id, channel, self._next_id, Kind.MESSAGE, payload)
@@ -112,10 +119,16 @@ class ControlClient:
         try:
             with anyio.fail_after(timeout):
                 raw = await self._transport.request(address, frame, timeout)
-        except TransportError:
+        except TransportError as exc:
+            if str(exc).startswith("unreadable reply"):
+                # Something answered, but not in frames: another service on that port.
+                raise TransportError(
+                    f"{address} is not a hedgeplug node: it answered, but not with hedgeplug frames ({exc})"
+                ) from None
             raise
         except TimeoutError:
-            raise RequestTimeout(f"no answer from {address} within {timeout:g}s") from None
+            waited = f"{asked:g}s (waited {timeout:g}s, allowing for the round trip)" if asked else f"{timeout:g}s"
+            raise RequestTimeout(f"no answer from {address} within {waited}") from None
         except OSError as exc:
             raise TransportError(f"cannot reach {address}: {exc.strerror or exc}") from None
         if not raw:
@@ -139,7 +152,7 @@ class ControlClient:
     async def send(self, address: str, payload: Any, timeout: float = 10.0) -> Any:
         """Ask the node at `address` to send `payload` to its leader; returns the leader's reply."""
         return await self.call(
-            address, {"op": "send", "payload": payload, "timeout": timeout}, timeout + 2
+            address, {"op": "send", "payload": payload, "timeout": timeout}, timeout + 2, asked=timeout
         )
 
     async def broadcast(
@@ -147,7 +160,8 @@ class ControlClient:
     ) -> list[dict[str, Any]]:
         """Ask the node at `address` to broadcast `payload`; returns one dict per member."""
         reply = await self.call(
-            address, {"op": "broadcast", "payload": payload, "timeout": timeout}, timeout + 2
+            address, {"op": "broadcast", "payload": payload, "timeout": timeout}, timeout + 2,
+            asked=timeout,
         )
         if not isinstance(reply, list):
             raise TransportError(f"{address} sent a malformed broadcast answer")

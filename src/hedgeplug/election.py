@@ -7,12 +7,20 @@ no earlier than it received the request, so the node's belief always ends
 before the store could give the lease to anyone else, whatever pauses or
 outages happen in between. A renewal that fails, errs, or has not answered
 by that instant ends the leadership.
+
+Store trouble: a contender or follower whose store call errs (or does not
+answer within the retry period) waits an exponentially growing, jittered
+delay before its next call (`Backoff`), up to [lock] backoff_max (default
+the ttl); so does a node whose renewal failed, before it contends again. A
+leader's renewal cadence is never stretched: back-off only spaces out calls
+of nodes that do not hold the lease.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from random import Random
 from typing import Any, Protocol
 
 import anyio
@@ -36,8 +44,33 @@ class ElectionSettings(Protocol):
     @property
     def retry_every(self) -> float: ...
 
+    @property
+    def backoff_cap(self) -> float: ...
+
 
 LeaderCallback = Callable[[Lease | None, Lease | None], None]
+
+
+class Backoff:
+    """Delays after consecutive store failures: base * 2**(n-1), capped,
+    with "equal jitter" (half fixed, half uniform) so that many nodes that
+    failed together do not retry together. Randomness comes from the node's
+    seeded Random."""
+
+    def __init__(self, base: float, cap: float, random: Random) -> None:
+        self.base = base
+        self.cap = max(cap, base)
+        self.random = random
+        self.failures = 0
+
+    def failed(self) -> float:
+        """Count one more failure; the delay before the next attempt."""
+        self.failures += 1
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.failures - 1, 30))
+        return ceiling / 2 + self.random.uniform(0.0, ceiling / 2)
+
+    def succeeded(self) -> None:
+        self.failures = 0
 
 
 class Election:
@@ -52,6 +85,7 @@ class Election:
         on_change: LeaderCallback,
         count: Callable[[str], None] = lambda what: None,
         contend: bool = True,
+        random: Random | None = None,
     ) -> None:
         self.lock = lock
         self.settings = settings
@@ -68,6 +102,12 @@ class Election:
         self._wake = anyio.Event()
         self._changed = anyio.Event()
         self._stopping = False
+        rng = random if random is not None else Random(0)
+        self._backoff = Backoff(settings.retry_every, settings.backoff_cap, rng)
+        self._watch_backoff = Backoff(settings.retry_every, settings.backoff_cap, rng)
+        self._retry_after = 0.0  # back-off delay owed before the next contender round
+        self.last_store_ok: float | None = None  # when a store call last answered
+        self.last_round = 0.0  # when the election loop last went round (liveness)
 
     # ------------------------------------------------------------ state
 
@@ -133,11 +173,13 @@ class Election:
     # ------------------------------------------------------------ loop
 
     async def run(self) -> None:
+        self.last_round = self._now()
         async with anyio.create_task_group() as tg:
             if isinstance(self.lock, Watchable):
                 tg.start_soon(self._watch)
             tg.start_soon(self._expiry_watchdog)
             while True:
+                self.last_round = self._now()
                 if self._lease is not None:
                     await self._renew_once()
                 else:
@@ -149,9 +191,12 @@ class Election:
         sent_at = self._now()
         deadline = self._valid_until
         renewed: Lease | None = None
+        answered = False
         with anyio.move_on_after(max(0.0, deadline - sent_at)):
             try:
                 renewed = await self.lock.renew(lease, self.ttl)
+                answered = True
+                self.last_store_ok = self._now()
             except Exception as exc:
                 self._count("renew-errors")
                 log.warning("%s: renewal failed: %s", self.holder, exc)
@@ -163,6 +208,8 @@ class Election:
             self._valid_until = 0.0
             self._set_known(None)
             self._publish(previous)
+            if not answered:  # store trouble: contend again only after a back-off
+                self._retry_after = self._backoff.failed()
             return
         self._lease = renewed
         self._valid_until = sent_at + self.validity
@@ -174,10 +221,16 @@ class Election:
         # A fresh wake-up event BEFORE reading the store: a watch that fires
         # while we read must cut the wait below short, not be lost.
         self._wake = anyio.Event()
+        if self._retry_after > 0:
+            # Backing off after store trouble: pokes and watch wake-ups do
+            # not cut this short, or every node would call again at once.
+            await anyio.sleep(self._retry_after)
+            self._retry_after = 0.0
         previous = self.leader
         sent_at = self._now()
         current: Lease | None = self._known
-        with anyio.move_on_after(self.settings.retry_every):
+        failed = True
+        with anyio.move_on_after(self.settings.retry_every) as scope:
             try:
                 current = await self.lock.current()
                 if self.contend and not self._stopping and (current is None or current.holder == self.holder):
@@ -192,14 +245,24 @@ class Election:
                     elif got is None:
                         # Someone else won the race: learn who now, not a retry period later.
                         current = await self.lock.current()
+                failed = False
+                self.last_store_ok = self._now()
             except Exception as exc:
                 self._count("store-errors")
                 log.warning("%s: lock store error: %s", self.holder, exc)
+        if scope.cancelled_caught:
+            self._count("store-timeouts")
+            log.warning("%s: lock store did not answer within %.3gs", self.holder, self.settings.retry_every)
         self._set_known(current)
         self._publish(previous)
         if self._lease is not None:
+            self._backoff.succeeded()
             await self._sleep_until(sent_at + self.settings.renew_every)
             return
+        if failed:
+            self._retry_after = self._backoff.failed()
+            return
+        self._backoff.succeeded()
         # Wait for the retry period, or less when a watch says something changed.
         with anyio.move_on_after(self.settings.retry_every):
             await self._wake.wait()
@@ -231,10 +294,13 @@ class Election:
         while True:
             try:
                 async for _ in self.lock.watch():
+                    self._watch_backoff.succeeded()
                     self._wake.set()
             except Exception as exc:
                 self._count("watch-errors")
                 log.debug("%s: watch ended: %s", self.holder, exc)
+                await anyio.sleep(self._watch_backoff.failed())
+                continue
             await anyio.sleep(self.settings.retry_every)
 
     # ------------------------------------------------------------ stop

@@ -30,7 +30,17 @@ class MembersChanged:
     left: tuple[Member, ...]
 
 
-Event = LeaderChanged | MembersChanged
+@attrs.frozen
+class MemberUpdated:
+    """A member that stayed changed its metadata (or address): `previous` is
+    how it was, `member` how it is now in `view`."""
+
+    member: Member
+    previous: Member
+    view: View
+
+
+Event = LeaderChanged | MembersChanged | MemberUpdated
 
 
 class EventHub:

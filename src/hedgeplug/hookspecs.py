@@ -79,6 +79,12 @@ def hedgeplug_members_changed(
 
 
 @hookspec
+def hedgeplug_member_updated(node: Node, member: Member, previous: Member) -> None:
+    """Called each time a member that stays in the node's view changes its metadata or
+    address: `previous` is how it was, `member` how it is now."""
+
+
+@hookspec
 def hedgeplug_node_stopping(node: Node) -> None:
     """Called once when a node begins a graceful stop, before it leaves the membership and
     releases its lease (not on a kill)."""

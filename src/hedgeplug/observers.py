@@ -26,6 +26,7 @@ OBSERVER_HOOKS = (
     "hedgeplug_node_started",
     "hedgeplug_leader_changed",
     "hedgeplug_members_changed",
+    "hedgeplug_member_updated",
     "hedgeplug_node_stopping",
 )
 

@@ -141,3 +141,16 @@ class View:
         joined = tuple(m for m in newer.live if m.id not in old)
         left = tuple(m for m in self.live if m.id not in new)
         return joined, left
+
+    def updated(self, newer: View) -> tuple[tuple[Member, Member], ...]:
+        """(member, previous) for each member live in both views whose
+        metadata or address changed going from self to newer."""
+        if newer.members is self.members:
+            return ()
+        before = {m.id: m for m in self.live}
+        out = []
+        for m in newer.live:
+            old = before.get(m.id)
+            if old is not None and (old.meta != m.meta or old.address != m.address):
+                out.append((m, old))
+        return tuple(out)

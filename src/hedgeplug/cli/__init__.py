@@ -11,7 +11,7 @@ unavailable.
 
 Exit status: 0 success; 1 a node could not be reached or refused the
 request; 2 a user mistake (bad arguments, bad configuration, unknown plugin);
-130 interrupted.
+3 `status --ready`: the node answered but is not ready; 130 interrupted.
 """
 
 from __future__ import annotations

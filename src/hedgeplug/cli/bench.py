@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 from random import Random
@@ -42,6 +44,8 @@ from ..errors import HedgeplugError
 from ..processes import NodeProcess, ProcessCluster, ProcessError, cluster_config
 from ..sim.metrics import count_groups
 from ..stats import percentile
+from .bench_output import check_plotting, format_figures, plot_samples
+from .progress import ProgressLine
 
 HELP = (
     "measure scale-up, churn, leader-kill, crash detection or idle cost "
@@ -92,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the bench's own choices")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="plot every measured sample (needs matplotlib)"
+    )
 
 
 def _groups(statuses: dict[str, Any]) -> int:
@@ -131,6 +138,12 @@ class Bench:
             "membership": config.membership.use,
             "transport": config.transport.use,
         }
+        self.samples: dict[str, list[float]] = {}  # raw values behind each summary, for --plot
+        self.progress = ProgressLine(enabled=not args.json)
+
+    def summarise(self, name: str, values: list[float]) -> None:
+        self.samples[name] = list(values)
+        self.figures[name] = _summary(values)
 
     def _join_config(self) -> Config | None:
         """The cluster's Config with this node's join seeds, or None for the cluster's own."""
@@ -194,7 +207,7 @@ class Bench:
             await self.cluster.wait_exit(victim, self.args.timeout)
             await self.add(1)
             times.append(await self.agreed())
-        self.figures["agreement_after_replacement_s"] = _summary(times)
+        self.summarise("agreement_after_replacement_s", times)
 
     async def leader_kill(self) -> None:
         await self.add(self.args.size)
@@ -211,8 +224,8 @@ class Bench:
             failovers.append(await self.cluster.wait_new_leader(leader.id, self.args.timeout))
             await self.agreed()
             agreements.append(anyio.current_time() - began)
-        self.figures["failover_s"] = _summary(failovers)
-        self.figures["agreement_after_kill_s"] = _summary(agreements)
+        self.summarise("failover_s", failovers)
+        self.summarise("agreement_after_kill_s", agreements)
 
     async def detect(self) -> None:
         await self.cluster.start(self.args.size, ready_timeout=max(60.0, self.args.timeout))
@@ -242,8 +255,8 @@ class Bench:
             await self.agreed()
             agreements.append(anyio.current_time() - began)
         self.figures["size"] = len(self.cluster.live)
-        self.figures["detection_s"] = _summary(detections)
-        self.figures["agreement_after_kill_s"] = _summary(agreements)
+        self.summarise("detection_s", detections)
+        self.summarise("agreement_after_kill_s", agreements)
         self.figures["groups_at_end"] = _groups(await self.cluster.statuses())
 
     async def idle(self) -> None:
@@ -269,8 +282,8 @@ class Bench:
         leader = self.cluster.leader_process(after)
         followers = [n.id for n in nodes if leader is None or n.id != leader.id]
         self.figures["window_s"] = round(took, 1)
-        self.figures["cpu_s_per_node_per_min"] = _summary([cpu_per_min[i] for i in followers])
-        self.figures["bytes_sent_per_node_per_s"] = _summary(
+        self.summarise("cpu_s_per_node_per_min", [cpu_per_min[i] for i in followers])
+        self.summarise("bytes_sent_per_node_per_s",
             [sent_per_s[i] for i in followers if i in sent_per_s]
         )
         if leader is not None:
@@ -284,21 +297,33 @@ class Bench:
             await self.cluster.status_of(target)
             rtts.append(anyio.current_time() - t0)
         echo = await _raw_echo_rtts(200)
-        self.figures["status_rtt_ms"] = _summary([r * 1000 for r in rtts])
-        self.figures["raw_tcp_echo_rtt_ms"] = _summary([r * 1000 for r in echo])
+        self.summarise("status_rtt_ms", [r * 1000 for r in rtts])
+        self.summarise("raw_tcp_echo_rtt_ms", [r * 1000 for r in echo])
         self.figures["status_over_echo_median"] = round(
             statistics.median(rtts) / statistics.median(echo), 1
         )
 
     async def run(self) -> dict[str, Any]:
         try:
-            async with self.cluster:
+            async with self.cluster, anyio.create_task_group() as tg:
+                tg.start_soon(self._show_progress)
                 await getattr(self, self.args.scenario.replace("-", "_"))()
                 cpu = [n.cpu_seconds() for n in self.cluster.live]
-                self.figures["cpu_seconds_per_node"] = _summary(cpu)
+                self.summarise("cpu_seconds_per_node", cpu)
+                tg.cancel_scope.cancel()
         finally:
+            self.progress.done()
             self.cluster.kill_all_now()
         return self.figures
+
+    async def _show_progress(self) -> None:
+        label = f"bench {self.args.scenario}"
+        while True:
+            done = [k for k, v in self.samples.items() if v]
+            self.progress.update(
+                f"{label}: {len(self.cluster.live)} processes" + (f", measured {', '.join(done)}" if done else "")
+            )
+            await anyio.sleep(0.5)
 
 
 async def _raw_echo_rtts(count: int) -> list[float]:
@@ -355,12 +380,16 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.timeout <= 0:
         raise HedgeplugError("--timeout must be positive")
+    if args.plot:
+        check_plotting()
     with tempfile.TemporaryDirectory(prefix="hedgeplug-bench-") as folder:
-        figures = anyio.run(Bench(args, Path(folder)).run)
+        bench = Bench(args, Path(folder))
+        figures = anyio.run(bench.run)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
-        width = max(len(k) for k in figures)
-        for key, value in figures.items():
-            print(f"{key:<{width}}  {value}")
+        print(format_figures(figures))
+    if args.plot:
+        plot_samples(bench.samples, figures, args.plot)
+        print(f"plot written to {os.path.abspath(args.plot)}", file=sys.stderr)
     return 0

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import add_client_arguments, client_from_args, print_json, run_async, show_value, table
+from .common import (
+    add_client_arguments,
+    client_from_args,
+    eprint,
+    print_json,
+    run_async,
+    show_value,
+    table,
+)
 from .send import add_payload_arguments, payload_of
 
 HELP = "broadcast PAYLOAD to every member through the node at --address and print the replies"
@@ -24,9 +32,10 @@ async def _broadcast(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     replies = run_async(_broadcast, args)
+    answered = sum(1 for r in replies if r.get("ok"))
     if args.json:
         print_json(replies)
-        return 0
+        return 0 if answered else 1
     rows = [
         [
             r.get("member", "?"),
@@ -37,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
         for r in replies
     ]
     print(table(rows, ["MEMBER", "ADDRESS", "RESULT", "REPLY"]), flush=True)
-    failed = sum(1 for r in replies if not r.get("ok"))
+    failed = len(replies) - answered
+    if not replies:
+        eprint("hedgeplug: error: nobody to broadcast to: the node has no members in its view yet")
+        return 1
     print(f"{len(replies)} replies, {failed} failed", flush=True)
+    if not answered:
+        eprint("hedgeplug: error: no member answered the broadcast")
+        return 1
     return 0

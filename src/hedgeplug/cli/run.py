@@ -12,13 +12,15 @@ from typing import Any
 
 import anyio
 
+from ..address import Address
 from ..config import Config, Setting, load_config
-from ..events import LeaderChanged, MembersChanged
+from ..events import LeaderChanged, MembersChanged, MemberUpdated
 from ..keyring import COMMAND_LINE_WARNING, command_line_keys
+from ..logs import configured as logs_configured
 from ..node import Node, open_node
 from ..readiness import DIE_WITH_PARENT, READY_PREFIX
 from ..registry import Registry
-from .common import address_type, run_async
+from .common import address_type, duration_type, run_async
 
 HELP = "run one node in the foreground (stops gracefully on SIGTERM/SIGINT)"
 LEVELS = ("debug", "info", "warning", "error")
@@ -45,6 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cluster", help="cluster name")
     parser.add_argument("--log-level", choices=LEVELS, default="info", help="default: info")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text",
+        help="text lines or one JSON object per line (with node, cluster, token, view_version)",
+    )
+    parser.add_argument(
+        "--log-repeat", type=duration_type, default=30.0, metavar="DURATION",
+        help="show one identical warning per logger per this long, then how many were held back "
+        "(default 30s; 0 shows all)",
+    )
+    parser.add_argument(
+        "--health", type=address_type("--health"), metavar="HOST:PORT",
+        help="serve /livez and /readyz over HTTP here (same as [health] listen)",
+    )
 
 
 def command_line_settings(args: argparse.Namespace) -> list[str | Setting]:
@@ -55,6 +70,8 @@ def command_line_settings(args: argparse.Namespace) -> list[str | Setting]:
         settings.append(Setting("node", "id", args.id, "--id"))
     if args.cluster is not None:
         settings.append(Setting("node", "cluster", args.cluster, "--cluster"))
+    if getattr(args, "health", None) is not None:
+        settings.append(Setting("health", "listen", args.health, "--health"))
     if args.bind is not None:
         # Whatever transport the configuration chooses, its options class
         # takes the address as its `bind` field; the loader says so if not.
@@ -80,6 +97,13 @@ def describe_leader(event: LeaderChanged) -> str:
     return f"leader: {lease.holder} at {lease.address} token={lease.token}"
 
 
+def describe_update(event: MemberUpdated) -> str:
+    member, before = event.member, event.previous
+    return (
+        f"member updated: {member.id}@{member.address} meta {dict(before.meta)} -> {dict(member.meta)}"
+    )
+
+
 def describe_members(event: MembersChanged) -> str:
     parts = []
     if event.joined:
@@ -96,6 +120,7 @@ def log_events(node: Node) -> None:
     (an iterator task would subscribe only when it is first scheduled)."""
     node.on_leader_changed(lambda event: log.info("%s", describe_leader(event)))
     node.on_members_changed(lambda event: log.info("%s", describe_members(event)))
+    node.on_member_updated(lambda event: log.info("%s", describe_update(event)))
 
 
 def install_echo_handlers(node: Node) -> None:
@@ -137,6 +162,28 @@ async def _stop_when_parent_exits(parent: int, scope: anyio.CancelScope) -> None
     scope.cancel()
 
 
+def ready_line(node: Node) -> str:
+    """The line parents wait for: the address other nodes and clients dial
+    first (its shape is stable), then what the node listens on when that
+    differs, and the health endpoint."""
+    line = f"{READY_PREFIX}{node.address} id={node.id} cluster={node.cluster} pid={os.getpid()}"
+    bound = bound_address(node)
+    if bound is not None and bound != node.address:
+        line += f" bound={bound}"
+        log.info("listening on %s, advertised as %s", bound, node.address)
+    if node.lifecycle.health_address:
+        line += f" health=http://{node.lifecycle.health_address}/readyz"
+    return line
+
+
+def bound_address(node: Node) -> str | None:
+    """host:port the transport listens on, when its options name a bind address."""
+    bind, port = getattr(node.config.transport.options, "bind", None), getattr(node.parts.transport, "port", None)
+    if not isinstance(bind, Address) or not isinstance(port, int):
+        return None
+    return str(bind.with_port(port))
+
+
 async def serve(config: Config, registry: Registry, parent: int | None = None) -> None:
     if parent is not None and parent_gone(parent):
         log.info("not starting: parent process %d already exited", parent)
@@ -150,11 +197,7 @@ async def serve(config: Config, registry: Registry, parent: int | None = None) -
             async with anyio.create_task_group() as tg:
                 if parent is not None:
                     tg.start_soon(_stop_when_parent_exits, parent, tg.cancel_scope)
-                print(
-                    f"{READY_PREFIX}{node.address} id={node.id} cluster={node.cluster} "
-                    f"pid={os.getpid()}",
-                    flush=True,
-                )
+                print(ready_line(node), flush=True)
                 async for signum in signals:
                     log.info(
                         "stopping on %s: leaving and releasing the lease",
@@ -166,13 +209,11 @@ async def serve(config: Config, registry: Registry, parent: int | None = None) -
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     parent = parent_to_watch()  # first: before anything can be printed
-    registry = Registry.load()
-    config = build_config(args, registry)
-    run_async(serve, config, registry, parent)
+    # Scoped: when `run` is called in a process that goes on (a test), its
+    # handler and level do not stay behind on the root logger.
+    with logs_configured(args.log_level, args.log_format, every=args.log_repeat, stream=sys.stderr):
+        registry = Registry.load()
+        config = build_config(args, registry)
+        run_async(serve, config, registry, parent)
     return 0

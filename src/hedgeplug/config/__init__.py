@@ -1,7 +1,7 @@
 """Configuration: one TOML file, environment variables and flags on top.
 
-Sections are [node] [lock] [transport] [membership] [broadcast]. Each of the
-last four has ``use = "<name>"`` choosing an implementation; its other keys
+Sections are [node] [health] [lock] [transport] [membership] [broadcast].
+[node] and [health] belong to the core; each of the other four has ``use = "<name>"`` choosing an implementation; its other keys
 are the section's core keys (the lock's hold the election's timings) or the
 chosen plugin's options. Precedence, lowest first: defaults, file,
 environment (HEDGEPLUG_<SECTION>_<KEY>), command-line settings.
@@ -31,6 +31,7 @@ from .convert import convert, describe_options, describe_type
 from .loader import Setting, build_options, load_config, parse_setting
 from .render import render_toml, to_data, write_config
 from .schema import (
+    CORE_SECTIONS,
     CORE_SETTINGS,
     DEFAULT_USE,
     PLUGIN_KINDS,
@@ -38,6 +39,7 @@ from .schema import (
     BroadcastSettings,
     Config,
     ElectionSettings,
+    HealthSettings,
     LockSettings,
     MembershipSettings,
     NodeSettings,
@@ -46,8 +48,8 @@ from .schema import (
 )
 
 __all__ = [
-    "CORE_SETTINGS", "DEFAULT_USE", "PLUGIN_KINDS", "SECTIONS", "BroadcastSettings", "Config",
-    "ConfigError", "Duration", "ElectionSettings", "LockSettings", "MembershipSettings",
+    "CORE_SECTIONS", "CORE_SETTINGS", "DEFAULT_USE", "PLUGIN_KINDS", "SECTIONS", "BroadcastSettings", "Config",
+    "ConfigError", "Duration", "ElectionSettings", "HealthSettings", "LockSettings", "MembershipSettings",
     "NodeSettings", "Section", "Setting", "Size", "TransportSettings", "build_options", "convert",
     "describe_options", "describe_type", "format_duration", "fraction", "load_config",
     "parse_duration", "parse_setting", "parse_size", "positive", "render_toml", "to_data",

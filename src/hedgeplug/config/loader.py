@@ -5,11 +5,20 @@ environment (HEDGEPLUG_<SECTION>_<KEY>), then settings from the command
 line: ``--set section.key=value`` texts and typed flag values (`Setting`).
 Two command-line settings of one key are an error naming both: a flag never
 wins silently over an override, nor the other way round.
+
+String values in the file (or embedded data) may name environment variables
+as ``${NAME}`` or ``${NAME:-default}`` (``$${`` is a literal ``${``), e.g.
+``advertise = "${POD_IP}:7946"``. Environment variables with the shape
+Kubernetes gives Service variables (HEDGEPLUG_<X>_SERVICE_HOST, ..._PORT_7946_TCP
+and so on, for a Service named hedgeplug-<x>) are ignored, with a debug line,
+when they name no known key; any other unknown HEDGEPLUG_<SECTION>_<KEY> is an error.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -18,7 +27,16 @@ import attrs
 
 from ..errors import ConfigError
 from .convert import convert, field_types
-from .schema import CORE_SETTINGS, PLUGIN_KINDS, SECTIONS, Config, NodeSettings, Section
+from .schema import CORE_SECTIONS, CORE_SETTINGS, PLUGIN_KINDS, SECTIONS, Config, Section
+
+log = logging.getLogger("hedgeplug.config")
+
+# What Kubernetes injects for a Service named hedgeplug-<x> in the namespace.
+SERVICE_VARIABLE = re.compile(
+    r"HEDGEPLUG_[A-Z0-9_]+?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT"
+    r"|PORT_[0-9]+_(TCP|UDP|SCTP)(_ADDR|_PORT|_PROTO)?)"
+)
+_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
 
 
 @attrs.frozen
@@ -41,6 +59,7 @@ class _Entry:
     value: Any
     origin: str
     from_text: bool
+    ignorable: bool = False  # an environment variable Kubernetes may have set for a Service
 
 
 @attrs.define
@@ -84,6 +103,9 @@ def build_options(
     kwargs: dict[str, Any] = {}
     failed = False
     for key, entry in raw.items():
+        if key not in types_ and entry.ignorable:
+            log.debug("%s: ignored (a Kubernetes Service variable, not a key of %s)", entry.origin, what)
+            continue
         if key not in types_:
             allowed = ", ".join(sorted(set(types_) | set(also_allowed))) or "(no keys)"
             errors.add(_where(entry.origin, section, key), f"unknown key for {what}; allowed keys: {allowed}")
@@ -148,7 +170,9 @@ def _read_file(path: str | os.PathLike[str]) -> Mapping[str, Any]:
 Layers = dict[str, dict[str, _Entry]]
 
 
-def _add_tables(layers: Layers, origin: str, mapping: Mapping[str, Any], errors: _Errors) -> None:
+def _add_tables(
+    layers: Layers, origin: str, mapping: Mapping[str, Any], errors: _Errors, env: Mapping[str, str]
+) -> None:
     for section, body in mapping.items():
         if section not in SECTIONS:
             errors.add(f"{origin} [{section}]", f"unknown section; sections are {', '.join(SECTIONS)}")
@@ -156,7 +180,41 @@ def _add_tables(layers: Layers, origin: str, mapping: Mapping[str, Any], errors:
             errors.add(f"{origin} [{section}]", "must be a table")
         else:
             for key, value in body.items():
+                try:
+                    value = expand(value, env)
+                except KeyError as exc:
+                    errors.add(
+                        _where(origin, section, key),
+                        f"${{{exc.args[0]}}} is not set in the environment "
+                        f"(write ${{{exc.args[0]}:-default}} for a fallback, $${{ for a literal ${{)",
+                    )
+                    continue
                 layers[section][key] = _Entry(value, origin, False)
+
+
+def expand(value: Any, env: Mapping[str, str]) -> Any:
+    """`value` with ${NAME} and ${NAME:-default} replaced in every string it
+    holds (lists and tables too); KeyError(NAME) when NAME is unset and has no default."""
+    if isinstance(value, str):
+        if "$" not in value:
+            return value
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$${":
+                return "${"
+            name, fallback = match.group(1), match.group(3)
+            if name in env:
+                return env[name]
+            if fallback is not None:
+                return fallback
+            raise KeyError(name)
+
+        return _REFERENCE.sub(substitute, value)
+    if isinstance(value, list):
+        return [expand(v, env) for v in value]
+    if isinstance(value, Mapping):
+        return {k: expand(v, env) for k, v in value.items()}
+    return value
 
 
 def _add_environment(layers: Layers, env: Mapping[str, str]) -> None:
@@ -165,7 +223,8 @@ def _add_environment(layers: Layers, env: Mapping[str, str]) -> None:
             continue
         section, _, key = name[len("HEDGEPLUG_"):].lower().partition("_")
         if section in SECTIONS and key:  # other HEDGEPLUG_* variables are not config
-            layers[section][key] = _Entry(value, f"environment {name}", True)
+            ignorable = SERVICE_VARIABLE.fullmatch(name) is not None
+            layers[section][key] = _Entry(value, f"environment {name}", True, ignorable)
 
 
 def _add_settings(layers: Layers, settings: Iterable[str | Setting], errors: _Errors) -> None:
@@ -208,15 +267,19 @@ def load_config(
     source = str(path) if path is not None else "(defaults)"
     errors = _Errors(source)
     layers: Layers = {s: {} for s in SECTIONS}
+    environment = os.environ if env is None else env
     if path is not None:
-        _add_tables(layers, source, _read_file(path), errors)
-    _add_tables(layers, "(data)", data or {}, errors)
-    _add_environment(layers, os.environ if env is None else env)
+        _add_tables(layers, source, _read_file(path), errors, environment)
+    _add_tables(layers, "(data)", data or {}, errors, environment)
+    _add_environment(layers, environment)
     if isinstance(overrides, Mapping):
         overrides = [f"{k}={v}" for k, v in overrides.items()]
     _add_settings(layers, overrides or (), errors)
 
-    node = build_options(NodeSettings, layers["node"], errors, "node", "the node")
+    core = {
+        name: build_options(cls, layers[name], errors, name, f"[{name}]")
+        for name, cls in CORE_SECTIONS.items()
+    }
     sections: dict[str, Section | None] = {}
     missing_plugin = False
     for kind in PLUGIN_KINDS:
@@ -225,8 +288,7 @@ def load_config(
     if missing_plugin:
         errors.lines.extend(registry.failure_lines())
     errors.raise_if_any()
-    assert node is not None
-    return Config(node=node, source=source, **sections)  # type: ignore[arg-type]
+    return Config(source=source, **core, **sections)  # type: ignore[arg-type]
 
 
 def _plugin_section(

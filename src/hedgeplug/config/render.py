@@ -16,12 +16,12 @@ from typing import Any
 import attrs
 
 from ..address import Address
-from .schema import PLUGIN_KINDS, Config
+from .schema import CORE_SECTIONS, PLUGIN_KINDS, Config
 
 
 def to_data(config: Config) -> dict[str, dict[str, Any]]:
     """The Config as a dict shaped like the TOML file (load_config(data=...) reads it back)."""
-    out: dict[str, dict[str, Any]] = {"node": _values(config.node)}
+    out: dict[str, dict[str, Any]] = {name: _values(getattr(config, name)) for name in CORE_SECTIONS}
     for kind in PLUGIN_KINDS:
         section = config.section(kind)
         out[kind] = {**_values(section.core), **_values(section.options)}
@@ -36,6 +36,8 @@ def _values(obj: Any) -> dict[str, Any]:
 def _plain(value: Any) -> Any:
     if isinstance(value, Address | Path):
         return str(value)
+    if isinstance(value, str):
+        return value.replace("${", "$${")  # read back literally, not as an environment reference
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):

@@ -14,11 +14,12 @@ from typing import Any
 
 import attrs
 
+from ..address import Address
 from ..keyring import validate_key_file
 from ..options import Duration, fraction, positive
 from .convert import convert, field_types
 
-SECTIONS = ("node", "lock", "transport", "membership", "broadcast")
+SECTIONS = ("node", "lock", "transport", "membership", "broadcast", "health")
 PLUGIN_KINDS = ("lock", "transport", "membership", "broadcast")
 
 
@@ -56,6 +57,8 @@ class LockSettings:
     margin: float = attrs.field(default=0.25, validator=fraction, metadata={"help": "leader counts itself leader only for ttl*(1-margin) after sending a renewal"})
     renew: Duration | None = attrs.field(default=None, validator=positive, metadata={"help": "renewal period; default ttl/4"})
     retry: Duration | None = attrs.field(default=None, validator=positive, metadata={"help": "contender and follower poll period; default ttl/4"})
+    shared_store: bool = attrs.field(default=False, metadata={"help": "declare that a host-local store (sqlite) is really shared by every node; without it such a lock refuses a non-loopback advertised address"})
+    backoff_max: Duration | None = attrs.field(default=None, validator=positive, metadata={"help": "longest wait between store calls of a node that is not leading, after store errors (exponential, jittered); default: the ttl"})
 
     @property
     def renew_every(self) -> float:
@@ -65,8 +68,19 @@ class LockSettings:
     def retry_every(self) -> float:
         return self.retry if self.retry is not None else self.ttl / 4
 
+    @property
+    def backoff_cap(self) -> float:
+        return self.backoff_max if self.backoff_max is not None else self.ttl
+
 
 ElectionSettings = LockSettings
+
+
+@attrs.frozen
+class HealthSettings:
+    """[health]: the node's HTTP health endpoint (/livez, /readyz)."""
+
+    listen: Address | None = attrs.field(default=None, metadata={"help": "host:port to serve /livez and /readyz on; default: no endpoint"})
 
 
 @attrs.frozen
@@ -97,6 +111,8 @@ CORE_SETTINGS: dict[str, type] = {
     "membership": MembershipSettings,
     "broadcast": BroadcastSettings,
 }
+# Sections that belong to the core alone (no plugin): read into these classes.
+CORE_SECTIONS: dict[str, type] = {"node": NodeSettings, "health": HealthSettings}
 DEFAULT_USE = {kind: attrs.fields_dict(cls)["use"].default for kind, cls in CORE_SETTINGS.items()}
 
 
@@ -119,6 +135,7 @@ class Config:
     membership: Section
     broadcast: Section
     source: str = "(defaults)"
+    health: HealthSettings = attrs.field(factory=HealthSettings)
 
     @property
     def election(self) -> LockSettings:

@@ -17,7 +17,7 @@ from ..channels import NodeChannel, SealedStream
 from ..config import Config
 from ..contracts import Lease, Reply
 from ..errors import HedgeplugError, NoLeader, RemoteError, RequestTimeout, TransportError
-from ..events import Event, EventHub, LeaderChanged, MembersChanged
+from ..events import Event, EventHub, LeaderChanged, MembersChanged, MemberUpdated
 from ..registry import Observers, Registry
 from ..state.kv import KeyValueLog
 from ..view import Member, View
@@ -145,8 +145,12 @@ class Node:
     def on_members_changed(self, callback: Callable[[MembersChanged], Any]) -> None:
         self._events.on(MembersChanged, callback)
 
+    def on_member_updated(self, callback: Callable[[MemberUpdated], Any]) -> None:
+        """Called when a member that stays changes its metadata (or address)."""
+        self._events.on(MemberUpdated, callback)
+
     def events(self) -> AsyncIterator[Event]:
-        """Leader and membership changes from now on, as an async iterator."""
+        """Leader changes, membership changes and member updates from now on, as an async iterator."""
         return self._events.subscribe()
 
     async def set_meta(self, meta: Mapping[str, str]) -> None:
@@ -237,6 +241,9 @@ class Node:
         """Deliver to the current view (or the member ids in `targets`) and
         yield each member's Reply as it arrives."""
         members = list(self._view.live)
+        if self.id not in self._view and self.address:
+            # The sender is always included, even before its view names it.
+            members.append(Member(self.id, self.address, self.ctx.meta))
         if targets is not None:
             wanted = set(targets)
             members = [m for m in members if m.id in wanted]
@@ -258,6 +265,9 @@ class Node:
         if joined or left:
             self._observers.call("hedgeplug_members_changed", node=self, view=view, joined=joined, left=left)
             self._events.emit(MembersChanged(view, joined, left))
+        for member, previous in old.updated(view):
+            self._observers.call("hedgeplug_member_updated", node=self, member=member, previous=previous)
+            self._events.emit(MemberUpdated(member, previous, view))
 
     def _leader_changed(self, lease: Lease | None, previous: Lease | None) -> None:
         self._observers.call("hedgeplug_leader_changed", node=self, lease=lease, previous=previous)

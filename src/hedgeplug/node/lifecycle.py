@@ -3,6 +3,7 @@ on a graceful stop, bounded by [node] stop_timeout; or die at once (kill)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -10,9 +11,13 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from ..address import Address
 from ..config import Config
+from ..contracts import LocalOnly
+from ..errors import ConfigError
 from ..events import EventHub
-from ..keyring import start_keys
+from ..keyring import check_exposure, follow_key_file
+from ..logs import current_node
 from ..registry import Observers
 from .parts import NodeParts
 from .services import Services
@@ -46,6 +51,32 @@ class Lifecycle:
         self.task_group: TaskGroup | None = None
         self.started_at = 0.0
         self.killed = False
+        self.stopping = False
+        self.bound = False
+        self.health_address = ""  # host:port of the [health] endpoint, once listening
+        self._health_listener: Any = None
+
+    async def bind(self) -> None:
+        """Bind the transport and check the advertised address against the
+        lock (outside any task group, so a refusal is one plain error)."""
+        address = await self.parts.transport.bind()
+        self.on_bound(address)
+        self.bound = True
+        try:
+            check_local_store(self.parts.lock, address, self.config)
+            # Refuse to run reachable beyond this host without a cluster key.
+            check_exposure(
+                self.parts.transport, address, self.parts.dispatcher.codec.keyring,
+                self.config.node.insecure,
+            )
+            listen = self.config.health.listen
+            if listen is not None:
+                from ..health import open_listener  # only nodes that serve it load it
+
+                self._health_listener, self.health_address = await open_listener(listen)
+        except BaseException:
+            await self.close()
+            raise
 
     async def start(self, tg: TaskGroup) -> None:
         self.task_group = tg
@@ -56,17 +87,30 @@ class Lifecycle:
 
         self.events.spawn = spawn
         parts = self.parts
-        address = await parts.transport.bind()
-        self.on_bound(address)
+        if not self.bound:
+            await self.bind()
         dispatcher = parts.dispatcher
-        # Refuse to run exposed without a key; follow [node] key_file while running.
-        start_keys(tg, parts.transport, address, dispatcher.codec, self.config.node, dispatcher.count)
-        tg.start_soon(parts.transport.serve, dispatcher.on_frame, dispatcher.on_stream)
-        tg.start_soon(parts.election.run)
-        tg.start_soon(parts.membership.run)
+        # Tasks copy the context they are started in: marked so, everything
+        # they (and the tasks they start) log carries this node's fields.
+        marked = current_node.set(self.owner)
+        try:
+            tg.start_soon(parts.transport.serve, dispatcher.on_frame, dispatcher.on_stream)
+            tg.start_soon(parts.election.run)
+            tg.start_soon(parts.membership.run)
+            key_file = self.config.node.key_file
+            if key_file:  # follow [node] key_file while running (a rotation step is an edit)
+                tg.start_soon(follow_key_file, dispatcher.codec, key_file, dispatcher.count)
+            if self._health_listener is not None:
+                from ..health import serve_on
+
+                tg.start_soon(serve_on, self.owner, self._health_listener)
+                self._health_listener = None  # the serving task owns (and closes) it now
+        finally:
+            current_node.reset(marked)
         self.observers.call("hedgeplug_node_started", node=self.owner)
 
     async def stop(self) -> None:
+        self.stopping = True
         if self.killed:
             await _close_semaphores(self.owner, release=False, timeout=CLOSE_BUDGET)
             await self.close()
@@ -86,6 +130,9 @@ class Lifecycle:
 
     async def close(self) -> None:
         with anyio.move_on_after(CLOSE_BUDGET):
+            if self._health_listener is not None:  # bound, never served
+                await self._health_listener.aclose()
+                self._health_listener = None
             for closer in (self.parts.transport.aclose, self.parts.lock.aclose):
                 try:
                     await closer()
@@ -107,6 +154,33 @@ async def _close_semaphores(node: Any, *, release: bool, timeout: float) -> None
     state = sys.modules.get("hedgeplug.state.semaphore")  # loaded only if the node used one
     if state is not None:
         await state.close_semaphores(node, release=release, timeout=timeout)
+
+
+def check_local_store(lock: Any, address: str, config: Config) -> None:
+    """Refuse a host-local lock (LocalOnly) when other hosts could reach this
+    node: each host would have its own store and its own leader, silently.
+    Checked once the transport has bound, when the advertised address is known."""
+    if not isinstance(lock, LocalOnly) or config.election.shared_store or _loopback(address):
+        return
+    raise ConfigError(
+        f"[lock] {config.lock.use!r} keeps the lease in a {lock.local_only()} on this host, "
+        f"but this node advertises {address}, reachable from other hosts: nodes there would "
+        f"each lead with their own store. Use a shared store (postgres, etcd, ...), bind to "
+        f"loopback, or set [lock] shared_store = true if every node really uses this one store."
+    )
+
+
+def _loopback(address: str) -> bool:
+    try:
+        host = Address.parse(address).host
+    except ValueError:
+        return True  # not a host:port (an in-process network): no other host can reach it
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other hosts may resolve
 
 
 async def _await(coro: Any) -> None:

@@ -41,6 +41,7 @@ async def open_node(
     """
     registry = registry or Registry.load()
     node = Node(resolve_config(config, registry, overrides), registry)
+    await node.lifecycle.bind()
     async with anyio.create_task_group() as tg:
         try:
             await node.lifecycle.start(tg)

@@ -21,6 +21,7 @@ class Reported(Protocol):
     cluster: str
     config: Config
     counters: dict[str, int]
+    lifecycle: Any
 
     @property
     def started_at(self) -> float: ...
@@ -42,6 +43,8 @@ class Reported(Protocol):
 
 
 def node_status(node: Reported) -> dict[str, Any]:
+    from ..health import liveness, verdict
+
     lease = node.leader
     view = node.view
     parts = node.parts
@@ -64,6 +67,8 @@ def node_status(node: Reported) -> dict[str, Any]:
             "membership": config.membership.use,
             "broadcast": config.broadcast.use,
         },
+        "ready": verdict(node)[1],
+        "live": liveness(node)[1],
         "uptime": round(anyio.current_time() - node.started_at, 3),
         "counters": dict(sorted(node.counters.items())),
         "transport": {

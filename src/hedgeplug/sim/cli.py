@@ -14,11 +14,14 @@ import os
 import sys
 
 from hedgeplug.cli.common import duration_type
+from hedgeplug.cli.progress import ProgressLine
 from hedgeplug.config import Config, Setting, load_config, parse_duration, parse_setting
 from hedgeplug.errors import ConfigError, HedgeplugError
 
+from .checks import Checker
 from .fleet import CLUSTER, JOIN_RULES, NETWORK, STORE
 from .harness import Result, Simulation
+from .metrics import Snapshot
 from .report import format_result, format_runs, plot, to_json
 from .scenarios import builtin_scenarios, load_scenario
 from .trace import Trace
@@ -104,6 +107,22 @@ def sim_config(args: argparse.Namespace) -> Config:
     return load_config(data=data, overrides=settings, env={})
 
 
+class ShowProgress(Checker):
+    """Writes the run's virtual time and cluster size to the progress line.
+    A checker only looks at samples the run takes anyway: showing progress
+    adds no task and cannot change a run's course or its digest."""
+
+    name = "progress"
+
+    def __init__(self, line: ProgressLine, label: str) -> None:
+        self.line = line
+        self.label = label
+
+    def on_sample(self, snap: Snapshot, report: object) -> None:
+        leaders = ",".join(snap.leaders) or "none"
+        self.line.update(f"{self.label}: t={snap.t:.0f}s, {len(snap.live)} nodes, leader {leaders}")
+
+
 def _duration(flag: str, value: str) -> float:
     try:
         return parse_duration(value)
@@ -159,7 +178,12 @@ def run(args: argparse.Namespace) -> int:
                 max_wall=max_wall,
                 detection_bound=detection,
             )
-            result = sim.run(lambda s: spec.run(s, **params), name=spec.name, params=params)
+            line = ProgressLine(enabled=not args.json)
+            sim.sampler.use([*sim.checkers, ShowProgress(line, f"sim {spec.name} seed {seed}")])
+            try:
+                result = sim.run(lambda s: spec.run(s, **params), name=spec.name, params=params)
+            finally:
+                line.done()
             results.append(result)
             if args.repeat > 1 and not args.json:
                 print(

@@ -98,6 +98,10 @@ class FileLock:
             return None
         return self._lease(record, now)
 
+    def local_only(self) -> str:
+        """LocalOnly: the lease file lives on this host; nodes elsewhere cannot share it."""
+        return f"lease file {self.path}"
+
     async def aclose(self) -> None:
         pass  # no connection or thread is kept between calls
 

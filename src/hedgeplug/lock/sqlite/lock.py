@@ -79,7 +79,7 @@ def _is_live(row: _LeaseRow, now: float) -> bool:
 
 
 class SqliteLock:
-    """LockBackend + Watchable + RowStorage + FencedLog over one SQLite file."""
+    """LockBackend + Watchable + RowStorage + FencedLog + LocalOnly over one SQLite file."""
 
     def __init__(self, path: str, lock_name: str, *, busy_timeout: float = 1.0) -> None:
         self.path = path
@@ -216,3 +216,9 @@ class SqliteLock:
 
     async def log_trim(self, token: int, key: str, keep: int) -> int | None:
         return await self._log.trim(token, key, keep)
+
+    # ------------------------------------------------------------ LocalOnly
+
+    def local_only(self) -> str:
+        """The database is a file on this host: nodes elsewhere cannot share it."""
+        return f"SQLite file {self.path}"
