@@ -70,7 +70,8 @@ class Partition:
         ip("-n", netns, "rule", "del", "priority", "0")
         self._moved.add(netns)
 
-    def _drop_from(self, netns: str, sources: Iterable[str]) -> None:
+    def drop_from(self, netns: str, sources: Iterable[str]) -> None:
+        """Namespace `netns` silently drops every packet from `sources` (one-sided)."""
         self._move_local_rule(netns)
         for source in sources:
             ip("-n", netns, "rule", "add", "from", f"{source}/32", "blackhole",
@@ -80,9 +81,9 @@ class Partition:
     def cut(self, side_a: Mapping[str, str], side_b: Mapping[str, str]) -> None:
         """No packet between any namespace of `side_a` and any of `side_b`, either way."""
         for netns in side_a:
-            self._drop_from(netns, side_b.values())
+            self.drop_from(netns, side_b.values())
         for netns in side_b:
-            self._drop_from(netns, side_a.values())
+            self.drop_from(netns, side_a.values())
 
     def heal(self) -> list[str]:
         """Remove every blackhole rule (safe to call twice); errors listed, not raised."""

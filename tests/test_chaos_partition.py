@@ -29,7 +29,9 @@ from chaos_kit import acts_between, check_windows, leaders, sample_leaders, wait
 from chaos_netns import NetnsWorkerCluster, Partition
 from netns_kit import LabError, NamespacedPostgres, NetnsLab, remove_stale
 
+from hedgeplug.errors import StoreError
 from hedgeplug.testing.processes import Status, agreement
+from hedgeplug.worker import INTERRUPT_BOUND
 
 pytestmark = pytest.mark.slow
 
@@ -168,3 +170,53 @@ async def scenario(cluster: NetnsWorkerCluster, postgres: NamespacedPostgres, pa
     assert (after[0], statuses[after[0]]["token"]) == (at_heal.node, at_heal.token), (
         "the heal disturbed the majority's leader"
     )
+
+
+GIVE_UP = 1.0  # the caller's own bound on one store call
+HEAL_AFTER = 5.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hedgeplug-postgres: a call cancelled while PostgreSQL is silently unreachable "
+    "stays blocked in the worker thread until TCP delivers again (run_in_worker waits for "
+    "the thread; the cancel request cannot get through; no client-side socket timeout)",
+)
+@pytest.mark.anyio
+async def test_a_postgres_call_given_up_during_a_silent_partition_returns_promptly(
+    lab: NetnsLab, postgres: NamespacedPostgres
+) -> None:
+    """Why the partitioned nodes above rejoin only after a TCP retransmission:
+    this process's own PostgreSQL connection, cut silently (PostgreSQL's
+    namespace drops everything from the bridge's host side), then one
+    `current()` given up after GIVE_UP. It should come back within GIVE_UP
+    plus the interrupt bound; it comes back only after the heal."""
+    from hedgeplug_postgres import open_lock
+
+    lock = open_lock(postgres.dsn, "chaos-hang", watch=False)
+    partition = Partition()
+    returned = None
+    try:
+        with anyio.fail_after(HEAL_AFTER + 30.0):
+            await lock.current()  # connected and the tables made
+            partition.drop_from(postgres.netns, [lab.gateway])
+            start = time.monotonic()
+
+            async def heal_later() -> None:
+                await anyio.sleep(HEAL_AFTER)
+                partition.heal()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(heal_later)
+                with anyio.move_on_after(GIVE_UP):
+                    try:
+                        await lock.current()
+                    except StoreError:
+                        pass
+                returned = time.monotonic() - start
+    finally:
+        partition.heal()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            await lock.aclose()
+    print(f"\npostgres call given up after {GIVE_UP}s during a silent cut returned after {returned:.2f}s")
+    assert returned < GIVE_UP + INTERRUPT_BOUND + 1.0
