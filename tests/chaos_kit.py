@@ -13,7 +13,6 @@ positive whenever the lease was not released.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys

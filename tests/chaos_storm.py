@@ -85,6 +85,9 @@ async def storm(
             cluster.kill(victim)
             spawns.start_soon(replace)
     storm_seconds = time.monotonic() - began
+    (cluster.workdir / "kills.jsonl").write_text(
+        "".join(json.dumps(attrs.asdict(k)) + "\n" for k in kills)
+    )
     for node in cluster.nodes:
         if not node.running:
             await cluster.wait_exit(node, 5.0)
@@ -95,7 +98,7 @@ async def storm(
     leaderless = [_leaderless_after(windows, kill) for kill in kills if kill.said_leader]
     span = (began, began + storm_seconds)
     figures = {
-        "store": "?", "seed": seed, "nodes": nodes, "ttl": TTL, "storm_seconds": round(storm_seconds, 1),
+        "store": cluster.config.lock.use, "seed": seed, "nodes": nodes, "ttl": TTL, "storm_seconds": round(storm_seconds, 1),
         "kills": len(kills), "skipped_rounds": skipped, "leader_kills": sum(k.said_leader for k in kills),
         "processes_started": len(cluster.nodes), "spawn_failures": spawn_failures,
         "max_leaderless_after_leader_kill": round(max(leaderless, default=0.0), 3),
@@ -163,15 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=1.0)
     parser.add_argument("--store", choices=STORES, default="sqlite")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the nodes' configs, logs and records here (default: a temporary folder)")
     args = parser.parse_args(argv)
     if not 0 < args.minutes <= 30:
         parser.error("--minutes must be more than 0 and at most 30")
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        return _report(args.store, args.minutes * 60, args.workdir, args.seed)
     with tempfile.TemporaryDirectory(prefix="hedgeplug-storm-") as workdir:
-        try:
-            figures = run_storm(args.store, args.minutes * 60, Path(workdir), args.seed)
-        except AssertionError as exc:
-            print(f"storm check failed: {exc}", file=sys.stderr)
-            return 1
+        return _report(args.store, args.minutes * 60, Path(workdir), args.seed)
+
+
+def _report(store: str, seconds: float, workdir: Path, seed: int | None) -> int:
+    try:
+        figures = run_storm(store, seconds, workdir, seed)
+    except AssertionError as exc:
+        print(f"storm check failed: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(figures, indent=1))
     return 0
 
