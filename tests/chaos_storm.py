@@ -1,6 +1,6 @@
 """A kill -9 storm: chaos-worker nodes SIGKILLed one after another (the
-leader about half the time), each replaced by a fresh process, for a given
-time; then the storm stops and the survivors must settle on one leader and
+leader first, then about half the time), each replaced by a fresh process,
+for a given time; then the storm stops and the survivors must settle on one leader and
 one view. The records of every process, killed ones included, must show no
 overlapping leadership and growing tokens.
 
@@ -78,7 +78,8 @@ async def storm(
                 continue
             said = leaders(await cluster.statuses(live))
             pool: list[NodeProcess] = [n for n in live if n.id in said]
-            if not pool or rng.random() >= LEADER_SHARE:
+            # The first victim is the leader, so even a short storm hits one.
+            if not pool or (kills and rng.random() >= LEADER_SHARE):
                 pool = [n for n in live if n.id not in said] or live
             victim = rng.choice(pool)
             kills.append(Kill(time.monotonic(), victim.id, victim.id in said))
