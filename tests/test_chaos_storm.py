@@ -21,7 +21,7 @@ STORM_SECONDS = 15.0
 def test_kill_9_storm_over_sqlite(tmp_path):
     figures = run_storm("sqlite", STORM_SECONDS, tmp_path)
     print(f"\nchaos kill -9 storm: {figures}")
-    assert figures["kills"] >= 3, "replacements too slow for a storm"
+    assert figures["kills"] >= 2, "replacements too slow for a storm"
     assert figures["leader_kills"] >= 1, "the storm never hit a leader"
     assert figures["max_leaderless_after_leader_kill"] < TAKEOVER_BOUND
     assert figures["holders"] >= 1, "leadership never changed hands"
