@@ -19,6 +19,7 @@ from ..contracts import Lease, Reply
 from ..errors import HedgeplugError, NoLeader, RemoteError, RequestTimeout, TransportError
 from ..events import Event, EventHub, LeaderChanged, MembersChanged
 from ..registry import Observers, Registry
+from ..streams import Stream, StreamBroadcast, StreamService
 from ..view import Member, View
 from .context import NodeContext
 from .handlers import APP_BROADCAST, APP_PREFIX, APP_SEND, AppHandlers, install_core_handlers
@@ -56,6 +57,7 @@ class Node:
             on_leader_change=self._leader_changed,
         )
         install_core_handlers(self.parts.dispatcher, self, self._app)
+        self._streams = StreamService(self, self.parts.dispatcher.channel("streams"), self.parts.election.poke)
         self.lifecycle = Lifecycle(
             self,
             self.parts,
@@ -142,6 +144,17 @@ class Node:
         member = self._view.get(target)
         address = member.address if member else target
         return await self.parts.dispatcher.open_stream(address, APP_PREFIX + channel, payload)
+
+    async def stream_to_leader(self, channel: str = "stream", payload: Any = None, *, timeout: float = 10.0) -> Stream:
+        """A stream to the current leader's `channel(channel).handle_streams` handler;
+        fails on both ends with LeaderChangedError if the leader changes (docs/streams.md)."""
+        return await self._streams.to_leader(channel, payload, timeout)
+
+    async def stream_broadcast(
+        self, channel: str = "stream", payload: Any = None, *, timeout: float = 5.0, include_self: bool = True
+    ) -> StreamBroadcast:
+        """One stream per live member, written together; per-member failures are reported."""
+        return await self._streams.broadcast(channel, payload, timeout=timeout, include_self=include_self)
 
     # ------------------------------------------------------------ messaging
 
