@@ -10,6 +10,7 @@ the application's handler runs.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import weakref
@@ -20,7 +21,14 @@ import anyio
 
 from ..channels import NodeChannel, SealedStream
 from ..contracts import Lease, Message
-from ..errors import HedgeplugError, LeaderChangedError, NoLeader, RequestTimeout, StreamClosed, TransportError
+from ..errors import (
+    HedgeplugError,
+    LeaderChangedError,
+    NoLeader,
+    RequestTimeout,
+    StreamClosed,
+    TransportError,
+)
 from ..events import LeaderChanged
 from ..view import View
 from .fanout import StreamBroadcast
@@ -113,7 +121,7 @@ class StreamService:
                 delay = min(delay * 2, 1.0)
                 continue
             stream.describe = f"stream {name!r} to leader {lease.holder} (token {lease.token})"
-            stream.explain_abrupt = lambda s=stream, lease=lease: self._leader_gone(s, lease)
+            stream.explain_abrupt = functools.partial(self._leader_gone, stream, lease)
             self._to_leader[stream] = lease
             current = self.node.leader
             if current is not None and current.token != lease.token:
@@ -163,7 +171,8 @@ class StreamService:
 
     # ------------------------------------------------------------ accepting
 
-    async def _accept(self, message: Message, sealed: SealedStream) -> None:
+    async def _accept(self, message: Message, sealed: Any) -> None:
+        # `sealed` is the dispatcher's SealedStream (typed as the handler contract allows).
         request = message.payload
         name = request.get("channel") if isinstance(request, dict) else None
         leader = request.get("leader") if isinstance(request, dict) else None
