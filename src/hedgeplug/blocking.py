@@ -112,3 +112,39 @@ class BlockingNode:
 
     def on_broadcast(self, handler: Callable[..., Any]) -> Callable[..., Any]:
         return self._node.on_broadcast(handler)
+
+    # ------------------------------------------------------------ streams and spill-over stores
+
+    def channel(self, name: str) -> Any:
+        """The node's application channel; its handlers run on the node's thread."""
+        return self._node.channel(name)
+
+    def stream_to_leader(self, channel: str = "stream", payload: Any = None, timeout: float = 10.0) -> Any:
+        """A BlockingStream to the leader (docs/streams.md)."""
+        from .streams.blocking import BlockingStream
+
+        assert self._portal is not None
+        stream = self._portal.call(lambda: self._node.stream_to_leader(channel, payload, timeout=timeout))
+        return BlockingStream(self._portal, stream)
+
+    def stream_broadcast(self, channel: str = "stream", payload: Any = None, **kwargs: Any) -> Any:
+        """A BlockingStreamBroadcast to every live member (docs/streams.md)."""
+        from .streams.blocking import BlockingStreamBroadcast
+
+        assert self._portal is not None
+        fan = self._portal.call(lambda: self._node.stream_broadcast(channel, payload, **kwargs))
+        return BlockingStreamBroadcast(self._portal, fan)
+
+    def spill(self, name: str, **options: Any) -> Any:
+        """`with node.spill("batch", ttl="10m") as store:` (docs/spill.md)."""
+        from .spill.blocking import BlockingSpill
+
+        assert self._portal is not None
+        return BlockingSpill(self._portal, self._node, name, options)
+
+    def serve_spill(self, **limits: Any) -> Any:
+        """`with node.serve_spill(memory="256MiB", disk="4GiB"):` holds pieces for other writers."""
+        from .spill.blocking import blocking_serve_spill
+
+        assert self._portal is not None
+        return blocking_serve_spill(self._portal, self._node, limits)
