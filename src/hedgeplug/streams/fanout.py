@@ -54,13 +54,12 @@ class StreamBroadcast:
             self.failures[member] = exc
 
     async def _fan(self, value: Any, eof: bool) -> None:
-        targets = list(self.streams.items())
-        if len(targets) == 1:
-            await self._each(*targets[0], value, eof)
-            return
-        async with anyio.create_task_group() as tg:
-            for member, stream in targets:
-                tg.start_soon(self._each, member, stream, value, eof)
+        # One member after the other: a write only waits while that member's
+        # window is full, and the others' windows drain meanwhile, so the
+        # whole send waits as long as the slowest member does, without a
+        # task per member per value.
+        for member, stream in list(self.streams.items()):
+            await self._each(member, stream, value, eof)
 
     async def send(self, value: Any) -> int:
         """Write `value` to every open member; returns how many took it."""
