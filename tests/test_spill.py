@@ -45,7 +45,7 @@ def chunks(count, low, high, seed=7):
 
 def check_limits(service):
     stats = service.stats()
-    assert stats["memory_peak"] <= stats["memory_limit"], stats
+    assert stats["memory_peak"] <= stats["memory_limit"] <= stats["memory_budget"], stats
     assert stats["disk_peak"] <= stats["disk_limit"], stats
     # A real measurement beside the accounting: the bytes objects held and the files on disk.
     assert service.local.memory.measured() <= stats["memory_limit"] + 64 * 1024, stats
@@ -80,8 +80,9 @@ async def test_one_node_fills_memory_then_disk_and_reads_back_in_order(tmp_path)
 async def test_full_everywhere_is_spill_full_and_stores_nothing_of_the_chunk(tmp_path):
     async with hedgeplug.open_node(config(tmp_path, "a")) as a:
         await settle([a])
-        async with open_spill(a, "tight", memory="100KiB", disk="150KiB", directory=tmp_path) as store:
-            # Pieces are 60 KiB (64 KiB frames): 60 to memory, 60 to disk, 30 to memory.
+        async with open_spill(a, "tight", memory="120KiB", disk="150KiB", directory=tmp_path) as store:
+            # Pieces are 60 KiB (64 KiB frames); held pieces get 90 of the 120 KiB
+            # of memory (the rest is for pieces in flight): 60 to memory, 60 to disk, 30 to memory.
             await store.append(b"x" * 150 * KiB)
             with pytest.raises(SpillFull, match=r"'tight': no room for chunk 1 .*memory .*disk .*no other members"):
                 await store.append(b"y" * 120 * KiB)  # 60 to disk, then 60 finds no room
@@ -127,7 +128,7 @@ async def test_overflow_goes_to_members_in_view_order_within_their_own_limits(tm
         assert list(holders)[1:] == order
         for member in order[:-1]:
             total = services[member].stats()
-            assert total["memory_used"] + total["disk_used"] > (256 + 512 - 64) * KiB
+            assert total["memory_used"] + total["disk_used"] > total["memory_limit"] + total["disk_limit"] - 64 * KiB
         # Nobody has room left for 2 MiB more: a clear SpillFull naming the full members.
         with pytest.raises(SpillFull) as caught:
             for _ in range(40):
@@ -153,14 +154,14 @@ async def test_a_killed_holder_is_named_by_chunk_lost(tmp_path):
         await settle(nodes)
         a, b, c = nodes
         for n in (b, c):
-            await stack.enter_async_context(serve_spill(n, memory="96KiB", disk="96KiB", directory=tmp_path))
+            await stack.enter_async_context(serve_spill(n, memory="128KiB", disk="96KiB", directory=tmp_path))
         store = await stack.enter_async_context(
             open_spill(a, "doomed", memory="64KiB", disk="64KiB", directory=tmp_path)
         )
         for chunk in data:
             await store.append(chunk)
         holders = store.holders()
-        assert {"b", "c"} <= set(holders), holders
+        assert list(holders)[0] == "a" and len(holders) >= 2, holders
         victim = next(n for n in (b, c) if n.id == list(holders)[-1])
         first_lost = next(p.chunk for p in store.pieces if p.holder == victim.id)
         victim.kill()
@@ -186,7 +187,7 @@ async def test_a_holder_failing_during_the_read_is_named(tmp_path):
         await settle(nodes)
         a, b = nodes
         await stack.enter_async_context(serve_spill(b, memory="1MiB", disk="0", directory=tmp_path))
-        store = await stack.enter_async_context(open_spill(a, "s", memory="64KiB", disk="0", directory=tmp_path))
+        store = await stack.enter_async_context(open_spill(a, "s", memory="80KiB", disk="0", directory=tmp_path))
         for chunk in data:
             await store.append(chunk)
         assert list(store.holders()) == ["a", "b"]

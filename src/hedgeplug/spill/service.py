@@ -35,6 +35,10 @@ SPILL_CHANNEL = "spill"
 FRAME_OVERHEAD = 4096  # envelope, seal and request fields around one piece
 MAX_NAME = 200
 SWEEP_AT_MOST = 1.0  # seconds between expiry sweeps, at most
+# A piece on its way in or out exists several times over (the frame being
+# read, its body, the decoded value): that much of the memory budget is kept
+# free of held pieces, so the process grows by about `memory`, not more.
+IN_FLIGHT_COPIES = 4
 
 _services: weakref.WeakKeyDictionary[Any, SpillService] = weakref.WeakKeyDictionary()
 
@@ -48,6 +52,16 @@ def spill_channel(node: Any) -> NodeChannel:
     return node.parts.dispatcher.channel(SPILL_CHANNEL)
 
 
+def piece_size(node: Any) -> int:
+    """The largest piece one frame of this node's transport carries."""
+    return max(1, int(node.parts.transport.max_frame) - FRAME_OVERHEAD)
+
+
+def held_memory(budget: int, piece: int) -> int:
+    """What held pieces may take of a memory budget: the rest is for pieces in flight."""
+    return budget - min(IN_FLIGHT_COPIES * piece, budget // 4)
+
+
 def size_option(value: Any, what: str) -> int:
     try:
         return parse_size(value)
@@ -58,16 +72,18 @@ def size_option(value: Any, what: str) -> int:
 class SpillService:
     """Holds pieces for writers (this node's own stores included)."""
 
-    def __init__(self, node: Any, local: LocalSpill) -> None:
+    def __init__(self, node: Any, local: LocalSpill, budget: int) -> None:
         self.node = node
         self.local = local
-        self.piece_size = max(1, node.parts.transport.max_frame - FRAME_OVERHEAD)
+        self.piece_size = piece_size(node)
+        self.budget = budget
         channel = spill_channel(node)
         channel.handle(self._request)
         channel.handle_streams(self._read_stream)
 
     def stats(self) -> dict[str, int]:
-        return self.local.stats()
+        """The tiers' figures; memory_limit is what held pieces may take of memory_budget."""
+        return {**self.local.stats(), "memory_budget": self.budget}
 
     # ------------------------------------------------------------ requests
 
@@ -140,7 +156,9 @@ async def serve_spill(
     node: Any, *, memory: int | str = "256MiB", disk: int | str = "1GiB", directory: str | Path | None = None
 ) -> AsyncIterator[SpillService]:
     """Hold spill-over pieces for the cluster on `node` within these limits
-    (hard: a piece that does not fit is refused). Pieces live in a directory
+    (hard: a piece that does not fit is refused). `memory` is the budget for
+    held pieces and pieces in flight: held pieces get all of it but four
+    pieces' worth (at most a quarter). Pieces live in a directory
     of their own under `directory` (default: the system's temp directory),
     removed with everything else when the block exits."""
     if node in _services:
@@ -153,7 +171,8 @@ async def serve_spill(
         own = Path(tempfile.mkdtemp(prefix=re.sub(r"[^A-Za-z0-9_.-]", "_", node.id) + "-", dir=base))
     except OSError as exc:
         raise SpillError(f"spill directory {str(base)!r} is not usable: {exc}") from None
-    service = SpillService(node, LocalSpill(memory_limit, disk_limit, own, anyio.current_time))
+    local = LocalSpill(held_memory(memory_limit, piece_size(node)), disk_limit, own, anyio.current_time)
+    service = SpillService(node, local, memory_limit)
     _services[node] = service
     try:
         async with anyio.create_task_group() as tg:
