@@ -187,14 +187,19 @@ async def writer(args: argparse.Namespace) -> None:
     print(f"  {'raw local file read':<28} {mb / file_read:>9,.0f} MB/s")
     print(f"  {'raw loopback tcp stream':<28} {mb / tcp:>9,.0f} MB/s")
     print("  where the bytes went: " + ", ".join(f"{h} {b / MiB:.0f} MiB" for h, b in holders.items()))
-    print(f"  {'node':<5} {'mem limit':>10} {'mem peak':>10} {'disk peak':>10} {'rss start':>10} {'rss peak':>10} {'growth':>10}")
+    print("  memory per node: budget = the memory limit given; held = what held pieces may take of it;")
+    print("  growth = peak resident size (VmHWM) less the resident size after start-up")
+    print(
+        f"  {'node':<5} {'budget':>8} {'held max':>9} {'held peak':>10} {'disk peak':>10}"
+        f" {'rss start':>10} {'rss peak':>9} {'growth':>8}"
+    )
     for f in figures:
         growth = f["rss_peak"] - f["rss_start"]
-        flag = "" if f["memory_peak"] <= f["memory_limit"] else "  OVER LIMIT"
+        verdict = "under budget" if growth <= f["memory_budget"] else "OVER BUDGET"
         print(
-            f"  {f['id']:<5} {f['memory_limit'] / MiB:>9.0f}M {f['memory_peak'] / MiB:>9.0f}M"
-            f" {f['disk_peak'] / MiB:>9.0f}M {f['rss_start'] / MiB:>9.0f}M {f['rss_peak'] / MiB:>9.0f}M"
-            f" {growth / MiB:>9.0f}M{flag}"
+            f"  {f['id']:<5} {f['memory_budget'] / MiB:>7.1f}M {f['memory_limit'] / MiB:>8.1f}M"
+            f" {f['memory_peak'] / MiB:>9.1f}M {f['disk_peak'] / MiB:>9.1f}M {f['rss_start'] / MiB:>9.1f}M"
+            f" {f['rss_peak'] / MiB:>8.1f}M {growth / MiB:>7.1f}M  {verdict}"
         )
 
 

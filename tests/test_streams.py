@@ -148,6 +148,29 @@ async def test_cancelling_the_opener_reaches_the_handler_promptly(tmp_path):
 
 
 @pytest.mark.anyio
+async def test_a_handler_that_gives_up_reaches_the_opener_promptly(tmp_path):
+    async with (
+        hedgeplug.open_node(config(tmp_path, "a")) as a,
+        hedgeplug.open_node(config(tmp_path, "b")) as b,
+    ):
+        leader = await settle([a, b])
+        follower = b if leader is a else a
+
+        async def impatient(message, stream):
+            # The handler's own block is cancelled after 300 ms while it waits.
+            with anyio.move_on_after(0.3):
+                async with stream:
+                    await stream.receive()
+
+        leader.channel("work").handle_streams(impatient)
+        async with await follower.stream_to_leader("work") as stream:
+            started = anyio.current_time()
+            with anyio.fail_after(3), pytest.raises(StreamClosed, match="before finishing"):
+                await stream.receive()
+            assert anyio.current_time() - started < 1.5
+
+
+@pytest.mark.anyio
 async def test_a_failing_handler_reaches_the_opener(tmp_path):
     async with hedgeplug.open_node(config(tmp_path, "a")) as a:
         await settle([a])
