@@ -14,11 +14,13 @@ from .contracts import Lease, Message, Reply
 from .errors import (
     ConfigError,
     HedgeplugError,
+    LeaderChangedError,
     NoLeader,
     PluginError,
     RemoteError,
     RequestTimeout,
     StoreError,
+    StreamClosed,
     TransportError,
 )
 from .events import LeaderChanged, MembersChanged
@@ -35,6 +37,7 @@ __all__ = [
     "ConfigError",
     "HedgeplugError",
     "LeaderChanged",
+    "LeaderChangedError",
     "Lease",
     "Member",
     "MemberState",
@@ -48,6 +51,7 @@ __all__ = [
     "Reply",
     "RequestTimeout",
     "StoreError",
+    "StreamClosed",
     "TransportError",
     "View",
     "ViewVersion",
