@@ -218,9 +218,11 @@ async def test_expiry_after_ttl_unused_frees_every_member(tmp_path):
         for _ in range(5):
             await anyio.sleep(0.3)
             assert len([c async for c in store.read()]) == 4
+        idle_from = anyio.current_time()
         with anyio.fail_after(5):
-            while store.state == "open":
+            while store.state == "open" or held.stats()["stores"]:
                 await anyio.sleep(0.05)
+        assert anyio.current_time() - idle_from >= 0.6 - 0.3  # not before a ttl since the last read
         assert held.stats()["memory_used"] == held.stats()["stores"] == 0
         assert store.service.stats()["memory_used"] == 0
         with pytest.raises(SpillExpired, match="'short' expired after 0.6s unused"):

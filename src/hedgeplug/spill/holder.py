@@ -55,6 +55,23 @@ class LocalSpill:
             return "disk"
         return None
 
+    def reserve(self, want: int) -> tuple[int, int]:
+        """Credit for a writer: up to `want` bytes, memory first, then disk."""
+        memory = self.memory.reserve(want)
+        return memory, self.disk.reserve(want - memory)
+
+    def release(self, memory: int, disk: int) -> None:
+        self.memory.release(memory)
+        self.disk.release(disk)
+
+    async def put_reserved(self, store: str, seq: int, data: bytes, tier: str, ttl: float) -> None:
+        """Store a piece in credit reserved earlier on `tier`."""
+        self.touch(store, ttl)
+        if tier == "memory":
+            self.memory.put_reserved(store, seq, data)
+        else:
+            await self.disk.put_reserved(store, seq, data)
+
     async def get(self, store: str, seq: int) -> bytes | None:
         data = self.memory.get(store, seq)
         if data is None:

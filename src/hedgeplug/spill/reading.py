@@ -47,6 +47,7 @@ def _runs(pieces: list[Piece]) -> list[tuple[str, int, int]]:
 async def read_chunks(store: SpillStore) -> AsyncIterator[bytes]:
     store.check_open()
     store.used()
+    await store.flush()
     pieces = list(store.pieces)
     me = store.node.id
     live = store.node.view.ids

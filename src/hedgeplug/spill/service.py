@@ -2,8 +2,8 @@
 channel "spill", holding pieces for any writer within this node's own limits.
 
 Requests (msgpack maps, field "op"): put (answers the tier, or "full"),
-touch (answers the stores it no longer holds), remove, drop. Reads are a
-stream: the opener names a store and a range of pieces, the service sends
+touch (answers the stores it no longer holds), remove, drop. Writers send
+pieces on a stream against credit (sink.py). Reads are a stream: the opener names a store and a range of pieces, the service sends
 ``["piece", seq, data]`` for each in order (TCP's flow control paces it),
 ``["missing", seq]`` for one it lacks, then ``["done"]``.
 """
@@ -28,6 +28,7 @@ from ..errors import HedgeplugError
 from ..options import parse_size
 from .errors import SpillError
 from .holder import LocalSpill
+from .sink import serve_writes
 
 log = logging.getLogger("hedgeplug.spill")
 
@@ -80,7 +81,7 @@ class SpillService:
         self.budget = budget
         channel = spill_channel(node)
         channel.handle(self._request)
-        channel.handle_streams(self._read_stream)
+        channel.handle_streams(self._stream)
 
     def stats(self) -> dict[str, int]:
         """The tiers' figures; memory_limit is what held pieces may take of memory_budget."""
@@ -117,8 +118,18 @@ class SpillService:
             return self.local.drop(store)
         raise HedgeplugError(f"unknown spill operation {op!r}")
 
-    async def _read_stream(self, msg: Message, stream: Any) -> None:
+    async def _stream(self, msg: Message, stream: Any) -> None:
         request = msg.payload
+        if isinstance(request, dict) and request.get("op") == "write":
+            store, ttl = request.get("store"), request.get("ttl")
+            if isinstance(store, str) and isinstance(ttl, int | float) and not isinstance(ttl, bool) and ttl > 0:
+                await serve_writes(self.local, store, float(ttl), stream)
+            else:
+                await stream.send(["error", f"malformed spill write {request!r:.80}"])
+            return
+        await self._read(request, stream)
+
+    async def _read(self, request: Any, stream: Any) -> None:
         store = request.get("store") if isinstance(request, dict) else None
         first = request.get("first") if isinstance(request, dict) else None
         last = request.get("last") if isinstance(request, dict) else None

@@ -2,8 +2,9 @@
 
 A chunk is cut into pieces that fit one frame. Each piece goes to this
 node's memory, else its disk, else the first member (in rendezvous order for
-the store's name, from the agreed view) that has room; a member that says
-"full" or cannot be reached is not asked again by this store. The index
+the store's name, from the agreed view) that has room; pieces travel to a
+member on one stream against credit it grants (sink.py); a member that
+grants nothing or cannot be reached is not asked again by this store. The index
 (piece seq -> holder, chunk number, last piece of its chunk?) stays with the
 writer; reading walks it in order (reading.py).
 """
@@ -22,11 +23,12 @@ from .errors import SpillError, SpillExpired, SpillFull
 from .placement import rendezvous_order
 from .reading import read_chunks
 from .service import SpillService, spill_channel
+from .sink import RemoteSink
 
 log = logging.getLogger("hedgeplug.spill")
 
-REQUEST_TIMEOUT = 10.0
 DROP_TIMEOUT = 2.0
+CREDIT_PIECES = 8  # credit asked of a member at a time, in pieces
 
 
 @attrs.frozen
@@ -53,6 +55,7 @@ class SpillStore:
         self.state = "open"
         self._refused: dict[str, str] = {}  # member -> why it is not asked again
         self._lock = anyio.Lock()
+        self._sinks: dict[str, RemoteSink] = {}  # open write streams, by member
 
     # ------------------------------------------------------------ state
 
@@ -112,17 +115,12 @@ class SpillStore:
         live = {m.id: m.address for m in self.node.view.live if m.id != me}
         for member in rendezvous_order(self.name, [m for m in live if m not in self._refused]):
             try:
-                answer = await spill_channel(self.node).request(
-                    live[member],
-                    {"op": "put", "store": self.key, "seq": seq, "data": data, "ttl": self.ttl},
-                    REQUEST_TIMEOUT,
-                )
-            except (HedgeplugError, TimeoutError, OSError) as exc:
-                self._refused[member] = f"unreachable or not serving spill ({exc})"
-                continue
-            if answer in ("memory", "disk"):
-                return member
-            self._refused[member] = "full"
+                if await self._place_remote(member, live[member], seq, data):
+                    return member
+                self._refused[member] = "full"
+            except (HedgeplugError, TimeoutError, OSError, anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+                self._refused[member] = f"unreachable or not serving spill ({exc!r})"
+            await self._close_sink(member)
         stats = self.service.stats()
         others = ", ".join(f"{m}: {why}" for m, why in sorted(self._refused.items())) or "no other members"
         raise SpillFull(
@@ -130,6 +128,41 @@ class SpillStore:
             f" this node's memory ({stats['memory_used']}/{stats['memory_limit']} bytes)"
             f" and disk ({stats['disk_used']}/{stats['disk_limit']} bytes) are full; {others}"
         )
+
+    async def _place_remote(self, member: str, address: str, seq: int, data: bytes) -> bool:
+        sink = self._sinks.get(member)
+        if sink is None:
+            stream = await spill_channel(self.node).open_stream(
+                address, {"op": "write", "store": self.key, "ttl": self.ttl}
+            )
+            sink = self._sinks[member] = RemoteSink(member, stream)
+        if await sink.put(seq, data):
+            return True
+        want = max(len(data), CREDIT_PIECES * self.service.piece_size)
+        return await sink.refill(want) and await sink.put(seq, data)
+
+    async def _close_sink(self, member: str) -> None:
+        """Wait (bounded) until the member stored what it was sent, then end
+        its stream, which frees the credit it still held for us."""
+        sink = self._sinks.pop(member, None)
+        if sink is None:
+            return
+        try:
+            with anyio.move_on_after(DROP_TIMEOUT):
+                await sink.sync()
+        except (HedgeplugError, TimeoutError, OSError, anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+            log.debug("spill %s: %s did not confirm its pieces: %r", self.name, member, exc)
+        finally:
+            await sink.close()
+
+    async def flush(self) -> None:
+        """Wait until every member stored the pieces sent to it (before a read)."""
+        async with self._lock:
+            for member, sink in list(self._sinks.items()):
+                try:
+                    await sink.sync()
+                except (HedgeplugError, TimeoutError, OSError, anyio.EndOfStream, anyio.BrokenResourceError):
+                    await self._close_sink(member)  # the read will name what it lost
 
     async def _forget(self, start: int) -> None:
         """Undo the pieces of a chunk that could not be stored whole."""
@@ -142,6 +175,11 @@ class SpillStore:
             if holder == self.node.id:
                 for seq in seqs:
                     self.service.local.remove(self.key, seq)
+            elif holder in self._sinks:
+                try:
+                    await self._sinks[holder].remove(seqs)
+                except (HedgeplugError, OSError, anyio.BrokenResourceError):
+                    await self._close_sink(holder)
             else:
                 await self._tell(holder, {"op": "remove", "store": self.key, "seqs": seqs})
 
@@ -162,6 +200,9 @@ class SpillStore:
         return [h for h in self.holders() if h != self.node.id]
 
     async def _free_everywhere(self) -> None:
+        # Sinks first: a member stores everything sent before it is told to drop.
+        for member in list(self._sinks):
+            await self._close_sink(member)
         self.service.local.drop(self.key)
         async with anyio.create_task_group() as tg:
             for member in self._remote_holders():
@@ -174,7 +215,8 @@ class SpillStore:
             return
         self.state = "deleted"
         with anyio.CancelScope(shield=True):
-            await self._free_everywhere()
+            async with self._lock:
+                await self._free_everywhere()
 
     async def keep(self) -> None:
         """Runs while the store is open: expires it after ttl unused, and
@@ -185,9 +227,10 @@ class SpillStore:
             if self.state != "open":
                 return
             if anyio.current_time() - self.last_used > self.ttl:
-                self.state = "expired"
                 log.info("spill store %s expired after %gs unused", self.name, self.ttl)
-                await self._free_everywhere()
+                async with self._lock:
+                    self.state = "expired"
+                    await self._free_everywhere()
                 return
             self.service.local.touch(self.key)
             for member in self._remote_holders():

@@ -33,6 +33,24 @@ class MemoryTier:
         self.peak = max(self.peak, self.used)
         return True
 
+    def reserve(self, want: int) -> int:
+        """Set aside up to `want` bytes for a writer's credit; how many were set aside."""
+        granted = max(0, min(want, self.limit - self.used))
+        self.used += granted
+        self.peak = max(self.peak, self.used)
+        return granted
+
+    def release(self, size: int) -> None:
+        self.used -= size
+
+    def put_reserved(self, store: str, seq: int, data: bytes) -> None:
+        """Store a piece in room already reserved (and counted) for it."""
+        pieces = self._stores.setdefault(store, {})
+        old = pieces.get(seq)
+        if old is not None:  # a piece sent again replaces the old one
+            self.used -= len(old)
+        pieces[seq] = data
+
     def get(self, store: str, seq: int) -> bytes | None:
         return self._stores.get(store, {}).get(seq)
 
@@ -111,16 +129,31 @@ class DiskTier:
             f = self._files[store] = _File(self.directory / f"store-{self._names}.spill")
         return f
 
+    def reserve(self, want: int) -> int:
+        """Set aside up to `want` bytes for a writer's credit; how many were set aside."""
+        granted = max(0, min(want, self.limit - self.used))
+        self.used += granted
+        self.peak = max(self.peak, self.used)
+        return granted
+
+    def release(self, size: int) -> None:
+        self.used -= size
+
     async def try_put(self, store: str, seq: int, data: bytes) -> bool:
-        size = len(data)
-        if self.used + size > self.limit:
+        if self.used + len(data) > self.limit:
             return False
+        self.reserve(len(data))  # before the write starts: concurrent puts cannot overshoot
+        return await self.put_reserved(store, seq, data)
+
+    async def put_reserved(self, store: str, seq: int, data: bytes) -> bool:
+        """Write a piece into room already reserved (and counted) for it; the
+        room then belongs to the store's file, freed with the store."""
+        size = len(data)
         try:
             f = self._file(store)
         except OSError as exc:
+            self.used -= size
             raise SpillError(f"cannot create a spill file in {self.directory}: {exc}") from None
-        self.used += size  # reserved before the write starts
-        self.peak = max(self.peak, self.used)
         f.charged += size
         offset = f.end
         f.end += size
