@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream
+from anyio.abc import Process, SocketStream
 
 import hedgeplug
 from hedgeplug.options import parse_size
@@ -72,6 +72,21 @@ async def member(args: argparse.Namespace) -> None:
             end = memory_status()
             figures = {"id": node.id, "rss_start": start["VmRSS"], "rss_peak": end["VmHWM"], **service.stats()}
             print(json.dumps(figures), flush=True)
+
+
+class Lines:
+    """Whole lines from a child process's stdout (reads may split or join them)."""
+
+    def __init__(self, process: Process) -> None:
+        assert process.stdout is not None
+        self._stdout = process.stdout
+        self._buffer = b""
+
+    async def next(self) -> bytes:
+        while b"\n" not in self._buffer:
+            self._buffer += await self._stdout.receive()
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
 
 
 # ------------------------------------------------------------ baselines
@@ -134,6 +149,7 @@ async def writer(args: argparse.Namespace) -> None:
     memory, disk = int(share * 0.4), int(share * 0.8)
     base = os.urandom(chunk)
     mb = size / 1e6
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="spillbench-") as workdir:
         args.workdir = workdir
         members = []
@@ -141,11 +157,11 @@ async def writer(args: argparse.Namespace) -> None:
         async with hedgeplug.open_node(config(workdir, "n1")) as node:
             for i in range(2, args.nodes + 1):
                 members.append(await anyio.open_process([*command, "--member", f"n{i}"]))
-            for process in members:
-                assert process.stdout is not None
+            lines = [Lines(process) for process in members]
+            for reader in lines:
                 with anyio.fail_after(60):
-                    line = await process.stdout.receive()
-                assert line.startswith(b"ready"), line
+                    line = await reader.next()
+                assert line == b"ready", line
             with anyio.fail_after(60):
                 while len(node.members) < args.nodes:
                     await anyio.sleep(0.1)
@@ -167,19 +183,17 @@ async def writer(args: argparse.Namespace) -> None:
                     holders = store.holders()
                 own = {"id": node.id, "rss_start": rss_start, "rss_peak": memory_status()["VmHWM"], **service.stats()}
             figures = [own]
-            for process in members:
-                assert process.stdin is not None and process.stdout is not None
+            for process, reader in zip(members, lines, strict=True):
+                assert process.stdin is not None
                 await process.stdin.send(b"stop\n")
                 with anyio.fail_after(30):
-                    output = b""
-                    while not output.endswith(b"\n"):
-                        output += await process.stdout.receive()
-                figures.append(json.loads(output))
+                    figures.append(json.loads(await reader.next()))
                 await process.wait()
         file_write, file_read = await raw_file(f"{workdir}/raw.bin", base, size, chunk)
         tcp = await raw_tcp(base, size, chunk)
 
     print(f"spill-over store: {size / MiB:.0f} MiB in {count} chunks of {chunk / MiB:g} MiB over {args.nodes} nodes;")
+    print(f"  machine load average (1 min) at the start {load_start:.1f}, at the end {os.getloadavg()[0]:.1f}")
     print(f"  limits per node: memory {memory / MiB:.0f} MiB, disk {disk / MiB:.0f} MiB")
     print(f"  {'spill write (append)':<28} {mb / write_s:>9,.0f} MB/s")
     print(f"  {'spill read (in order)':<28} {mb / read_s:>9,.0f} MB/s")

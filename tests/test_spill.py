@@ -250,3 +250,23 @@ async def test_holders_expire_the_pieces_of_a_writer_that_stopped_touching_them(
         assert missing == ["a/orphan"]
         with pytest.raises(hedgeplug.RemoteError, match="bad store key"):
             await spill_channel(a).request(b.address, {"op": "put", "store": 5}, 5)
+
+
+@pytest.mark.anyio
+async def test_members_that_do_not_serve_spill_are_skipped_and_named(tmp_path):
+    async with AsyncExitStack() as stack:
+        nodes = [await stack.enter_async_context(hedgeplug.open_node(config(tmp_path, n))) for n in "abc"]
+        await settle(nodes)
+        a, b, c = nodes  # b serves nothing
+        lent = await stack.enter_async_context(serve_spill(c, memory="256KiB", disk="0", directory=tmp_path))
+        store = await stack.enter_async_context(open_spill(a, "skip", memory="0", disk="0", directory=tmp_path))
+        written = []
+        with pytest.raises(SpillFull) as caught:
+            for i in range(20):
+                await store.append(bytes([i]) * 40 * KiB)
+                written.append(bytes([i]) * 40 * KiB)
+                check_limits(lent)
+        assert set(store.holders()) == {"c"} and len(written) >= 3
+        assert "b: unreachable or not serving spill" in str(caught.value) and "c: full" in str(caught.value)
+        assert [chunk async for chunk in store.read()] == written
+        check_limits(lent)
