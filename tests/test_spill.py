@@ -270,3 +270,25 @@ async def test_members_that_do_not_serve_spill_are_skipped_and_named(tmp_path):
         assert "b: unreachable or not serving spill" in str(caught.value) and "c: full" in str(caught.value)
         assert [chunk async for chunk in store.read()] == written
         check_limits(lent)
+
+
+@pytest.mark.anyio
+async def test_a_silent_writer_gets_its_credit_back(tmp_path):
+    async with AsyncExitStack() as stack:
+        nodes = [await stack.enter_async_context(hedgeplug.open_node(config(tmp_path, n))) for n in "ab"]
+        await settle(nodes)
+        a, b = nodes
+        held = await stack.enter_async_context(serve_spill(b, memory="1MiB", disk="0", directory=tmp_path))
+        # A writer opens a write stream, takes credit, sends one piece, then goes silent.
+        opening = {"op": "write", "store": "a/quiet", "ttl": 0.4}
+        async with await spill_channel(a).open_stream(b.address, opening) as stream:
+            await stream.send(["reserve", 200 * KiB])
+            assert await stream.receive() == ["granted", 200 * KiB, 0]
+            await stream.send(["piece", 0, b"p" * KiB, "memory"])
+            await stream.send(["sync"])
+            assert await stream.receive() == ["synced", 1]
+            assert held.stats()["memory_used"] == 200 * KiB  # credit counts against the limit
+            with anyio.fail_after(5):
+                while held.stats()["memory_used"]:
+                    await anyio.sleep(0.05)  # credit back at 0.6 s, the piece expired by then too
+        assert held.stats()["stores"] == 0

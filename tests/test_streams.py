@@ -188,6 +188,8 @@ async def test_a_failing_handler_reaches_the_opener(tmp_path):
                 await stream.receive()
         with pytest.raises(StreamClosed, match="no stream handler for channel 'nothing'"):
             await a.stream_to_leader("nothing", timeout=2)
+        with pytest.raises(hedgeplug.HedgeplugError, match="stream channel must be a non-empty string"):
+            await a.stream_broadcast("")
 
 
 @pytest.mark.anyio

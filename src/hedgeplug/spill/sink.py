@@ -19,9 +19,10 @@ import anyio
 
 from ..errors import TransportError
 from .errors import SpillError
-from .holder import LocalSpill
+from .holder import EXPIRY_MARGIN, LocalSpill
 
 ANSWER_TIMEOUT = 10.0
+_SILENT = object()
 
 
 async def serve_writes(local: LocalSpill, store: str, ttl: float, stream: Any) -> None:
@@ -29,7 +30,17 @@ async def serve_writes(local: LocalSpill, store: str, ttl: float, stream: Any) -
     credit = {"memory": 0, "disk": 0}
     stored = 0
     try:
-        async for message in stream:
+        while True:
+            # A writer silent for longer than its store can live is gone (or
+            # hung): end the stream so its credit comes back.
+            message: Any = _SILENT
+            with anyio.move_on_after(ttl * EXPIRY_MARGIN):
+                try:
+                    message = await stream.receive()
+                except anyio.EndOfStream:
+                    return
+            if message is _SILENT:
+                return
             tag = message[0] if isinstance(message, list) and message else None
             if tag == "piece" and len(message) == 4 and isinstance(message[2], bytes):
                 _, seq, data, tier = message

@@ -100,6 +100,7 @@ class StreamService:
 
     async def to_leader(self, name: str, payload: Any, timeout: float) -> Stream:
         """Open a stream to the current leader, retrying through a failover until `timeout`."""
+        require_text(name)
         deadline = anyio.current_time() + timeout
         delay = 0.05
         last: Exception | None = None
@@ -136,6 +137,7 @@ class StreamService:
     ) -> StreamBroadcast:
         """Open a stream to every live member at once; members that cannot be
         reached or refuse are reported in `failures`."""
+        require_text(name)
         members = [m for m in self.node.view.live if include_self or m.id != self.node.id]
         streams: dict[str, Stream] = {}
         failures: dict[str, HedgeplugError] = {}
