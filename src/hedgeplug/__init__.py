@@ -14,13 +14,11 @@ from .contracts import Lease, Message, Reply
 from .errors import (
     ConfigError,
     HedgeplugError,
-    LeaderChangedError,
     NoLeader,
     PluginError,
     RemoteError,
     RequestTimeout,
     StoreError,
-    StreamClosed,
     TransportError,
 )
 from .events import LeaderChanged, MembersChanged
@@ -37,7 +35,6 @@ __all__ = [
     "ConfigError",
     "HedgeplugError",
     "LeaderChanged",
-    "LeaderChangedError",
     "Lease",
     "Member",
     "MemberState",
@@ -51,7 +48,6 @@ __all__ = [
     "Reply",
     "RequestTimeout",
     "StoreError",
-    "StreamClosed",
     "TransportError",
     "View",
     "ViewVersion",
