@@ -271,6 +271,39 @@ class BlockingNode:
 
         return BlockingCache(self.portal, self.node, name, **options)
 
+    # ------------------------------------------------------------ streams and spill-over stores
+
+    def channel(self, name: str) -> Any:
+        """The node's application channel; its handlers run on the node's thread."""
+        return self.node.channel(name)
+
+    def stream_to_leader(self, channel: str = "stream", payload: Any = None, timeout: float = 10.0) -> Any:
+        """A BlockingStream to the leader (docs/streams.md)."""
+        from .streams.blocking import BlockingStream
+
+        stream = self.portal.call(lambda: self.node.stream_to_leader(channel, payload, timeout=timeout))
+        return BlockingStream(self.portal, stream)
+
+    def stream_broadcast(self, channel: str = "stream", payload: Any = None, **kwargs: Any) -> Any:
+        """A BlockingStreamBroadcast to every live member (docs/streams.md)."""
+        from .streams.blocking import BlockingStreamBroadcast
+
+        fan = self.portal.call(lambda: self.node.stream_broadcast(channel, payload, **kwargs))
+        return BlockingStreamBroadcast(self.portal, fan)
+
+    def spill(self, name: str, **options: Any) -> Any:
+        """`with node.spill("batch", ttl="10m") as store:` (docs/spill.md)."""
+        from .spill.blocking import BlockingSpill
+
+        return BlockingSpill(self.portal, self.node, name, options)
+
+    def serve_spill(self, **limits: Any) -> Any:
+        """`with node.serve_spill(memory="256MiB", disk="4GiB"):` holds pieces for other writers."""
+        from .spill.blocking import blocking_serve_spill
+
+        return blocking_serve_spill(self.portal, self.node, limits)
+
+
 def _put_closing(reader: queue.Queue[Any]) -> None:
     """Tell a reader the node is gone, even when its queue is full."""
     while True:

@@ -235,6 +235,11 @@ class NodeChannel:
     def handle_streams(self, handler: Callable[[Message, MessageStream], Any]) -> None:
         self._d._stream_handlers[self.name] = handler
 
+    @property
+    def stream_handler(self) -> Callable[[Message, MessageStream], Any] | None:
+        """The handler `handle_streams` installed (None when there is none)."""
+        return self._d._stream_handlers.get(self.name)
+
     async def request(self, address: str, payload: Any, timeout: float) -> Any:
         try:
             return await self._d.request(address, self.name, payload, timeout)

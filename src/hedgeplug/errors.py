@@ -46,3 +46,12 @@ class NoLeader(HedgeplugError):
 
 class RemoteError(HedgeplugError):
     """The remote handler raised; the message carries its description."""
+
+
+class StreamClosed(TransportError):
+    """A stream ended before its other side finished it: cancelled, crashed,
+    or refused; the message names the peer and what happened."""
+
+
+class LeaderChangedError(StreamClosed):
+    """The leader changed while a stream to it was open (raised on both ends)."""

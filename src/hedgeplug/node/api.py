@@ -9,6 +9,7 @@ with `open_node` (opening.py), which drives its `lifecycle`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -20,6 +21,7 @@ from ..errors import HedgeplugError, NoLeader, RemoteError, RequestTimeout, Tran
 from ..events import Event, EventHub, LeaderChanged, MembersChanged, MemberUpdated
 from ..registry import Observers, Registry
 from ..state.kv import KeyValueLog
+from ..streams import Stream, StreamBroadcast, StreamService
 from ..view import Member, View
 from .context import NodeContext
 from .handlers import APP_BROADCAST, APP_PREFIX, APP_SEND, AppHandlers, install_core_handlers
@@ -30,6 +32,7 @@ from .status import node_status
 
 if TYPE_CHECKING:  # the state layer is imported when first used, not by every node
     from ..cache import Cache
+    from ..spill import SpillService, SpillStore
     from ..state import Semaphore
 
 META_ENTRIES = 64
@@ -64,6 +67,7 @@ class Node:
         self.kv = KeyValueLog(self.parts)  # the fenced key/value log (state/kv.py)
         install_core_handlers(self.parts.dispatcher, self, self._app)
         self.services = Services(lambda: self.lifecycle.task_group)
+        self._streams = StreamService(self, self.parts.dispatcher.channel("streams"), self.parts.election.poke)
         self.lifecycle = Lifecycle(
             self,
             self.parts,
@@ -118,6 +122,20 @@ class Node:
         from ..cache import Cache
 
         return self.services.attach("caches", name, lambda: Cache(self, name, **options))
+
+    def spill(self, name: str, **options: Any) -> AbstractAsyncContextManager[SpillStore]:
+        """The spill-over store `name`, written from this node (see docs/spill.md):
+        ``async with node.spill("batch-7", ttl="10m") as store: ...``."""
+        from ..spill import open_spill
+
+        return open_spill(self, name, **options)
+
+    def serve_spill(self, **limits: Any) -> AbstractAsyncContextManager[SpillService]:
+        """Hold other writers' spill-over pieces within these limits:
+        ``async with node.serve_spill(memory="256MiB", disk="4GiB"): ...``."""
+        from ..spill import serve_spill
+
+        return serve_spill(self, **limits)
 
     def semaphore(self, name: str, limit: int, *, watch: bool = True) -> Semaphore:
         """The cluster-wide semaphore `name` of `limit` slots, kept in the lock
@@ -180,6 +198,17 @@ class Node:
         member = self._view.get(target)
         address = member.address if member else target
         return await self.parts.dispatcher.open_stream(address, APP_PREFIX + channel, payload)
+
+    async def stream_to_leader(self, channel: str = "stream", payload: Any = None, *, timeout: float = 10.0) -> Stream:
+        """A stream to the current leader's `channel(channel).handle_streams` handler;
+        fails on both ends with LeaderChangedError if the leader changes (docs/streams.md)."""
+        return await self._streams.to_leader(channel, payload, timeout)
+
+    async def stream_broadcast(
+        self, channel: str = "stream", payload: Any = None, *, timeout: float = 5.0, include_self: bool = True
+    ) -> StreamBroadcast:
+        """One stream per live member, written together; per-member failures are reported."""
+        return await self._streams.broadcast(channel, payload, timeout=timeout, include_self=include_self)
 
     # ------------------------------------------------------------ messaging
 
