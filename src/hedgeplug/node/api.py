@@ -23,6 +23,7 @@ from ..view import Member, View
 from .context import NodeContext
 from .handlers import APP_BROADCAST, APP_PREFIX, APP_SEND, AppHandlers, install_core_handlers
 from .lifecycle import Lifecycle
+from .metering import Meter, metered_call, metered_stream
 from .parts import NodeParts, assemble
 from .services import Services
 from .status import node_status
@@ -45,6 +46,7 @@ class Node:
         self.address = ""
         self.counters: dict[str, int] = {}
         self._observers: Observers = registry.observers()
+        self._meter = Meter(self._observers, self)
         self._events = EventHub()
         self._view = View()
         self._app = AppHandlers()
@@ -58,6 +60,7 @@ class Node:
             counters=self.counters,
             address=lambda: self.address,
             on_leader_change=self._leader_changed,
+            meter=self._meter,
         )
         install_core_handlers(self.parts.dispatcher, self, self._app)
         self.services = Services(lambda: self.lifecycle.task_group)
@@ -172,6 +175,7 @@ class Node:
                     await election.wait_change()
         raise NoLeader(f"no leader known after {timeout}s")
 
+    @metered_call("send")
     async def send(self, payload: Any, *, timeout: float = 10.0) -> Any:
         """Send `payload` to the leader and return its handler's reply.
 
@@ -207,6 +211,7 @@ class Node:
             raise NoLeader(f"no leader known within {timeout}s")
         raise RequestTimeout(f"send to leader failed within {timeout}s: {last}")
 
+    @metered_stream("broadcast")
     async def broadcast(
         self,
         payload: Any,
