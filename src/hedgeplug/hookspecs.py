@@ -127,4 +127,5 @@ def hedgeplug_http_routes(node: Node) -> Mapping[str, Route] | None:
     and returning ``(status, content_type, body)``; the server calls it on the
     node's event loop for each GET of that path, so it may read the node but
     must be quick. The core's own paths (``/livez``, ``/readyz``) cannot be
-    replaced; when two plugins offer the same path, the first registered wins."""
+    replaced; a path offered twice is kept once and the other offer logged
+    (hedgeplug.node.routes does this for the server)."""

@@ -32,6 +32,7 @@ from .contracts import (
     Message,
     MessageStream,
     NodeContext,
+    ObservedNode,
     Reply,
     Row,
     RowStorage,
@@ -52,7 +53,7 @@ from .errors import (
     StoreError,
     TransportError,
 )
-from .hookspecs import hookimpl
+from .hookspecs import Route, RouteResponse, hookimpl
 from .options import (
     Duration,
     Size,
@@ -86,10 +87,13 @@ __all__ = [
     "MessageStream",
     "NoLeader",
     "NodeContext",
+    "ObservedNode",
     "PluginError",
     "RemoteError",
     "Reply",
     "RequestTimeout",
+    "Route",
+    "RouteResponse",
     "Row",
     "RowStorage",
     "Size",
