@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
-from scrape import families, parse, scrape, value
-
 import hedgeplug
-import hedgeplug_prometheus
+import pytest
 from hedgeplug.node.routes import answer, plugin_routes
 from hedgeplug.registry import Registry
+from scrape import families, parse, scrape, value
+
+import hedgeplug_prometheus
 
 _names = itertools.count()
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-
 from hedgeplug.plugin import Lease, Member, ObservedNode, Route, RouteResponse, View, hookimpl
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from . import metrics
 from .collector import NodeCollector, Nodes

@@ -18,10 +18,9 @@ from typing import Any
 
 import anyio.from_thread
 import anyio.lowlevel
+from hedgeplug.plugin import ObservedNode
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from hedgeplug.plugin import ObservedNode
 
 log = logging.getLogger("hedgeplug.prometheus")
 

@@ -14,9 +14,8 @@ import os
 import threading
 from typing import Any
 
-from prometheus_client import REGISTRY, start_http_server
-
 from hedgeplug.plugin import Address, AddressError
+from prometheus_client import REGISTRY, start_http_server
 
 LISTEN_ENV = "HEDGEPLUG_METRICS_LISTEN"
 
