@@ -10,9 +10,9 @@ from pathlib import Path
 
 import anyio
 import pytest
+from hedgeplug.processes import NodeProcess, start_node
 from scrape import families, parse, scrape, value
 
-from hedgeplug.processes import NodeProcess, start_node
 from hedgeplug_prometheus import LISTEN_ENV
 
 pytestmark = pytest.mark.slow
