@@ -8,6 +8,9 @@ machine's load hits all alike:
     baseline   Node.send without its metering wrapper (the code before the hooks)
     idle       Node.send with the wrapper, no plugin implementing the hooks
     observed   Node.send on nodes whose registry has hedgeplug-prometheus
+    wrapper    (separately) the metering wrapper around a coroutine that does
+               nothing, off and on (on: hedgeplug-prometheus records it), against
+               the bare coroutine: the hooks' own cost without network noise
     tally      (separately) the per-channel traffic tally, per call
 
     .venv/bin/python benchmarks/hook_overhead.py [--sends 2000] [--rounds 5]
@@ -28,6 +31,7 @@ import anyio
 
 import hedgeplug
 from hedgeplug.channels import Dispatcher
+from hedgeplug.node.metering import Meter, metered_call
 from hedgeplug.registry import Registry
 
 
@@ -55,6 +59,40 @@ async def per_send(send: Any, node: hedgeplug.Node, count: int) -> float:
     for i in range(count):
         await send(node, i, timeout=5)
     return (anyio.current_time() - started) / count * 1e6
+
+
+class Bare:
+    """Just enough of a node for the metering wrapper: an id, a cluster, a Meter."""
+
+    def __init__(self, registry: Registry, node_id: str) -> None:
+        self.id, self.cluster, self.address = node_id, "bench", ""
+        self._meter = Meter(registry.observers(), self)
+
+    async def nothing(self) -> None:
+        return None
+
+    metered = metered_call("send")(nothing)
+
+
+async def per_call(call: Any, count: int) -> float:
+    started = anyio.current_time()
+    for _ in range(count):
+        await call()
+    return (anyio.current_time() - started) / count * 1e6
+
+
+async def wrapper_figures(plain: Registry, observed: Registry, count: int, rounds: int) -> None:
+    off, on = Bare(plain, "off"), Bare(observed, "on")
+    figures: dict[str, list[float]] = {"bare": [], "wrapper off": [], "wrapper on": []}
+    for _ in range(rounds):
+        figures["bare"].append(await per_call(off.nothing, count))
+        figures["wrapper off"].append(await per_call(off.metered, count))
+        figures["wrapper on"].append(await per_call(on.metered, count))
+    base = statistics.median(figures["bare"])
+    print(f"metering wrapper around a no-op coroutine, {count} calls x {rounds} rounds:")
+    for name, values in figures.items():
+        median = statistics.median(values)
+        print(f"  {name:11s} {median:7.3f} us/call   +{median - base:6.3f} us over bare")
 
 
 async def main(sends: int, rounds: int) -> None:
@@ -96,6 +134,7 @@ async def main(sends: int, rounds: int) -> None:
     for name, values in figures.items():
         median = statistics.median(values)
         print(f"  {name:9s} {median:8.1f} us/send   {median / base:5.3f} x baseline")
+    await wrapper_figures(plain, observed, 20_000, rounds)
     dispatcher = Dispatcher.__new__(Dispatcher)
     dispatcher.traffic = {}
     n = 200_000

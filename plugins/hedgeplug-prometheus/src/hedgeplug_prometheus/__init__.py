@@ -14,10 +14,12 @@ Installed next to hedgeplug, it is loaded like any plugin (entry point
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from typing import Any
 
 from hedgeplug.plugin import Lease, Member, ObservedNode, Route, RouteResponse, View, hookimpl
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Histogram, generate_latest
 
 from . import metrics
 from .collector import NodeCollector, Nodes
@@ -71,9 +73,15 @@ def hedgeplug_members_changed(
         metrics.LEAVES.labels(node.cluster, node.id).inc(len(left))
 
 
+@functools.cache
+def _timer(family: Histogram, *labels: str) -> Any:
+    """A histogram's child for these labels, looked up once (a send pays one observe)."""
+    return family.labels(*labels)
+
+
 @hookimpl
 def hedgeplug_store_call(node: ObservedNode, operation: str, seconds: float, error: str | None) -> None:
-    metrics.STORE_SECONDS.labels(node.cluster, node.id, operation).observe(seconds)
+    _timer(metrics.STORE_SECONDS, node.cluster, node.id, operation).observe(seconds)
     if error is not None:
         metrics.STORE_ERRORS.labels(node.cluster, node.id, operation, error).inc()
 
@@ -84,7 +92,7 @@ def hedgeplug_messaging_call(node: ObservedNode, operation: str, seconds: float,
     if timed is None:  # an operation this version does not know: not worth a failure
         return
     histogram, errors = timed
-    histogram.labels(node.cluster, node.id).observe(seconds)
+    _timer(histogram, node.cluster, node.id).observe(seconds)
     if error is not None:
         errors.labels(node.cluster, node.id, error).inc()
 
