@@ -45,9 +45,16 @@ class Dispatcher:
         self._stream_handlers: dict[str, Callable[[Message, MessageStream], Any]] = {}
         self._channels: dict[str, NodeChannel] = {}
         self._ids = count(1)
+        # Messages (not replies) per channel: [frames_in, bytes_in, frames_out, bytes_out].
+        self.traffic: dict[str, list[int]] = {}
 
     def count(self, what: str, n: int = 1) -> None:
         self.counters[what] = self.counters.get(what, 0) + n
+
+    def _tally(self, channel: str, direction: int, nbytes: int) -> None:
+        tally = self.traffic.get(channel) or self.traffic.setdefault(channel, [0, 0, 0, 0])
+        tally[direction] += 1
+        tally[direction + 1] += nbytes
 
     def channel(self, name: str) -> NodeChannel:
         ch = self._channels.get(name)
@@ -79,6 +86,7 @@ class Dispatcher:
         if handler is None:
             self.count("drop.no-handler")
             return self.envelope(env.channel, f"no handler for channel {env.channel!r}", Kind.ERROR, env.msg_id)
+        self._tally(env.channel, 0, len(data))  # only handled channels: senders cannot grow the table
         msg = Message(env.sender, env.channel, env.payload, env.msg_id)
         try:
             result = handler(msg)
@@ -130,6 +138,7 @@ class Dispatcher:
         if address == self._self_address():
             return await self._local(channel, payload, msg_id)
         frame = self.envelope(channel, payload, Kind.MESSAGE, msg_id)
+        self._tally(channel, 2, len(frame))
         raw = await self.transport.request(address, frame, timeout)
         if not raw:
             raise RemoteError(f"{address} sent no reply on channel {channel!r}")
@@ -171,6 +180,7 @@ class Dispatcher:
             self.count("send-errors")
             log.warning("cannot send on %r: %s", channel, exc)
             return
+        self._tally(channel, 2, len(frame))
         await self.transport.send(address, frame)
 
     async def open_stream(self, address: str, channel: str, payload: Any = None) -> SealedStream:

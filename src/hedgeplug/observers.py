@@ -28,6 +28,9 @@ OBSERVER_HOOKS = (
     "hedgeplug_members_changed",
     "hedgeplug_member_updated",
     "hedgeplug_node_stopping",
+    "hedgeplug_store_call",
+    "hedgeplug_messaging_call",
+    "hedgeplug_http_routes",
 )
 
 # The Observers of the node whose call is under way (each node disables its own).
@@ -44,12 +47,18 @@ class Observers:
         self._disabled: set[str] = set()
         self.errors = 0
 
-    def call(self, hook_name: str, **kwargs: Any) -> None:
+    def call(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call every implementation; returns what they returned (None left out)."""
         token = _calling.set(self)
         try:
-            getattr(self._pm.hook, hook_name)(**kwargs)
+            return getattr(self._pm.hook, hook_name)(**kwargs)  # type: ignore[no-any-return]
         finally:
             _calling.reset(token)
+
+    def wants(self, hook_name: str) -> bool:
+        """Whether any plugin implements `hook_name`: a node skips the timing
+        hooks' clock readings and calls when none does."""
+        return bool(getattr(self._pm.hook, hook_name).get_hookimpls())
 
     def _enabled(self, key: str) -> bool:
         return key not in self._disabled
@@ -67,17 +76,17 @@ def _guard(function: Callable[..., Any], hook_name: str, who: str) -> Callable[.
     key = f"{who}:{hook_name}:{id(function)}"
 
     @functools.wraps(function)
-    def guarded(*args: Any) -> None:
+    def guarded(*args: Any) -> Any:
         observers = _calling.get()
         if observers is None:  # called outside Observers.call: no node to disable it for
-            function(*args)
-            return
+            return function(*args)
         if not observers._enabled(key):
-            return
+            return None
         try:
-            function(*args)
+            return function(*args)
         except Exception:
             observers._failed(key, hook_name, who)
+            return None
 
     return guarded
 

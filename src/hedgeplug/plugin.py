@@ -35,6 +35,7 @@ from .contracts import (
     Message,
     MessageStream,
     NodeContext,
+    ObservedNode,
     Reply,
     Row,
     RowStorage,
@@ -55,7 +56,7 @@ from .errors import (
     StoreError,
     TransportError,
 )
-from .hookspecs import hookimpl
+from .hookspecs import Route, RouteResponse, hookimpl
 from .options import (
     Duration,
     Size,
@@ -92,10 +93,13 @@ __all__ = [
     "MessageStream",
     "NoLeader",
     "NodeContext",
+    "ObservedNode",
     "PluginError",
     "RemoteError",
     "Reply",
     "RequestTimeout",
+    "Route",
+    "RouteResponse",
     "Row",
     "RowStorage",
     "Size",

@@ -26,6 +26,7 @@ from ..view import Member, View
 from .context import NodeContext
 from .handlers import APP_BROADCAST, APP_PREFIX, APP_SEND, AppHandlers, install_core_handlers
 from .lifecycle import Lifecycle
+from .metering import Meter, metered_call, metered_stream
 from .parts import NodeParts, assemble
 from .services import Services
 from .status import node_status
@@ -50,6 +51,7 @@ class Node:
         self.address = ""
         self.counters: dict[str, int] = {}
         self._observers: Observers = registry.observers()
+        self._meter = Meter(self._observers, self)
         self._events = EventHub()
         self._view = View()
         self._app = AppHandlers()
@@ -63,6 +65,7 @@ class Node:
             counters=self.counters,
             address=lambda: self.address,
             on_leader_change=self._leader_changed,
+            meter=self._meter,
         )
         self.kv = KeyValueLog(self.parts)  # the fenced key/value log (state/kv.py)
         install_core_handlers(self.parts.dispatcher, self, self._app)
@@ -224,6 +227,7 @@ class Node:
                     await election.wait_change()
         raise NoLeader(f"no leader known after {timeout}s")
 
+    @metered_call("send")
     async def send(self, payload: Any, *, timeout: float = 10.0) -> Any:
         """Send `payload` to the leader and return its handler's reply.
 
@@ -259,6 +263,7 @@ class Node:
             raise NoLeader(f"no leader known within {timeout}s")
         raise RequestTimeout(f"send to leader failed within {timeout}s: {last}")
 
+    @metered_stream("broadcast")
     async def broadcast(
         self,
         payload: Any,

@@ -21,6 +21,7 @@ from ..keyring import keyring_for
 from ..registry import Registry
 from ..wire import Codec
 from .context import NodeContext
+from .metering import Meter
 
 
 @attrs.frozen
@@ -58,6 +59,7 @@ def assemble(
     counters: dict[str, int],
     address: Callable[[], str],
     on_leader_change: Callable[[Lease | None, Lease | None], None],
+    meter: Meter | None = None,
 ) -> NodeParts:
     """Lock and transport first; then the core pieces the context speaks for;
     then membership and broadcast, which may open channels as they are built."""
@@ -66,7 +68,7 @@ def assemble(
     codec = Codec(config.node.cluster, keyring_for(config.node), transport.max_frame)
     dispatcher = Dispatcher(transport, codec, config.node.id, counters, address)
     election = Election(
-        lock,
+        meter.lock(lock) if meter is not None else lock,  # store calls timed only when observed
         config.election,
         holder=config.node.id,
         address=address,

@@ -78,6 +78,10 @@ def node_status(node: Reported) -> dict[str, Any]:
             "bytes_out": stats.bytes_out,
             "dropped": dict(stats.dropped),
         },
+        "channels": {  # messages sent and handled per channel (replies not counted)
+            name: dict(zip(("frames_in", "bytes_in", "frames_out", "bytes_out"), tally, strict=True))
+            for name, tally in sorted(parts.dispatcher.traffic.items())
+        },
         **node.services.stats(),
         "semaphores": _semaphores(node),
     }
