@@ -17,7 +17,7 @@ its own event loop: call them from the loop that runs the node.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Protocol
 
 import anyio
@@ -25,6 +25,8 @@ from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
 from .address import Address
 from .errors import HedgeplugError
+from .hookspecs import Route
+from .node.routes import answer, plugin_routes
 
 MAX_REQUEST = 8192  # bytes of request line and headers we read before refusing
 READ_TIMEOUT = 5.0  # seconds a client has to send its request
@@ -119,11 +121,14 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
             503: "Service Unavailable"}
 
 
-def _http(status: int, body: dict[str, Any], *, head: bool = False) -> bytes:
-    data = json.dumps(body, sort_keys=True).encode() + b"\n"
+def _http(
+    status: int, body: dict[str, Any] | bytes, *, head: bool = False,
+    content_type: str = "application/json",
+) -> bytes:
+    data = body if isinstance(body, bytes) else json.dumps(body, sort_keys=True).encode() + b"\n"
     lines = [
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
-        "Content-Type: application/json",
+        f"Content-Type: {content_type}",
         f"Content-Length: {len(data)}",
         "Cache-Control: no-store",
         "Connection: close",
@@ -157,9 +162,10 @@ def parse_request_line(head: bytes) -> tuple[str, str] | None:
     return method, path
 
 
-async def _answer(node: Checked, stream: SocketStream) -> None:
+async def _answer(node: Checked, stream: SocketStream, routes: Mapping[str, Route]) -> None:
     status: int
-    body: dict[str, Any]
+    body: dict[str, Any] | bytes
+    content_type = "application/json"
     head = b""
     with anyio.move_on_after(READ_TIMEOUT) as scope:
         head = await _read_head(stream) or b""
@@ -171,10 +177,13 @@ async def _answer(node: Checked, stream: SocketStream) -> None:
         status, body = 431, {"error": f"request head longer than {MAX_REQUEST} bytes"}
     elif request is None:
         status, body = 400, {"error": "not an HTTP/1.x request line"}
+    elif request[1].split("?", 1)[0] in routes and method in ("GET", "HEAD"):
+        # A path a plugin offers (hedgeplug_http_routes), e.g. /metrics.
+        status, content_type, body = answer(routes[request[1].split("?", 1)[0]])
     else:
         status, body = respond(node, method, request[1])
     with anyio.move_on_after(READ_TIMEOUT):
-        await stream.send(_http(status, body, head=method == "HEAD"))
+        await stream.send(_http(status, body, head=method == "HEAD", content_type=content_type))
         # Closing with unread input would reset the connection and could
         # destroy the answer in flight: end our side, then drain a little.
         await stream.send_eof()
@@ -195,8 +204,9 @@ async def open_listener(listen: Address) -> tuple[Any, str]:
 
 
 async def serve_on(node: Checked, listener: Any) -> None:
-    """Serve /livez and /readyz on an open listener until cancelled."""
+    """Serve /livez, /readyz and the paths plugins offer on an open listener until cancelled."""
     slots = anyio.CapacityLimiter(MAX_CONNECTIONS)
+    routes = plugin_routes(node)  # asked once, when the server starts
 
     async def handle(stream: SocketStream) -> None:
         async with stream:
@@ -205,7 +215,7 @@ async def serve_on(node: Checked, listener: Any) -> None:
             except anyio.WouldBlock:
                 return  # too many at once: closing is the cheapest answer
             try:
-                await _answer(node, stream)
+                await _answer(node, stream, routes)
             except (anyio.BrokenResourceError, anyio.EndOfStream, anyio.ClosedResourceError, OSError):
                 pass  # the client went away
             finally:

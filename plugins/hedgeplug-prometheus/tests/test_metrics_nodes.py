@@ -244,3 +244,15 @@ async def test_a_bad_listen_address_is_named_and_the_node_runs(
         assert hedgeplug_prometheus.LISTEN_ENV in caplog.text
         assert value(metrics_of(node), "hedgeplug_is_leader", **labels(node)) == 1.0
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_metrics_are_served_on_the_health_port(tmp_path: Path) -> None:
+    """With [health] listen set, /metrics sits beside /livez and /readyz."""
+    cfg = config("h1", "health-metrics", tmp_path / "lease.db")
+    cfg["health"] = {"listen": "127.0.0.1:0"}
+    async with hedgeplug.open_node(cfg) as node:
+        await node.wait_leader(5)
+        status, _, text = await scrape(f"http://{node.lifecycle.health_address}/metrics")
+        assert status == 200 and "hedgeplug_is_leader" in families(text)
+        assert value(parse(text), "hedgeplug_is_leader", node="h1") == 1.0

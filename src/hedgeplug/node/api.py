@@ -109,6 +109,11 @@ class Node:
     def status(self) -> dict[str, Any]:
         return node_status(self)
 
+    @property
+    def observers(self) -> Observers:
+        """The plugins' observer hooks, as this node calls them (for the core's servers)."""
+        return self._observers
+
     def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run `fn(*args)` as a task of this node, cancelled when the node stops
         (for code built on the node: the state layer, applications)."""

@@ -22,7 +22,7 @@ CORE_PATHS = frozenset({"/livez", "/readyz"})
 def plugin_routes(node: Any) -> dict[str, Route]:
     """Every valid path the node's plugins offer, mapped to its route."""
     routes: dict[str, Route] = {}
-    for offered in node._observers.call("hedgeplug_http_routes", node=node):
+    for offered in node.observers.call("hedgeplug_http_routes", node=node):
         if not isinstance(offered, Mapping):
             log.warning("hedgeplug_http_routes returned %r, not a mapping of path to callable", offered)
             continue
