@@ -147,6 +147,28 @@ def test_send_reaches_the_leader_and_broadcast_everyone(backend):
     run(backend, body)
 
 
+def test_a_reader_may_stop_a_broadcast_early(backend):
+    """Breaking out of `node.broadcast(...)` after the first reply closes it
+    cleanly (no error from the requests still in flight) and the node goes on."""
+
+    async def body(c: Cluster):
+        await c.settle(5)
+        for node in c.live():
+            node.on_broadcast(lambda payload, me=node.id: f"{me}:{payload}")
+        sender = c.nodes["n0"]
+        stream = sender.broadcast("first", timeout=2)
+        try:
+            async for reply in stream:
+                assert reply.ok
+                break
+        finally:
+            await stream.aclose()
+        replies = await sender.broadcast_all("second", timeout=2)
+        assert sorted(r.payload for r in replies) == ["n0:second", "n1:second", "n2:second"]
+
+    run(backend, body)
+
+
 def test_handler_errors_are_reported_not_raised(backend):
     async def body(c: Cluster):
         await c.settle(5)

@@ -290,6 +290,11 @@ class NodeContext(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run `fn(*args)` as a task of the node, cancelled when the node stops
+        (work that must outlive the call that started it, such as the requests
+        behind a broadcast whose reader stopped early)."""
+
     @property
     def leader(self) -> Lease | None:
         """Newest lease this node knows of (from the store); may be a little stale."""

@@ -47,13 +47,29 @@ class DirectBroadcast:
                     reply = Reply(member.id, member.address, False, error=f"no reply within {timeout}s")
                 except Exception as exc:
                     reply = Reply(member.id, member.address, False, error=f"{type(exc).__name__}: {exc}")
-            send.send_nowait(reply)
+            try:
+                send.send_nowait(reply)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass  # the reader stopped early
 
-        async with anyio.create_task_group() as tg, receive:
-            for member in targets:
-                tg.start_soon(one, member)
-            for _ in range(len(targets)):
-                yield await receive.receive()
+        # The requests run in a task of the node, not in this generator: a
+        # generator must not yield inside a task group, or a reader that stops
+        # early (break, aclose) would leave it awaiting while being closed.
+        requests = anyio.CancelScope()
+
+        async def fan_out() -> None:
+            with requests, send:
+                async with anyio.create_task_group() as tg:
+                    for member in targets:
+                        tg.start_soon(one, member)
+
+        self.ctx.spawn(fan_out)
+        try:
+            with receive:
+                for _ in range(len(targets)):
+                    yield await receive.receive()
+        finally:
+            requests.cancel()  # a reader that stopped early: drop the rest
 
 
 def make(options: DirectOptions, ctx: NodeContext) -> DirectBroadcast:

@@ -56,7 +56,11 @@ class Node:
         self._view = View()
         self._app = AppHandlers()
         self.ctx = NodeContext(
-            config, address=lambda: self.address, view=lambda: self._view, publish_view=self._publish_view
+            config,
+            address=lambda: self.address,
+            view=lambda: self._view,
+            publish_view=self._publish_view,
+            spawn=self.spawn,
         )
         self.parts: NodeParts = assemble(
             config,

@@ -33,6 +33,7 @@ class NodeContext:
         address: Callable[[], str],
         view: Callable[[], View],
         publish_view: Callable[[View], None],
+        spawn: Callable[..., None],
     ) -> None:
         cfg = config.node
         self.id = cfg.id
@@ -46,6 +47,7 @@ class NodeContext:
         self._address = address
         self._view = view
         self._publish_view = publish_view
+        self._spawn = spawn
         self._election: Election | None = None
         self._dispatcher: Dispatcher | None = None
         self._transport_stats: TransportStats | None = None
@@ -67,6 +69,9 @@ class NodeContext:
 
     def now(self) -> float:
         return anyio.current_time()
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._spawn(fn, *args)
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
