@@ -218,21 +218,19 @@ class Heartbeat:
         if version <= current.version:
             return  # we already have this view or a newer one
         if "members" in update:
-            self.ctx.publish_view(View(tuple(Member.from_wire(m) for m in update["members"]), version))
+            members = tuple(Member.from_wire(m) for m in update["members"])
+            self.ctx.publish_view(View(members, version).shared())
             return
-        members = {m.id: m for m in current.members}
+        steps = []
         at = current.version
         for seq, joined, left in update["changes"]:
             if (version.token, seq - 1) != at.as_tuple():
                 continue  # not the next change for us: the next beat's reply catches us up
-            for raw in joined:
-                m = Member.from_wire(raw)
-                members[m.id] = m
-            for mid in left:
-                members.pop(mid, None)
+            steps.append(([Member.from_wire(raw) for raw in joined], left))
             at = ViewVersion(version.token, seq)
         if at != current.version:
-            self.ctx.publish_view(View(tuple(members.values()), at))
+            # Applied by every follower alike: View.changed computes it once per process.
+            self.ctx.publish_view(current.changed(steps, at))
 
     # ------------------------------------------------------------ leader
 

@@ -94,6 +94,9 @@ class Fleet:
         self.join_rule = join_rule
         self.max_nodes = max_nodes
         self.nodes: dict[str, SimNode] = {}
+        # The running nodes in start order, kept as they change: the run asks
+        # for them at every sample and every start.
+        self._running: dict[str, SimNode] = {}
         self.task_group: TaskGroup | None = None  # the run's, set while it runs
         self._on_members = on_members
         self._on_leader = on_leader
@@ -102,7 +105,17 @@ class Fleet:
     # ------------------------------------------------------------ who is there
 
     def running(self) -> list[SimNode]:
-        return [sn for sn in self.nodes.values() if sn.running]
+        return list(self._running.values())
+
+    def _set_state(self, sn: SimNode, state: str) -> None:
+        sn.state = state
+        if state != "running":
+            self._running.pop(sn.id, None)
+            return
+        last = next(reversed(self._running.values()), None)
+        self._running[sn.id] = sn
+        if last is not None and last.index > sn.index:  # started out of order: keep start order
+            self._running = dict(sorted(self._running.items(), key=lambda item: item[1].index))
 
     def is_running(self, node_id: str) -> bool:
         sn = self.nodes.get(node_id)
@@ -163,7 +176,7 @@ class Fleet:
             async with open_node(config, registry=self.registry) as node:
                 sn.node = node
                 sn.address = node.address
-                sn.state = "running"
+                self._set_state(sn, "running")
                 sn.view_ids = node.view.ids
 
                 def on_members(ev: MembersChanged) -> None:
@@ -182,7 +195,7 @@ class Fleet:
                 raise
             # A node task failing by itself is a finding (bad input never crashes a node), not a harness crash.
             if sn.running:
-                sn.state = "crashed"
+                self._set_state(sn, "crashed")
                 sn.stopped_at = self.host.now()
                 self._gone(sn, "failed", was_leader=False)
             causes = "; ".join(f"{type(e).__name__}: {e}" for e in leaves(exc))
@@ -196,7 +209,7 @@ class Fleet:
         if not sn.running or sn.node is None:
             return
         was_leader = sn.is_leader
-        sn.state = "crashed"
+        self._set_state(sn, "crashed")
         sn.stopped_at = self.host.now()
         sn.node.kill()
         self._gone(sn, "kill", was_leader)
@@ -205,7 +218,7 @@ class Fleet:
         if not sn.running:
             return
         was_leader = sn.is_leader
-        sn.state = "stopped"
+        self._set_state(sn, "stopped")
         sn.stopped_at = self.host.now()
         self._gone(sn, "stop", was_leader)
         sn.stop_requested.set()
@@ -238,7 +251,7 @@ class Fleet:
     def end(self, t: float) -> None:
         """The run is over: every node still running stops where it stands."""
         for sn in self.running():
-            sn.state = "stopped"
+            self._set_state(sn, "stopped")
             sn.stopped_at = t
             assert sn.node is not None
             sn.node.kill()

@@ -213,7 +213,7 @@ class Simulation:
     def table_size(self) -> int:
         """Members the strategy deals with now: the live nodes, or the largest
         view at the last sample when departed nodes are still in it."""
-        return max([len(self.running()), *self.sampler.view_sizes()])
+        return max(len(self.running()), self.sampler.largest_view())
 
     def bound(self, key: str, size: int | None = None) -> float:
         """The "detection" or "convergence" bound for a cluster of `size`
