@@ -11,6 +11,7 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
+from hedgeplug.contracts import Lease
 from hedgeplug.errors import HedgeplugError
 from hedgeplug.events import LeaderChanged, MembersChanged
 from hedgeplug.node import open_node
@@ -97,6 +98,13 @@ class Fleet:
         # The running nodes in start order, kept as they change: the run asks
         # for them at every sample and every start.
         self._running: dict[str, SimNode] = {}
+        self._live: frozenset[str] | None = None  # their ids, made when first asked
+        # Nodes that may believe they lead. A node becomes leader only by
+        # acquiring the lease, and the election announces every acquisition
+        # (a LeaderChanged naming the node itself); an announcement naming
+        # anyone else means it does not lead then. So the nodes whose latest
+        # announcement named themselves are the only ones to ask.
+        self._leading: dict[str, SimNode] = {}
         self.task_group: TaskGroup | None = None  # the run's, set while it runs
         self._on_members = on_members
         self._on_leader = on_leader
@@ -109,6 +117,7 @@ class Fleet:
 
     def _set_state(self, sn: SimNode, state: str) -> None:
         sn.state = state
+        self._live = None
         if state != "running":
             self._running.pop(sn.id, None)
             return
@@ -117,15 +126,30 @@ class Fleet:
         if last is not None and last.index > sn.index:  # started out of order: keep start order
             self._running = dict(sorted(self._running.items(), key=lambda item: item[1].index))
 
+    def live_ids(self) -> frozenset[str]:
+        """Ids of the running nodes (the same object until one starts or stops)."""
+        if self._live is None:
+            self._live = frozenset(self._running)
+        return self._live
+
     def is_running(self, node_id: str) -> bool:
         sn = self.nodes.get(node_id)
         return sn is not None and sn.running
 
+    def leaders(self) -> list[SimNode]:
+        """The running nodes that believe they lead now, in start order."""
+        found = [sn for sn in self._leading.values() if sn.is_leader]
+        return sorted(found, key=lambda sn: sn.index) if len(found) > 1 else found
+
     def leader(self) -> SimNode | None:
-        for sn in self.running():
-            if sn.is_leader:
-                return sn
-        return None
+        found = self.leaders()
+        return found[0] if found else None
+
+    def _announced(self, sn: SimNode, lease: Lease | None) -> None:
+        if lease is not None and lease.holder == sn.id:
+            self._leading[sn.id] = sn
+        else:
+            self._leading.pop(sn.id, None)
 
     def leader_token(self, node_id: str) -> int:
         sn = self.nodes[node_id]
@@ -183,10 +207,13 @@ class Fleet:
                     self._on_members(sn, ev)
 
                 def on_leader(ev: LeaderChanged) -> None:
+                    self._announced(sn, ev.lease)
                     self._on_leader(sn, ev)
 
                 node.on_members_changed(on_members)
                 node.on_leader_changed(on_leader)
+                if node.is_leader:  # it acquired before anyone listened
+                    self._leading[sn.id] = sn
                 started = True
                 task_status.started()
                 await sn.stop_requested.wait()

@@ -80,11 +80,10 @@ class Sampler:
 
     def sample(self, from_event: bool = False) -> None:
         t = self.now()
-        running = self.fleet.running()
-        live = frozenset(sn.id for sn in running)
-        views_changed = self._dirty or self._cache is None or self._cache[0] != live
+        live = self.fleet.live_ids()
+        views_changed = self._dirty or self._cache is None or (self._cache[0] is not live and self._cache[0] != live)
         if views_changed and not from_event:
-            views = {sn.id: sn.view_ids for sn in running}
+            views = {sn.id: sn.view_ids for sn in self.fleet.running()}
             distinct = distinct_views(views)
             groups = count_groups(views, distinct)
             agreeing = sum(len(holders) for view, holders in distinct if view == live)
@@ -95,7 +94,7 @@ class Sampler:
         if self._cache is None:
             return
         _, views, groups, agreement = self._cache
-        leaders = tuple(sn.id for sn in running if sn.is_leader)
+        leaders = tuple(sn.id for sn in self.fleet.leaders())
         token = max((self.fleet.leader_token(x) for x in leaders), default=0)
         snap = Snapshot(t, live, views, leaders, groups, agreement, token)
         if from_event:
