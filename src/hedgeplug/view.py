@@ -186,6 +186,13 @@ class View:
         if newer is self:
             return (), ()
         old, new = self.ids, newer.ids
+        hop = _HOPS.get((id(self), id(newer)))
+        if hop is not None and hop[0] is self and hop[1] is newer:
+            # newer came from View.changed on self: only the ids it touched can differ.
+            touched = hop[2]
+            return newer._live_among(frozenset(i for i in touched if i in new and i not in old)), self._live_among(
+                frozenset(i for i in touched if i in old and i not in new)
+            )
         # Set differences run in C; only the (usually few) changed members are
         # visited, so a node following a large cluster pays per change, not per member.
         return newer._live_among(new - old), self._live_among(old - new)
@@ -215,13 +222,17 @@ class View:
         if hit is not None and hit[0] is self and hit[1] == steps:
             return hit[2]
         members = dict(zip(map(_ID, self.members), self.members))
+        touched: set[Any] = set()
         for joined, left in steps:
             for m in joined:
                 members[m.id] = m
+                touched.add(m.id)
             for mid in left:
                 members.pop(mid, None)
+                touched.add(mid)
         result = View(tuple(members.values()), version).shared()
         _remember(_DERIVED, key, (self, steps, result), DERIVED_VIEWS)
+        _remember(_HOPS, (id(self), id(result)), (self, result, frozenset(touched)), DERIVED_VIEWS)
         return result
 
     def shared(self) -> View:
@@ -240,6 +251,7 @@ DERIVED_VIEWS = 64
 SHARED_VIEWS = 64
 _DERIVED: dict[tuple[Any, ...], tuple[View, tuple[Any, ...], View]] = {}
 _VIEWS: dict[tuple[int, int, int], View] = {}
+_HOPS: dict[tuple[int, int], tuple[View, View, frozenset[Any]]] = {}  # (base, result, ids touched)
 
 
 def _remember(memory: dict[Any, Any], key: Any, value: Any, limit: int) -> None:

@@ -65,6 +65,7 @@ class _Change:
     seq: int
     joined: tuple[Member, ...]
     left: tuple[str, ...]
+    wire: list[Any]  # [seq, joined, left] as sent, made once
 
 
 class _LeaderState:
@@ -75,6 +76,8 @@ class _LeaderState:
         self.seq = 1
         self.members = members
         self.last_seen = {mid: now for mid in members}
+        # Members as sent, made once each: every joiner gets the whole view.
+        self.wire = {mid: m.to_wire() for mid, m in members.items()}
         self.changes: deque[_Change] = deque(maxlen=DELTA_LOG)
 
     @property
@@ -89,13 +92,14 @@ class _LeaderState:
         left = [mid for mid in left if mid in self.members]
         if not joined and not left:
             return None
-        for m in joined:
-            self.members[m.id] = m
+        joined_wire = [m.to_wire() for m in joined]
+        for m, wire in zip(joined, joined_wire):
+            self.members[m.id], self.wire[m.id] = m, wire
         for mid in left:
-            del self.members[mid]
+            del self.members[mid], self.wire[mid]
             self.last_seen.pop(mid, None)
         self.seq += 1
-        change = _Change(self.seq, tuple(joined), tuple(left))
+        change = _Change(self.seq, tuple(joined), tuple(left), [self.seq, joined_wire, list(left)])
         self.changes.append(change)
         return change
 
@@ -109,10 +113,6 @@ class _LeaderState:
         if not wanted or wanted[0].seq != version.seq + 1:
             return None
         return wanted
-
-
-def _members_wire(members: Any) -> list[Any]:
-    return [m.to_wire() for m in members]
 
 
 class Heartbeat:
@@ -312,13 +312,13 @@ class Heartbeat:
             return None
         return {
             "v": [lead.token, lead.seq],
-            "changes": [[c.seq, _members_wire(c.joined), list(c.left)] for c in changes],
+            "changes": [c.wire for c in changes],
         }
 
     def _full_reply(self) -> dict[str, Any]:
         lead = self._lead
         assert lead is not None
-        return {"v": [lead.token, lead.seq], "members": _members_wire(lead.members.values())}
+        return {"v": [lead.token, lead.seq], "members": list(lead.wire.values())}
 
     # ------------------------------------------------------------ inbound
 
