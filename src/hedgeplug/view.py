@@ -156,7 +156,7 @@ class View:
     def _live_by_id(self) -> dict[str, Member] | None:
         """Live members by id; None when two share an id (then diff scans)."""
         live = self.live
-        by_id = dict(zip(map(_ID, live), live))
+        by_id = dict(zip(map(_ID, live), live, strict=True))
         return by_id if len(by_id) == len(live) else None
 
     def get(self, member_id: str) -> Member | None:
@@ -221,7 +221,7 @@ class View:
         hit = _DERIVED.get(key)
         if hit is not None and hit[0] is self and hit[1] == steps:
             return hit[2]
-        members = dict(zip(map(_ID, self.members), self.members))
+        members = dict(zip(map(_ID, self.members), self.members, strict=True))
         touched: set[Any] = set()
         for joined, left in steps:
             for m in joined:

@@ -93,7 +93,7 @@ class _LeaderState:
         if not joined and not left:
             return None
         joined_wire = [m.to_wire() for m in joined]
-        for m, wire in zip(joined, joined_wire):
+        for m, wire in zip(joined, joined_wire, strict=True):
             self.members[m.id], self.wire[m.id] = m, wire
         for mid in left:
             del self.members[mid], self.wire[mid]
