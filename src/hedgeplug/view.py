@@ -220,6 +220,7 @@ class View:
         key = (id(self), version.token, version.seq, tuple((tuple(map(_ID, j)), left) for j, left in steps))
         hit = _DERIVED.get(key)
         if hit is not None and hit[0] is self and hit[1] == steps:
+            _remember(_DERIVED, key, hit, DERIVED_VIEWS)  # in use: keep it
             return hit[2]
         members = dict(zip(map(_ID, self.members), self.members, strict=True))
         touched: set[Any] = set()
@@ -241,14 +242,17 @@ class View:
         key = (self.version.token, self.version.seq, len(self.members))
         known = _VIEWS.get(key)
         if known is not None and known.members == self.members:
+            _remember(_VIEWS, key, known, SHARED_VIEWS)  # in use: keep it
             return known
         _remember(_VIEWS, key, self, SHARED_VIEWS)
         return self
 
 
-# Bounded memories for View.changed and View.shared (oldest entry dropped first).
-DERIVED_VIEWS = 64
-SHARED_VIEWS = 64
+# Bounded memories for View.changed and View.shared, least recently used
+# dropped first: small, since only the views nodes are moving between now
+# are worth keeping (a real node keeps a few old views, no more).
+DERIVED_VIEWS = 16
+SHARED_VIEWS = 16
 _DERIVED: dict[tuple[Any, ...], tuple[View, tuple[Any, ...], View]] = {}
 _VIEWS: dict[tuple[int, int, int], View] = {}
 _HOPS: dict[tuple[int, int], tuple[View, View, frozenset[Any]]] = {}  # (base, result, ids touched)
