@@ -6,7 +6,8 @@ so that its peak RSS is its own, and prints one row per N: wall and CPU
 time, CPU per virtual second and per simulated node-second, frames moved,
 groups at the end, convergence time and peak RSS. The last column is the
 cost per node-second relative to the smallest N of the same run, the
-baseline: a flat simulator keeps it near 1.
+baseline: a flat simulator keeps it near 1; then the start of the run's
+trace digest (equal code and seed, equal digest).
 
 Bounded: every run carries a wall-time limit (`--max-wall`, the simulator
 stops itself) and the child process a hard one on top; N <= 10,000.
@@ -73,7 +74,7 @@ def main() -> None:
         return
     print(
         f"{'N':>6} {'virtual':>8} {'wall s':>8} {'cpu s':>8} {'cpu/vs':>8} {'ms/node-s':>9} "
-        f"{'frames':>9} {'groups':>6} {'conv':>6} {'rss MB':>7} {'vs base':>7}",
+        f"{'frames':>9} {'groups':>6} {'conv':>6} {'rss MB':>7} {'vs base':>7}  digest",
         flush=True,
     )
     base: float | None = None
@@ -98,7 +99,7 @@ def main() -> None:
         print(
             f"{n:>6} {r['virtual']:>8.1f} {r['wall']:>8.2f} {r['cpu']:>8.2f} "
             f"{r['cpu'] / r['virtual']:>8.3f} {per_node_second:>9.3f} {r['frames']:>9} "
-            f"{r['groups']:>6} {conv:>6} {r['rss_mb']:>7.0f} {per_node_second / base:>7.2f}",
+            f"{r['groups']:>6} {conv:>6} {r['rss_mb']:>7.0f} {per_node_second / base:>7.2f}  {r['digest'][:12]}",
             flush=True,
         )
 
