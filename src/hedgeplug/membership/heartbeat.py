@@ -66,10 +66,6 @@ class HeartbeatOptions:
     )
 
 
-def _members_wire(members: Any) -> list[Any]:
-    return [m.to_wire() for m in members]
-
-
 class Heartbeat:
     def __init__(self, options: HeartbeatOptions, ctx: NodeContext) -> None:
         self.options = options
@@ -173,21 +169,19 @@ class Heartbeat:
         if version <= current.version:
             return  # we already have this view or a newer one
         if "members" in update:
-            self.ctx.publish_view(View(tuple(Member.from_wire(m) for m in update["members"]), version))
+            members = tuple(Member.from_wire(m) for m in update["members"])
+            self.ctx.publish_view(View(members, version).shared())
             return
-        members = {m.id: m for m in current.members}
+        steps = []
         at = current.version
         for seq, joined, left in update["changes"]:
             if (version.token, seq - 1) != at.as_tuple():
                 continue  # not the next change for us: the next beat's reply catches us up
-            for raw in joined:
-                m = Member.from_wire(raw)
-                members[m.id] = m
-            for mid in left:
-                members.pop(mid, None)
+            steps.append(([Member.from_wire(raw) for raw in joined], left))
             at = ViewVersion(version.token, seq)
         if at != current.version:
-            self.ctx.publish_view(View(tuple(members.values()), at))
+            # Applied by every follower alike: View.changed computes it once per process.
+            self.ctx.publish_view(current.changed(steps, at))
 
     # ------------------------------------------------------------ leader
 
@@ -269,13 +263,13 @@ class Heartbeat:
             return None
         return {
             "v": [lead.token, lead.seq],
-            "changes": [[c.seq, _members_wire(c.joined), list(c.left)] for c in changes],
+            "changes": [c.wire for c in changes],
         }
 
     def _full_reply(self) -> dict[str, Any]:
         lead = self._lead
         assert lead is not None
-        return {"v": [lead.token, lead.seq], "members": _members_wire(lead.members.values())}
+        return {"v": [lead.token, lead.seq], "members": list(lead.wire.values())}
 
     # ------------------------------------------------------------ inbound
 

@@ -5,6 +5,7 @@ be answered with a delta instead of the whole view."""
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import attrs
 
@@ -18,6 +19,7 @@ class Change:
     seq: int
     joined: tuple[Member, ...]
     left: tuple[str, ...]
+    wire: list[Any]  # [seq, joined, left] as sent, made once
 
 
 class LeaderState:
@@ -28,6 +30,8 @@ class LeaderState:
         self.seq = 1
         self.members = members
         self.last_seen = {mid: now for mid in members}
+        # Members as sent, made once each: every joiner gets the whole view.
+        self.wire = {mid: m.to_wire() for mid, m in members.items()}
         self.changes: deque[Change] = deque(maxlen=DELTA_LOG)
 
     @property
@@ -42,13 +46,14 @@ class LeaderState:
         left = [mid for mid in left if mid in self.members]
         if not joined and not left:
             return None
-        for m in joined:
-            self.members[m.id] = m
+        joined_wire = [m.to_wire() for m in joined]
+        for m, wire in zip(joined, joined_wire, strict=True):
+            self.members[m.id], self.wire[m.id] = m, wire
         for mid in left:
-            del self.members[mid]
+            del self.members[mid], self.wire[mid]
             self.last_seen.pop(mid, None)
         self.seq += 1
-        change = Change(self.seq, tuple(joined), tuple(left))
+        change = Change(self.seq, tuple(joined), tuple(left), [self.seq, joined_wire, list(left)])
         self.changes.append(change)
         return change
 

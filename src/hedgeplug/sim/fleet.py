@@ -12,6 +12,7 @@ import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
 from hedgeplug.config import Config
+from hedgeplug.contracts import Lease
 from hedgeplug.errors import HedgeplugError
 from hedgeplug.events import LeaderChanged, MembersChanged
 from hedgeplug.node import open_node
@@ -103,6 +104,16 @@ class Fleet:
         self.join_rule = join_rule
         self.max_nodes = max_nodes
         self.nodes: dict[str, SimNode] = {}
+        # The running nodes in start order, kept as they change: the run asks
+        # for them at every sample and every start.
+        self._running: dict[str, SimNode] = {}
+        self._live: frozenset[str] | None = None  # their ids, made when first asked
+        # Nodes that may believe they lead. A node becomes leader only by
+        # acquiring the lease, and the election announces every acquisition
+        # (a LeaderChanged naming the node itself); an announcement naming
+        # anyone else means it does not lead then. So the nodes whose latest
+        # announcement named themselves are the only ones to ask.
+        self._leading: dict[str, SimNode] = {}
         self.task_group: TaskGroup | None = None  # the run's, set while it runs
         self._on_members = on_members
         self._on_leader = on_leader
@@ -111,17 +122,43 @@ class Fleet:
     # ------------------------------------------------------------ who is there
 
     def running(self) -> list[SimNode]:
-        return [sn for sn in self.nodes.values() if sn.running]
+        return list(self._running.values())
+
+    def _set_state(self, sn: SimNode, state: str) -> None:
+        sn.state = state
+        self._live = None
+        if state != "running":
+            self._running.pop(sn.id, None)
+            return
+        last = next(reversed(self._running.values()), None)
+        self._running[sn.id] = sn
+        if last is not None and last.index > sn.index:  # started out of order: keep start order
+            self._running = dict(sorted(self._running.items(), key=lambda item: item[1].index))
+
+    def live_ids(self) -> frozenset[str]:
+        """Ids of the running nodes (the same object until one starts or stops)."""
+        if self._live is None:
+            self._live = frozenset(self._running)
+        return self._live
 
     def is_running(self, node_id: str) -> bool:
         sn = self.nodes.get(node_id)
         return sn is not None and sn.running
 
+    def leaders(self) -> list[SimNode]:
+        """The running nodes that believe they lead now, in start order."""
+        found = [sn for sn in self._leading.values() if sn.is_leader]
+        return sorted(found, key=lambda sn: sn.index) if len(found) > 1 else found
+
     def leader(self) -> SimNode | None:
-        for sn in self.running():
-            if sn.is_leader:
-                return sn
-        return None
+        found = self.leaders()
+        return found[0] if found else None
+
+    def _announced(self, sn: SimNode, lease: Lease | None) -> None:
+        if lease is not None and lease.holder == sn.id:
+            self._leading[sn.id] = sn
+        else:
+            self._leading.pop(sn.id, None)
 
     def leader_token(self, node_id: str) -> int:
         sn = self.nodes[node_id]
@@ -172,17 +209,20 @@ class Fleet:
             async with open_node(config, registry=self.registry) as node:
                 sn.node = node
                 sn.address = node.address
-                sn.state = "running"
+                self._set_state(sn, "running")
                 sn.view_ids = node.view.ids
 
                 def on_members(ev: MembersChanged) -> None:
                     self._on_members(sn, ev)
 
                 def on_leader(ev: LeaderChanged) -> None:
+                    self._announced(sn, ev.lease)
                     self._on_leader(sn, ev)
 
                 node.on_members_changed(on_members)
                 node.on_leader_changed(on_leader)
+                if node.is_leader:  # it acquired before anyone listened
+                    self._leading[sn.id] = sn
                 started = True
                 task_status.started()
                 await sn.stop_requested.wait()
@@ -191,7 +231,7 @@ class Fleet:
                 raise
             # A node task failing by itself is a finding (bad input never crashes a node), not a harness crash.
             if sn.running:
-                sn.state = "crashed"
+                self._set_state(sn, "crashed")
                 sn.stopped_at = self.host.now()
                 self._gone(sn, "failed", was_leader=False)
             causes = "; ".join(f"{type(e).__name__}: {e}" for e in leaves(exc))
@@ -205,7 +245,7 @@ class Fleet:
         if not sn.running or sn.node is None:
             return
         was_leader = sn.is_leader
-        sn.state = "crashed"
+        self._set_state(sn, "crashed")
         sn.stopped_at = self.host.now()
         sn.node.kill()
         self._gone(sn, "kill", was_leader)
@@ -214,7 +254,7 @@ class Fleet:
         if not sn.running:
             return
         was_leader = sn.is_leader
-        sn.state = "stopped"
+        self._set_state(sn, "stopped")
         sn.stopped_at = self.host.now()
         self._gone(sn, "stop", was_leader)
         sn.stop_requested.set()
@@ -247,7 +287,7 @@ class Fleet:
     def end(self, t: float) -> None:
         """The run is over: every node still running stops where it stands."""
         for sn in self.running():
-            sn.state = "stopped"
+            self._set_state(sn, "stopped")
             sn.stopped_at = t
             assert sn.node is not None
             sn.node.kill()

@@ -20,9 +20,11 @@ scenarios one object to drive.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from random import Random
 from typing import Any
 
@@ -50,6 +52,7 @@ __all__ = ["JOIN_RULES", "Result", "SimNode", "Simulation", "derive_seed"]
 
 DEFAULT_LATENCY = Latency(0.0005, 0.001, "uniform")  # one-way, like a LAN
 MAX_NODES = 5000  # processes one run may start, over its whole life
+GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections during a run (Python's default: 700)
 DEFAULT_BOUND = 20.0  # convergence and detection bound for a strategy that states none
 
 Scenario = Callable[["Simulation"], Awaitable[None]]
@@ -221,7 +224,7 @@ class Simulation:
     def table_size(self) -> int:
         """Members the strategy deals with now: the live nodes, or the largest
         view at the last sample when departed nodes are still in it."""
-        return max([len(self.running()), *self.sampler.view_sizes()])
+        return max(len(self.running()), self.sampler.largest_view())
 
     def bound(self, key: str, size: int | None = None) -> float:
         """The "detection" or "convergence" bound for a cluster of `size`
@@ -338,7 +341,7 @@ class Simulation:
         if self.max_wall is not None:
             self._wall_deadline = wall_started + self.max_wall
         try:
-            with reproducible_scheduling(derive_seed(self.seed, "scheduler")):
+            with reproducible_scheduling(derive_seed(self.seed, "scheduler")), fewer_collections():
                 trio.run(self._main, scenario, clock=trio.testing.MockClock(autojump_threshold=0))
         except BaseExceptionGroup as group:
             # A scenario's own error (a failed check, a bad config) reads best unwrapped.
@@ -364,3 +367,24 @@ class Simulation:
             violation_counts=self.violation_counts,
             bounds=self._bounds_report(),
         )
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector rarely while a simulation runs.
+
+    A run allocates tens of millions of short-lived objects (tasks, cancel
+    scopes, frames). With the default young threshold the collector met many
+    of them alive, promoted them, and then paid full collections over a heap
+    that grows with the node count: 45% of the CPU time at 2000 nodes, the
+    largest term growing faster than the simulated node-seconds. Nearly all
+    of them die by reference counting, so a larger young generation catches
+    the few cycles at a fraction of the cost. Only the collector's timing
+    changes, never what the run does (digests are equal either way).
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)

@@ -15,14 +15,36 @@ import attrs
 from ..stats import percentile
 
 
-def count_groups(views: Mapping[str, frozenset[str]]) -> int:
+def distinct_views(views: Mapping[str, frozenset[str]]) -> list[tuple[frozenset[str], list[str]]]:
+    """Each distinct view object with the nodes holding it.
+
+    Nodes of one simulation share view objects (see View.changed), so a large
+    cluster has few: checks run per distinct view, not per node, and grouping
+    by identity never compares two large sets.
+    """
+    holders: dict[int, tuple[frozenset[str], list[str]]] = {}
+    for node, view in views.items():
+        entry = holders.get(id(view))
+        if entry is None:
+            holders[id(view)] = (view, [node])
+        else:
+            entry[1].append(node)
+    return list(holders.values())
+
+
+def count_groups(
+    views: Mapping[str, frozenset[str]],
+    distinct: list[tuple[frozenset[str], list[str]]] | None = None,
+) -> int:
     """Connected components of "a has b in its view" over the nodes in `views`,
     leaving out nodes that are still joining (no view, in nobody's view).
 
-    Nodes holding equal views are joined in one pass over that view (all of
-    them reach its live members), so a converged cluster costs O(n), not O(n^2).
+    Nodes holding the same view are joined in one pass over that view (all of
+    them reach its live members), so a converged cluster costs O(n), not
+    O(n^2). `distinct` is `distinct_views(views)` when the caller has it.
     """
     parent = {node: node for node in views}
+    nodes = frozenset(parent)
 
     def find(x: str) -> str:
         while parent[x] != x:
@@ -35,21 +57,19 @@ def count_groups(views: Mapping[str, frozenset[str]]) -> int:
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
-    holders: dict[frozenset[str], list[str]] = {}
-    for node, view in views.items():
-        holders.setdefault(view, []).append(node)
-    for view, nodes in holders.items():
-        live = [member for member in view if member in parent]
+    referenced: set[str] = set()
+    for view, holders in distinct if distinct is not None else distinct_views(views):
+        live = view & nodes
         if not live:
             continue  # an empty (or all-dead) view connects its holders to nobody
-        anchor = live[0]
-        for node in nodes:
+        referenced |= live
+        anchor = min(live)
+        for node in holders:
             union(anchor, node)
-        for member in live[1:]:
+        for member in live:
             union(anchor, member)
     # A node that holds no view yet and is in nobody's view is still joining
     # (its join time counts that), not a group of its own.
-    referenced = {m for view in views.values() for m in view if m in parent}
     counted = [n for n, view in views.items() if view or n in referenced]
     return len({find(node) for node in counted})
 
@@ -193,7 +213,9 @@ class Metrics:
                 self._failover_since = None
 
     def _resolve_membership(self, snap: Snapshot) -> None:
-        views = [snap.views[n] for n in sorted(snap.live)]
+        # Distinct views only: "in every live view" and "in no live view" do
+        # not depend on how many nodes hold the same one.
+        views = [view for view, _ in distinct_views({n: snap.views[n] for n in snap.live})]
         for node in sorted(self._joining):
             if node not in snap.live:
                 continue

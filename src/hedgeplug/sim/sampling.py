@@ -10,7 +10,7 @@ from hedgeplug.events import LeaderChanged, MembersChanged
 
 from .checks import Checker
 from .fleet import Fleet
-from .metrics import Metrics, Snapshot, count_groups
+from .metrics import Metrics, Snapshot, count_groups, distinct_views
 from .simnode import SimNode
 from .trace import Trace, Violation
 
@@ -36,6 +36,7 @@ class Sampler:
         self.violation_counts: dict[str, int] = {}
         self._dirty = True
         self._cache: tuple[frozenset[str], dict[str, frozenset[str]], int, float] | None = None
+        self._largest_view = 0
         self._last_line = ""
 
     def use(self, checkers: Sequence[Checker]) -> None:
@@ -48,6 +49,10 @@ class Sampler:
     def view_sizes(self) -> list[int]:
         """The size of every view at the last sample."""
         return [] if self._cache is None else [len(view) for view in self._cache[1].values()]
+
+    def largest_view(self) -> int:
+        """The size of the largest view at the last sample (0 before the first)."""
+        return self._largest_view
 
     # ------------------------------------------------------------ node events
 
@@ -75,19 +80,21 @@ class Sampler:
 
     def sample(self, from_event: bool = False) -> None:
         t = self.now()
-        running = self.fleet.running()
-        live = frozenset(sn.id for sn in running)
-        views_changed = self._dirty or self._cache is None or self._cache[0] != live
+        live = self.fleet.live_ids()
+        views_changed = self._dirty or self._cache is None or (self._cache[0] is not live and self._cache[0] != live)
         if views_changed and not from_event:
-            views = {sn.id: sn.view_ids for sn in running}
-            groups = count_groups(views)
-            agreement = sum(1 for v in views.values() if v == live) / len(live) if live else 0.0
+            views = {sn.id: sn.view_ids for sn in self.fleet.running()}
+            distinct = distinct_views(views)
+            groups = count_groups(views, distinct)
+            agreeing = sum(len(holders) for view, holders in distinct if view == live)
+            agreement = agreeing / len(live) if live else 0.0
+            self._largest_view = max((len(view) for view, _ in distinct), default=0)
             self._cache = (live, views, groups, agreement)
             self._dirty = False
         if self._cache is None:
             return
         _, views, groups, agreement = self._cache
-        leaders = tuple(sn.id for sn in running if sn.is_leader)
+        leaders = tuple(sn.id for sn in self.fleet.leaders())
         token = max((self.fleet.leader_token(x) for x in leaders), default=0)
         snap = Snapshot(t, live, views, leaders, groups, agreement, token)
         if from_event:
