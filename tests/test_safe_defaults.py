@@ -17,7 +17,8 @@ from hedgeplug.errors import ConfigError
 
 def sqlite_config(tmp_path, **lock: object) -> dict:
     return {
-        "node": {"id": "n1", "cluster": "safe", "stop_timeout": "1s"},
+        # A key: these tests are about the host-local store, not the key rule.
+        "node": {"id": "n1", "cluster": "safe", "stop_timeout": "1s", "key": "safe-defaults-test-key"},
         "lock": {"use": "sqlite", "path": str(tmp_path / "lock.sqlite"), "ttl": "1s", **lock},
         # Bound on loopback; advertised as an address other hosts would dial.
         "transport": {"use": "tcp", "bind": "127.0.0.1:0", "advertise": "192.0.2.10:0"},
