@@ -72,7 +72,8 @@ def test_send_timeout_is_reported_as_given(server) -> None:
 
 
 def test_wildcard_bind_prints_where_it_listens_and_what_it_advertises(tmp_path) -> None:
-    env = {**os.environ, "HEDGEPLUG_DIE_WITH_PARENT": str(os.getpid())}
+    # A key: a keyless node refuses to listen on every interface.
+    env = {**os.environ, "HEDGEPLUG_DIE_WITH_PARENT": str(os.getpid()), "HEDGEPLUG_NODE_KEY": "edges-test-key"}
     child = subprocess.Popen(
         [sys.executable, "-m", "hedgeplug", "run", "--bind", "0.0.0.0:0",
          "--set", f"lock.path={tmp_path / 'l.sqlite'}"],
