@@ -20,6 +20,7 @@ from hedgeplug.registry import Registry
 from hedgeplug.testing.lock_contract import (
     Grant,
     History,
+    FingerprintedContract,
     LockBackendContract,
     Observation,
     Release,
@@ -79,7 +80,7 @@ def db_path(tmp_path: Path) -> Path:
 
 class TestSqliteContract(
     LockBackendContract, WatchableContract, RowStorageContract, StoreOutageContract, StallContract,
-    FencedLogContract,
+    FencedLogContract, FingerprintedContract,
 ):
     ttl = 0.5
     clock_slack = 0.005  # the store clock is this host's monotonic clock

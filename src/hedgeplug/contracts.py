@@ -31,6 +31,9 @@ class Lease:
     `token` is the fencing token: it strictly increases every time the holder
     changes (it may stay the same across renewals by one holder).
     `remaining` is the store-clock time left when the record was read.
+    `fingerprint` names the cluster key of the holder: the key id (hex) of its
+    primary key, "clear" for a node without a key, "" when the backend or the
+    writer keeps none (see `Fingerprinted` and docs/security.md).
     """
 
     lock: str
@@ -39,6 +42,7 @@ class Lease:
     token: int
     ttl: float
     remaining: float
+    fingerprint: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -66,6 +70,23 @@ class LockBackend(Protocol):
 
     async def aclose(self) -> None:
         """Free connections and threads."""
+
+
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """Optional: a backend that keeps the holder's key fingerprint in the lease record.
+
+    Offering it promises three things beside `last_fingerprint`: `acquire`
+    takes a keyword ``fingerprint: str = ""`` and stores it with the lease;
+    `renew` stores ``lease.fingerprint`` of the lease it is given (a holder
+    whose primary key changed stamps its record anew); every Lease returned
+    carries the stored fingerprint. The election checks it before contending
+    so a node of another keyring cannot take the lease (docs/security.md).
+    """
+
+    async def last_fingerprint(self) -> str:
+        """The fingerprint of the newest lease record, held or not (released,
+        expired): "" when no record exists or none was stored."""
 
 
 @runtime_checkable

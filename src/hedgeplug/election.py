@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import anyio
 
 from .contracts import Lease, LockBackend, Watchable
+from .keyring import Keyring
+from .lease_keys import LeaseKeys
 
 log = logging.getLogger("hedgeplug.election")
 
@@ -52,6 +54,7 @@ class Election:
         on_change: LeaderCallback,
         count: Callable[[str], None] = lambda what: None,
         contend: bool = True,
+        keyring: Callable[[], Keyring] | None = None,
     ) -> None:
         self.lock = lock
         self.settings = settings
@@ -68,6 +71,8 @@ class Election:
         self._wake = anyio.Event()
         self._changed = anyio.Event()
         self._stopping = False
+        # The key fingerprint rules (lease_keys.py); off without a keyring.
+        self.keys = LeaseKeys(lock, keyring, holder=holder, ttl=lambda: settings.ttl, now=now, count=count)
 
     # ------------------------------------------------------------ state
 
@@ -151,7 +156,7 @@ class Election:
         renewed: Lease | None = None
         with anyio.move_on_after(max(0.0, deadline - sent_at)):
             try:
-                renewed = await self.lock.renew(lease, self.ttl)
+                renewed = await self.lock.renew(self.keys.stamp(lease), self.ttl)
             except Exception as exc:
                 self._count("renew-errors")
                 log.warning("%s: renewal failed: %s", self.holder, exc)
@@ -180,9 +185,14 @@ class Election:
         with anyio.move_on_after(self.settings.retry_every):
             try:
                 current = await self.lock.current()
-                if self.contend and not self._stopping and (current is None or current.holder == self.holder):
+                contending = self.contend and not self._stopping
+                if (
+                    await self.keys.may_take(current, contending)
+                    and contending
+                    and (current is None or current.holder == self.holder)
+                ):
                     sent_at = self._now()
-                    got = await self.lock.acquire(self.holder, self._address(), self.ttl)
+                    got = await self.keys.acquire(self.holder, self._address(), self.ttl)
                     if got is not None and self._now() < sent_at + self.validity:
                         self._lease = got
                         self._valid_until = sent_at + self.validity

@@ -73,6 +73,7 @@ def assemble(
         now=anyio.current_time,
         on_change=on_leader_change,
         count=dispatcher.count,
+        keyring=lambda: codec.keyring,  # followed: a reloaded key file stamps the next renewal
     )
     ctx.connect(election, dispatcher, transport.stats)
     membership = build_plugin("membership", config, registry, ctx)
