@@ -18,9 +18,9 @@ from hedgeplug.errors import StoreError
 from hedgeplug.lock.sqlite import SqliteOptions, default_path, make, open_lock
 from hedgeplug.registry import Registry
 from hedgeplug.testing.lock_contract import (
+    FingerprintedContract,
     Grant,
     History,
-    FingerprintedContract,
     LockBackendContract,
     Observation,
     Release,

@@ -545,7 +545,7 @@ class FingerprintedContract(_ContractBase):
     @pytest.mark.anyio
     async def test_fingerprint_is_stored_renewed_and_outlives_the_lease(self, make_lock: Any) -> None:
         async with self.opened(make_lock, 2) as (a, b):
-            assert isinstance(a, Fingerprinted)
+            assert all(isinstance(backend, Fingerprinted) for backend in (a, b))
             with anyio.fail_after(self.call_bound + 3 * self.ttl):
                 assert await b.last_fingerprint() == ""
                 lease = await a.acquire("node-a", "addr-a", self.ttl, fingerprint="1a2b3c4d")
