@@ -42,6 +42,7 @@ class KeyedCluster:
         )
         self.secrets: dict[str, str] = {}
         self.node_keys: dict[str, str] = {}  # node id -> key name it started with
+        self.status_keys: list[str] | None = None  # the client's keys for every node, when set
         self._clients: dict[str, ControlClient] = {}
 
     async def __aenter__(self) -> KeyedCluster:
@@ -86,7 +87,7 @@ class KeyedCluster:
         return self._clients[label]
 
     async def status(self, node: NodeProcess, keys: Sequence[str] | None = None) -> Status | None:
-        client = self.client(keys or [self.node_keys[node.id]])
+        client = self.client(keys or self.status_keys or [self.node_keys[node.id]])
         try:
             return await client.status(node.address, 2.0)
         except (HedgeplugError, OSError, TimeoutError):
