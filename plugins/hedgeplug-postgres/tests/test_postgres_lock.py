@@ -19,6 +19,7 @@ from hedgeplug.errors import ConfigError, StoreError
 from hedgeplug.registry import Registry
 from hedgeplug.testing.lock_contract import (
     ConnectionLossContract,
+    FingerprintedContract,
     LockBackendContract,
     RowStorageContract,
     StallContract,
@@ -90,7 +91,7 @@ class Severer:
 
 class TestPostgresContract(
     LockBackendContract, WatchableContract, RowStorageContract, StallContract,
-    ConnectionLossContract, FencedLogContract,
+    ConnectionLossContract, FencedLogContract, FingerprintedContract,
 ):
     ttl = 0.5
     clock_slack = 0.01  # database wall clock against the test's monotonic clock, same host
