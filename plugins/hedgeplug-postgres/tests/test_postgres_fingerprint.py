@@ -14,7 +14,6 @@ from hedgeplug.testing.lease_capture import foreign_joiner_never_leads
 from hedgeplug_postgres import PostgresLock, PostgresOptions
 
 
-
 @pytest.fixture
 def anyio_backend():
     return "trio"
