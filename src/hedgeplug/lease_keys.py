@@ -140,6 +140,7 @@ class LeaseKeys:
         )
         self._count("lease.adopted")
         self._free_since = None
+        self.mismatch = None  # the lease is to carry this node's key now
         return True
 
     def _judge(self, holder: str, fingerprint: str, keyring: Keyring) -> bool:
