@@ -168,12 +168,21 @@ class PlainLock:
         await self.inner.aclose()
 
 
-def test_a_backend_without_fingerprints_still_elects_with_a_warning(caplog):
+class OldSubclass(MemoryLock):
+    """A subclass that overrides acquire with the signature from before fingerprints."""
+
+    async def acquire(self, holder: str, address: str, ttl: float) -> Lease | None:  # type: ignore[override]
+        return await super().acquire(holder, address, ttl)
+
+
+@pytest.mark.parametrize("kind", [PlainLock, OldSubclass])
+def test_a_backend_without_fingerprints_still_elects_with_a_warning(caplog, kind):
     caplog.set_level(logging.WARNING, "hedgeplug.election")
 
     async def main() -> None:
-        lock = PlainLock(MemoryLock(new_store("fp-plain"), "lock", "a"))
-        assert not isinstance(lock, Fingerprinted)
+        store = new_store("fp-plain")
+        lock = PlainLock(MemoryLock(store, "lock", "a")) if kind is PlainLock else OldSubclass(store, "lock", "a")
+        assert isinstance(lock, Fingerprinted) == (kind is OldSubclass)
         a = election(lock, "a", ["A"], {})
         async with anyio.create_task_group() as tg:
             tg.start_soon(a.run)

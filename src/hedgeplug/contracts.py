@@ -74,19 +74,12 @@ class LockBackend(Protocol):
 
 @runtime_checkable
 class Fingerprinted(Protocol):
-    """Optional: a backend that keeps the holder's key fingerprint in the lease record.
-
-    Offering it promises three things beside `last_fingerprint`: `acquire`
-    takes a keyword ``fingerprint: str = ""`` and stores it with the lease;
-    `renew` stores ``lease.fingerprint`` of the lease it is given (a holder
-    whose primary key changed stamps its record anew); every Lease returned
-    carries the stored fingerprint. The election checks it before contending
-    so a node of another keyring cannot take the lease (docs/security.md).
-    """
+    """Optional: the lease record keeps the holder's key fingerprint (docs/security.md).
+    It also promises: ``acquire(..., *, fingerprint="")`` stores it, `renew`
+    stores ``lease.fingerprint``, and every Lease returned carries it."""
 
     async def last_fingerprint(self) -> str:
-        """The fingerprint of the newest lease record, held or not (released,
-        expired): "" when no record exists or none was stored."""
+        """Of the newest record, held or not (released, expired); "" if none."""
 
 
 @runtime_checkable

@@ -27,6 +27,7 @@ next renewal.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +73,20 @@ def mismatch_message(holder: str, fingerprint: str, keyring: Keyring) -> str:
     )
 
 
+def takes_fingerprints(lock: LockBackend) -> bool:
+    """Whether `lock` offers Fingerprinted AND its acquire takes the keyword (a
+    subclass may override acquire with the older signature)."""
+    if not isinstance(lock, Fingerprinted):
+        return False
+    try:
+        parameters = inspect.signature(lock.acquire).parameters
+    except (TypeError, ValueError):
+        return False
+    return "fingerprint" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
 class LeaseKeys:
     """The fingerprint rules for one election (disabled when `keyring` is None)."""
 
@@ -91,7 +106,7 @@ class LeaseKeys:
         self._ttl = ttl
         self._now = now
         self._count = count
-        self.enabled = keyring is not None and isinstance(lock, Fingerprinted)
+        self.enabled = keyring is not None and takes_fingerprints(lock)
         self.mismatch: KeyMismatch | None = None
         self._free_since: float | None = None  # foreign fingerprint on a free lease, seen since
         if keyring is not None and not self.enabled:
