@@ -44,6 +44,7 @@ class KeyedCluster:
         self.node_keys: dict[str, str] = {}  # node id -> key name it started with
         self.status_keys: list[str] | None = None  # the client's keys for every node, when set
         self._clients: dict[str, ControlClient] = {}
+        self._files = 0
 
     async def __aenter__(self) -> KeyedCluster:
         return self
@@ -72,11 +73,24 @@ class KeyedCluster:
 
     async def add(self, key: str, *, key_file: Path | None = None) -> NodeProcess:
         """Start a node with the key named `key` (or the given key file)."""
-        path = key_file or self.key_file(self.workdir / f"{key}-{len(self.node_keys)}.keys", [key])
+        self._files += 1
+        path = key_file or self.key_file(self.workdir / f"{key}-{self._files}.keys", [key])
         config = self.processes.config.with_node(key_file=str(path))
         node = await self.processes.add(config=config)
         self.node_keys[node.id] = key
         return node
+
+    async def add_many(self, key: str, count: int) -> list[NodeProcess]:
+        """Start `count` nodes with the key named `key` at once."""
+        started: list[NodeProcess] = []
+
+        async def one() -> None:
+            started.append(await self.add(key))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(count):
+                tg.start_soon(one)
+        return started
 
     def client(self, keys: Sequence[str]) -> ControlClient:
         label = ",".join(keys)
@@ -152,7 +166,7 @@ async def foreign_joiner_never_leads(
     """Reproduction 2 of the trust issue, `kills` leader crashes long."""
     async with KeyedCluster(workdir, cluster=cluster, ttl=ttl, overrides=overrides) as kc:
         a_id = kc.key_id("A")
-        a_nodes = [await kc.add("A"), await kc.add("A")]
+        a_nodes = await kc.add_many("A", 2)
 
         def a_leads(statuses: dict[str, Status | None]) -> bool:
             led = leaders(statuses)
@@ -211,7 +225,7 @@ async def foreign_first_keeps_the_lease(
         b_node = await kc.add("B")
         first = await kc.wait(lambda s: leaders(s) == [b_node.id], 4 * ttl + 10, "the B node leads")
         token = first[b_node.id]["token"]  # type: ignore[index]
-        a_nodes = [await kc.add("A"), await kc.add("A")]
+        a_nodes = await kc.add_many("A", 2)
 
         def a_report(statuses: dict[str, Status | None]) -> bool:
             return all(
