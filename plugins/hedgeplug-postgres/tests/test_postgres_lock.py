@@ -146,7 +146,7 @@ async def test_expiry_uses_statement_time_not_transaction_start(
             assert lease is not None
             await anyio.sleep(0.8)  # the lease has expired by the clock, not by now()
             args = {"name": lock_name, "holder": "node-b", "address": "addr-b", "ttl": 0.5,
-                    "channel": sql.channel}
+                    "channel": sql.channel, "fingerprint": ""}
             row = conn.execute(sql.acquire, args).fetchone()
             assert row is not None, "expired lease not taken inside an old transaction"
             assert row[2] == lease.token + 1
