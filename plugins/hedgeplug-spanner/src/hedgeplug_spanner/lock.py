@@ -113,22 +113,25 @@ class SpannerLock(SpannerLogMixin):
             await self.store.run("creating tables", self._ensure_tables)
             self._tables_checked = True
         if not self._column_checked:
-            await self.store.run("checking the fingerprint column", self._ensure_fingerprint_column)
-            self._column_checked = True
+            self._column_checked = await self.store.run(
+                "checking the fingerprint column", self._ensure_fingerprint_column
+            )
         return await self.store.run(what, work)
 
-    def _ensure_fingerprint_column(self, database: Any) -> None:
+    def _ensure_fingerprint_column(self, database: Any) -> bool:
+        """True once the lease table has the column; False while the table is
+        missing (the call then fails with the missing-table message)."""
         from google.cloud.spanner_v1 import param_types
 
         with database.snapshot() as snap:
-            found = list(snap.execute_sql(
+            columns = {row[0] for row in snap.execute_sql(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema = ''"
-                " AND table_name = @table AND column_name = 'fingerprint'",
+                " AND table_name = @table",
                 params={"table": self.table}, param_types={"table": param_types.STRING},
                 timeout=self.store.timeout,
-            ))
-        if found:
-            return
+            )}
+        if not columns or "fingerprint" in columns:
+            return bool(columns)
         statement = fingerprint_ddl(self.table)
         if not self.create_table:
             from hedgeplug.plugin import StoreError
@@ -170,6 +173,7 @@ class SpannerLock(SpannerLogMixin):
         except (api.AlreadyExists, api.FailedPrecondition) as exc:
             if "duplicate" not in str(exc).lower() and "exists" not in str(exc).lower():
                 raise
+        return True
 
     def _read(self, reader: Any) -> tuple[str, str, int, int, int, str | None] | None:
         params, types = self._params()
