@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from hedgeplug.plugin import Lease, Row
+from hedgeplug.plugin import Lease, Row, StoreError
 
 from .log import SpannerLogMixin, log_ddl
 from .store import SpannerStore
@@ -134,8 +134,6 @@ class SpannerLock(SpannerLogMixin):
             return bool(columns)
         statement = fingerprint_ddl(self.table)
         if not self.create_table:
-            from hedgeplug.plugin import StoreError
-
             raise StoreError(
                 f"spanner table {self.table} predates lease fingerprints and create_table is"
                 f" false; add the column with: {statement}"
@@ -147,6 +145,7 @@ class SpannerLock(SpannerLogMixin):
         except (api.AlreadyExists, api.FailedPrecondition) as exc:  # another node added it
             if "duplicate" not in str(exc).lower() and "exists" not in str(exc).lower():
                 raise
+        return True
 
     def _ensure_tables(self, database: Any) -> None:
         """Create missing tables (create_table = true). Racing creators are fine."""
@@ -173,7 +172,6 @@ class SpannerLock(SpannerLogMixin):
         except (api.AlreadyExists, api.FailedPrecondition) as exc:
             if "duplicate" not in str(exc).lower() and "exists" not in str(exc).lower():
                 raise
-        return True
 
     def _read(self, reader: Any) -> tuple[str, str, int, int, int, str | None] | None:
         params, types = self._params()
