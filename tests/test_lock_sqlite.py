@@ -18,6 +18,7 @@ from hedgeplug.errors import StoreError
 from hedgeplug.lock.sqlite import SqliteOptions, default_path, make, open_lock
 from hedgeplug.registry import Registry
 from hedgeplug.testing.lock_contract import (
+    FingerprintedContract,
     Grant,
     History,
     LockBackendContract,
@@ -79,7 +80,7 @@ def db_path(tmp_path: Path) -> Path:
 
 class TestSqliteContract(
     LockBackendContract, WatchableContract, RowStorageContract, StoreOutageContract, StallContract,
-    FencedLogContract,
+    FencedLogContract, FingerprintedContract,
 ):
     ttl = 0.5
     clock_slack = 0.005  # the store clock is this host's monotonic clock

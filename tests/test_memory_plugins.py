@@ -567,6 +567,7 @@ def test_bad_options_are_clear_config_errors() -> None:
 
 try:
     from hedgeplug.testing.lock_contract import (
+        FingerprintedContract,
         LockBackendContract,
         RowStorageContract,
         StallContract,
@@ -587,6 +588,7 @@ if LockBackendContract is not None:
         StoreOutageContract,
         StallContract,
         FencedLogContract,
+        FingerprintedContract,
     ):
         wall_clock_commits = False  # the store's clock is the loop's (virtual in the simulator)
 

@@ -31,6 +31,9 @@ class Lease:
     `token` is the fencing token: it strictly increases every time the holder
     changes (it may stay the same across renewals by one holder).
     `remaining` is the store-clock time left when the record was read.
+    `fingerprint` names the cluster key of the holder: the key id (hex) of its
+    primary key, "clear" for a node without a key, "" when the backend or the
+    writer keeps none (see `Fingerprinted` and docs/security.md).
     """
 
     lock: str
@@ -39,6 +42,7 @@ class Lease:
     token: int
     ttl: float
     remaining: float
+    fingerprint: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -66,6 +70,16 @@ class LockBackend(Protocol):
 
     async def aclose(self) -> None:
         """Free connections and threads."""
+
+
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """Optional: the lease record keeps the holder's key fingerprint (docs/security.md).
+    It also promises: ``acquire(..., *, fingerprint="")`` stores it, `renew`
+    stores ``lease.fingerprint``, and every Lease returned carries it."""
+
+    async def last_fingerprint(self) -> str:
+        """Of the newest record, held or not (released, expired); "" if none."""
 
 
 @runtime_checkable

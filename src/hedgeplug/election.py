@@ -26,6 +26,8 @@ from typing import Any, Protocol
 import anyio
 
 from .contracts import Lease, LockBackend, Watchable
+from .keyring import Keyring
+from .lease_keys import LeaseKeys
 
 log = logging.getLogger("hedgeplug.election")
 
@@ -86,6 +88,7 @@ class Election:
         count: Callable[[str], None] = lambda what: None,
         contend: bool = True,
         random: Random | None = None,
+        keyring: Callable[[], Keyring] | None = None,
     ) -> None:
         self.lock = lock
         self.settings = settings
@@ -108,6 +111,8 @@ class Election:
         self._retry_after = 0.0  # back-off delay owed before the next contender round
         self.last_store_ok: float | None = None  # when a store call last answered
         self.last_round = 0.0  # when the election loop last went round (liveness)
+        # The key fingerprint rules (lease_keys.py); off without a keyring.
+        self.keys = LeaseKeys(lock, keyring, holder=holder, ttl=lambda: settings.ttl, now=now, count=count)
 
     # ------------------------------------------------------------ state
 
@@ -194,7 +199,7 @@ class Election:
         answered = False
         with anyio.move_on_after(max(0.0, deadline - sent_at)):
             try:
-                renewed = await self.lock.renew(lease, self.ttl)
+                renewed = await self.lock.renew(self.keys.stamp(lease), self.ttl)
                 answered = True
                 self.last_store_ok = self._now()
             except Exception as exc:
@@ -233,9 +238,14 @@ class Election:
         with anyio.move_on_after(self.settings.retry_every) as scope:
             try:
                 current = await self.lock.current()
-                if self.contend and not self._stopping and (current is None or current.holder == self.holder):
+                contending = self.contend and not self._stopping
+                if (
+                    await self.keys.may_take(current, contending)
+                    and contending
+                    and (current is None or current.holder == self.holder)
+                ):
                     sent_at = self._now()
-                    got = await self.lock.acquire(self.holder, self._address(), self.ttl)
+                    got = await self.keys.acquire(self.holder, self._address(), self.ttl)
                     if got is not None and self._now() < sent_at + self.validity:
                         self._lease = got
                         self._valid_until = sent_at + self.validity

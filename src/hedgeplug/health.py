@@ -49,6 +49,9 @@ class Checked(Protocol):
     @property
     def leader(self) -> Any: ...
 
+    @property
+    def key_mismatch(self) -> str | None: ...
+
 
 def liveness(node: Checked) -> tuple[bool, dict[str, Any]]:
     lifecycle, election, timing = node.lifecycle, node.parts.election, node.config.election
@@ -78,6 +81,9 @@ def verdict(node: Checked) -> tuple[bool, dict[str, Any]]:
         reasons.append(f"not in its view (version {view.version}, {len(view)} members)")
     if lease is None:
         reasons.append("no leader known")
+    mismatch = node.key_mismatch
+    if mismatch is not None:
+        reasons.append(mismatch)  # this node's keys cannot verify the lease holder's
     heard = election.last_store_ok
     store_age = None if heard is None else round(now - heard, 3)
     if store_age is None:

@@ -35,6 +35,7 @@ from .address import Address, AddressError
 from .errors import ConfigError
 
 KEY_ID_SIZE = 4
+CLEAR_FINGERPRINT = "clear"  # the lease fingerprint of a node without a key
 MAX_KEYS = 8  # bounds the trial decryption a wire-version-1 frame costs
 KEY_FILE_POLL = 1.0  # seconds between looks at a followed key file
 KEY_FILE_SETTLE = 0.2  # a changed file must read the same twice this far apart
@@ -111,6 +112,17 @@ class Keyring:
     @property
     def ids(self) -> list[str]:
         return [k.hex for k in self.keys]
+
+    @property
+    def fingerprint(self) -> str:
+        """What a lease taken by this node carries: the primary key's id, or
+        "clear" without a key (a keyless node and a keyed one cannot talk)."""
+        return self.keys[0].hex if self.keys else CLEAR_FINGERPRINT
+
+    def verifies(self, fingerprint: str) -> bool:
+        """Whether a lease stamped `fingerprint` was taken by a node this one
+        can talk to; "" (a record without a fingerprint) verifies for all."""
+        return fingerprint == "" or fingerprint == self.fingerprint or fingerprint in self.ids
 
     def describe(self) -> str:
         if not self.keys:

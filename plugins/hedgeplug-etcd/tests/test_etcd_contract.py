@@ -14,6 +14,7 @@ import uuid
 import pytest
 from hedgeplug.testing.lock_contract import (
     ConnectionLossContract,
+    FingerprintedContract,
     LockBackendContract,
     RowStorageContract,
     StallContract,
@@ -31,7 +32,9 @@ def _opener(endpoints: list[str]):
     return lambda: EtcdLock(GatewayClient(endpoints, timeout=3.0), "lock", prefix)
 
 
-class TestEtcdLock(LockBackendContract, WatchableContract, RowStorageContract, FencedLogContract):
+class TestEtcdLock(
+    LockBackendContract, WatchableContract, RowStorageContract, FencedLogContract, FingerprintedContract
+):
     ttl = 2.0
     clock_slack = 0.6
     hammer_seconds = 10.0  # abandoned leases hold the lock for the 2 s minimum ttl

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from flock_holder import FlockHolder
 from hedgeplug.testing.lock_contract import (
+    FingerprintedContract,
     LockBackendContract,
     StallContract,
     StoreOutageContract,
@@ -27,7 +28,9 @@ def lease_path(tmp_path: Path) -> Path:
     return tmp_path / "lease.json"
 
 
-class TestFileLockContract(LockBackendContract, WatchableContract, StoreOutageContract, StallContract):
+class TestFileLockContract(
+    LockBackendContract, WatchableContract, StoreOutageContract, StallContract, FingerprintedContract
+):
     ttl = 0.5
     clock_slack = 0.005  # the store clock is this host's monotonic clock
 

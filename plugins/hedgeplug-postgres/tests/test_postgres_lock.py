@@ -19,6 +19,7 @@ from hedgeplug.errors import ConfigError, StoreError
 from hedgeplug.registry import Registry
 from hedgeplug.testing.lock_contract import (
     ConnectionLossContract,
+    FingerprintedContract,
     LockBackendContract,
     RowStorageContract,
     StallContract,
@@ -90,7 +91,7 @@ class Severer:
 
 class TestPostgresContract(
     LockBackendContract, WatchableContract, RowStorageContract, StallContract,
-    ConnectionLossContract, FencedLogContract,
+    ConnectionLossContract, FencedLogContract, FingerprintedContract,
 ):
     ttl = 0.5
     clock_slack = 0.01  # database wall clock against the test's monotonic clock, same host
@@ -145,7 +146,7 @@ async def test_expiry_uses_statement_time_not_transaction_start(
             assert lease is not None
             await anyio.sleep(0.8)  # the lease has expired by the clock, not by now()
             args = {"name": lock_name, "holder": "node-b", "address": "addr-b", "ttl": 0.5,
-                    "channel": sql.channel}
+                    "channel": sql.channel, "fingerprint": ""}
             row = conn.execute(sql.acquire, args).fetchone()
             assert row is not None, "expired lease not taken inside an old transaction"
             assert row[2] == lease.token + 1

@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 from hedgeplug.testing.lock_contract import (
+    FingerprintedContract,
     LockBackendContract,
     RowStorageContract,
     StallContract,
@@ -34,7 +35,9 @@ def spanner_database(spanner_emulator):
     return spanner_emulator.host, "test-instance", database
 
 
-class TestSpannerLock(LockBackendContract, WatchableContract, RowStorageContract, FencedLogContract):
+class TestSpannerLock(
+    LockBackendContract, WatchableContract, RowStorageContract, FencedLogContract, FingerprintedContract
+):
     ttl = 1.0
     contenders = 4
     hammer_seconds = 5.0

@@ -28,6 +28,7 @@ class _Record:
     token: int
     ttl: float
     expires: float  # store clock
+    fingerprint: str = ""
 
 
 @attrs.frozen
@@ -51,6 +52,7 @@ class MemoryStore:
         self.calls = 0
         self._locks: dict[str, _Record] = {}
         self._tokens: dict[str, int] = {}
+        self._fingerprints: dict[str, str] = {}  # of the newest record, kept after release
         self._rows: dict[str, Row] = {}
         self.log = LogBook()  # the fenced key/value log (memory_log.py)
         self._changed: dict[str, anyio.Event] = {}
@@ -128,10 +130,13 @@ class MemoryStore:
 
     def _lease(self, lock: str, rec: _Record) -> Lease:
         return Lease(
-            lock, rec.holder, rec.address, rec.token, rec.ttl, max(0.0, rec.expires - self.now())
+            lock, rec.holder, rec.address, rec.token, rec.ttl, max(0.0, rec.expires - self.now()),
+            rec.fingerprint,
         )
 
-    def acquire(self, lock: str, holder: str, address: str, ttl: float) -> Lease | None:
+    def acquire(
+        self, lock: str, holder: str, address: str, ttl: float, fingerprint: str = ""
+    ) -> Lease | None:
         rec = self._live(lock)
         if rec is not None and rec.holder != holder:
             return None
@@ -139,7 +144,8 @@ class MemoryStore:
         # fencing tokens increase across every change of holder.
         token = self._tokens.get(lock, 0) + 1
         self._tokens[lock] = token
-        rec = self._locks[lock] = _Record(holder, address, token, ttl, self.now() + ttl)
+        rec = self._locks[lock] = _Record(holder, address, token, ttl, self.now() + ttl, fingerprint)
+        self._fingerprints[lock] = fingerprint
         self.grants.append(Grant(self.now(), lock, holder, token))
         self._notify(lock)
         return self._lease(lock, rec)
@@ -150,6 +156,7 @@ class MemoryStore:
             return None
         rec.ttl = ttl
         rec.expires = self.now() + ttl
+        rec.fingerprint = self._fingerprints[lease.lock] = lease.fingerprint
         return self._lease(lease.lock, rec)
 
     def release(self, lease: Lease) -> None:
@@ -168,6 +175,9 @@ class MemoryStore:
     def current(self, lock: str) -> Lease | None:
         rec = self._live(lock)
         return None if rec is None else self._lease(lock, rec)
+
+    def last_fingerprint(self, lock: str) -> str:
+        return self._fingerprints.get(lock, "")
 
     def row_get(self, key: str) -> Row | None:
         return self._rows.get(key)
@@ -216,7 +226,8 @@ def reset_stores() -> None:
 
 
 class MemoryLock(MemoryLogAccess):
-    """LockBackend (with Watchable, RowStorage and FencedLog) over a MemoryStore (simulator part)."""
+    """LockBackend (with Watchable, Fingerprinted, RowStorage and FencedLog) over a
+    MemoryStore (simulator part)."""
 
     def __init__(self, store: MemoryStore, lock: str, client: str, latency: float = 0.0) -> None:
         self.store = store
@@ -248,9 +259,11 @@ class MemoryLock(MemoryLogAccess):
         if delay > 0:
             await anyio.sleep(delay / 2)
 
-    async def acquire(self, holder: str, address: str, ttl: float) -> Lease | None:
+    async def acquire(
+        self, holder: str, address: str, ttl: float, *, fingerprint: str = ""
+    ) -> Lease | None:
         await self._enter()
-        got = self.store.acquire(self.lock, holder, address, ttl)
+        got = self.store.acquire(self.lock, holder, address, ttl, fingerprint)
         await self._leave()
         return got
 
@@ -268,6 +281,12 @@ class MemoryLock(MemoryLogAccess):
     async def current(self) -> Lease | None:
         await self._enter()
         got = self.store.current(self.lock)
+        await self._leave()
+        return got
+
+    async def last_fingerprint(self) -> str:
+        await self._enter()
+        got = self.store.last_fingerprint(self.lock)
         await self._leave()
         return got
 

@@ -98,6 +98,12 @@ class Node:
         return self.parts.election.leader
 
     @property
+    def key_mismatch(self) -> str | None:
+        """Why this node's keys cannot verify the lease's key fingerprint (it then
+        does not contend and should not count as ready), or None when they can."""
+        return self.parts.election.keys.mismatch_message
+
+    @property
     def token(self) -> int:
         lease = self.leader
         return lease.token if lease else 0

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 
 import anyio
 
+from ..lease_keys import takes_fingerprints
 from ..registry import Observers
 
 Report = Callable[[str, float, "str | None"], None]
@@ -76,9 +77,18 @@ class MeteredLock:
     def __init__(self, lock: Any, report: Report) -> None:
         self._lock = lock
         self._report = report
+        if takes_fingerprints(lock):
+            # Offer the keyword exactly when the backend takes it (lease_keys asks).
+            self.acquire = self._acquire_fingerprinted  # type: ignore[method-assign]
 
     async def acquire(self, holder: str, address: str, ttl: float) -> Any:
         return await timed("acquire", self._lock.acquire(holder, address, ttl), self._report)
+
+    async def _acquire_fingerprinted(
+        self, holder: str, address: str, ttl: float, *, fingerprint: str = ""
+    ) -> Any:
+        call = self._lock.acquire(holder, address, ttl, fingerprint=fingerprint)
+        return await timed("acquire", call, self._report)
 
     async def renew(self, lease: Any, ttl: float) -> Any:
         return await timed("renew", self._lock.renew(lease, ttl), self._report)

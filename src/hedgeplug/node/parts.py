@@ -76,6 +76,7 @@ def assemble(
         on_change=on_leader_change,
         count=dispatcher.count,
         random=ctx.random,
+        keyring=lambda: codec.keyring,  # followed: a reloaded key file stamps the next renewal
     )
     ctx.connect(election, dispatcher, transport.stats)
     membership = build_plugin("membership", config, registry, ctx)

@@ -30,6 +30,9 @@ class Reported(Protocol):
     def leader(self) -> Lease | None: ...
 
     @property
+    def key_mismatch(self) -> str | None: ...
+
+    @property
     def is_leader(self) -> bool: ...
 
     @property
@@ -50,14 +53,19 @@ def node_status(node: Reported) -> dict[str, Any]:
     parts = node.parts
     stats = parts.transport.stats
     config = node.config
+    mismatch = parts.election.keys.mismatch
     return {
         "id": node.id,
         "address": node.address,
         "cluster": node.cluster,
         "is_leader": node.is_leader,
-        "leader": None if lease is None else {"id": lease.holder, "address": lease.address},
+        "leader": None if lease is None else {
+            "id": lease.holder, "address": lease.address, "fingerprint": lease.fingerprint,
+        },
         "token": lease.token if lease else 0,
         "newest_token": parts.election.newest_token,
+        # Not None while this node's keys cannot verify the lease (it does not contend).
+        "key_mismatch": None if mismatch is None else mismatch.to_json(),
         "view_version": str(view.version),
         "view_digest": view.digest(),
         "members": [m.to_json() for m in view.live],

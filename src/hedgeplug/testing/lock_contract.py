@@ -33,6 +33,10 @@ The classes:
   `hammer_seconds`. It also fails when the backend has a capability
   (Watchable, RowStorage) whose contract class the subclass did not include.
 - `WatchableContract`: watch() yields after a release, and after an expiry.
+- `FingerprintedContract`: the key fingerprint given to acquire, and the one
+  a renewal carries, is stored and read back by every reader; it survives a
+  release and an expiry (`last_fingerprint`); a new holder replaces it; an
+  acquire without one stores "".
 - `RowStorageContract`: create-only, compare-and-set, unconditional writes,
   versions starting at 1 and increasing by one, delete, prefix scan.
 - `StoreOutageContract` needs a `store_control` fixture with ``stop()`` and
@@ -70,11 +74,12 @@ import anyio
 import attrs
 import pytest
 
-from hedgeplug.contracts import FencedLog, Lease, LockBackend, RowStorage, Watchable
+from hedgeplug.contracts import FencedLog, Fingerprinted, Lease, LockBackend, RowStorage, Watchable
 from hedgeplug.errors import StoreError
 
 __all__ = [
     "ConnectionLossContract",
+    "FingerprintedContract",
     "Grant",
     "History",
     "LockBackendContract",
@@ -308,6 +313,10 @@ class LockBackendContract(_ContractBase):
                 assert isinstance(self, WatchableContract), (
                     "backend is Watchable: add WatchableContract"
                 )
+            if isinstance(lock, Fingerprinted):
+                assert isinstance(self, FingerprintedContract), (
+                    "backend keeps key fingerprints: add FingerprintedContract"
+                )
             if isinstance(lock, RowStorage):
                 assert isinstance(self, RowStorageContract), (
                     "backend has rows: add RowStorageContract"
@@ -528,6 +537,41 @@ class WatchableContract(_ContractBase):
 
             took = await self._first_change(b, nothing, self.call_bound + self.ttl)
             assert took < self.ttl + 1.0, f"expiry noticed after {took:.2f}s"
+
+
+class FingerprintedContract(_ContractBase):
+    """For Fingerprinted backends: the lease record keeps the holder's key fingerprint."""
+
+    @pytest.mark.anyio
+    async def test_fingerprint_is_stored_renewed_and_outlives_the_lease(self, make_lock: Any) -> None:
+        async with self.opened(make_lock, 2) as (a, b):
+            assert all(isinstance(backend, Fingerprinted) for backend in (a, b))
+            with anyio.fail_after(self.call_bound + 3 * self.ttl):
+                assert await b.last_fingerprint() == ""
+                lease = await a.acquire("node-a", "addr-a", self.ttl, fingerprint="1a2b3c4d")
+                assert lease is not None and lease.fingerprint == "1a2b3c4d"
+                seen = await b.current()
+                assert seen is not None and seen.fingerprint == "1a2b3c4d"
+                assert await b.last_fingerprint() == "1a2b3c4d"
+                # A renewal stamps the fingerprint it carries (the holder's primary key changed).
+                renewed = await a.renew(attrs.evolve(lease, fingerprint="5e6f7a8b"), self.ttl)
+                assert renewed is not None and renewed.fingerprint == "5e6f7a8b"
+                seen = await b.current()
+                assert seen is not None and seen.fingerprint == "5e6f7a8b"
+                # Released: the record's fingerprint stays for the next contender to check.
+                await a.release(renewed)
+                assert await b.current() is None
+                assert await b.last_fingerprint() == "5e6f7a8b"
+                taken = await b.acquire("node-b", "addr-b", self.ttl, fingerprint="clear")
+                assert taken is not None and taken.fingerprint == "clear"
+                # Expired: the same.
+                await anyio.sleep(self.ttl + self.clock_slack + 0.05)
+                assert await a.current() is None
+                assert await a.last_fingerprint() == "clear"
+                # An acquire without a fingerprint (an older writer) stores none.
+                plain = await a.acquire("node-a", "addr-a", self.ttl)
+                assert plain is not None and plain.fingerprint == ""
+                assert await b.last_fingerprint() == ""
 
 
 class RowStorageContract(_ContractBase):

@@ -5,6 +5,10 @@ Key layout, under the configured prefix (default ``hedgeplug/``):
 
 - ``<prefix><lock name>/lock``: JSON ``{"holder", "address", "ttl"}``, attached
   to the holder's etcd lease, so etcd deletes it when the lease runs out.
+- ``<prefix><lock name>/fingerprint``: the key fingerprint of the newest
+  holder (its primary key id), written with the lock key and by a renewal
+  that carries another; not attached to any lease, so it outlives release and
+  expiry for the next contender to check. Absent before fingerprints: "".
 - ``<prefix><lock name>/rows/<key>``: the optional row storage.
 - ``<prefix><lock name>/log/...`` and ``loghead/...``: the fenced log (log.py).
 
@@ -39,13 +43,15 @@ def lease_seconds(ttl: float) -> int:
 
 
 class EtcdLock(EtcdLogMixin):
-    """LockBackend + Watchable + RowStorage + FencedLog (log.py) for one lock name in etcd."""
+    """LockBackend + Watchable + Fingerprinted + RowStorage + FencedLog (log.py) for one
+    lock name in etcd."""
 
     def __init__(self, client: GatewayClient, lock_name: str, prefix: str = "hedgeplug/") -> None:
         self.client = client
         self.lock_name = lock_name
         base = f"{prefix}{lock_name}/".encode()
         self.key = base + b"lock"
+        self.fingerprint_key = base + b"fingerprint"
         self.rows_prefix = base + b"rows/"
         self.log_base = base
 
@@ -54,10 +60,24 @@ class EtcdLock(EtcdLogMixin):
     def _describe(self) -> str:
         return f"etcd key {self.key.decode(errors='replace')!r}"
 
-    async def _range_lock(self) -> dict[str, Any] | None:
-        answer = await self.client.call("kv/range", {"key": b64(self.key)})
+    async def _range_lock(self) -> tuple[dict[str, Any] | None, str]:
+        """The lock key's kv (None when absent) and the stored fingerprint, in one read."""
+        answer = await self.client.call("kv/txn", {
+            "success": [{"request_range": {"key": b64(self.key)}},
+                        {"request_range": {"key": b64(self.fingerprint_key)}}],
+        })
+        responses = answer.get("responses") or [{}, {}]
+        lock = responses[0].get("response_range", {}).get("kvs") or []
+        stamp = responses[1].get("response_range", {}).get("kvs") or []
+        return (lock[0] if lock else None), (unb64(stamp[0].get("value")).decode() if stamp else "")
+
+    def _put_fingerprint(self, fingerprint: str) -> dict[str, Any]:
+        return {"request_put": {"key": b64(self.fingerprint_key), "value": b64(fingerprint.encode())}}
+
+    async def last_fingerprint(self) -> str:
+        answer = await self.client.call("kv/range", {"key": b64(self.fingerprint_key)})
         kvs = answer.get("kvs") or []
-        return kvs[0] if kvs else None
+        return unb64(kvs[0].get("value")).decode() if kvs else ""
 
     def _record(self, kv: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -89,13 +109,16 @@ class EtcdLock(EtcdLogMixin):
             except StoreError:
                 pass
 
-    async def _create(self, value: bytes, lease_id: int) -> tuple[bool, dict[str, Any] | None, int]:
+    async def _create(
+        self, value: bytes, lease_id: int, fingerprint: str
+    ) -> tuple[bool, dict[str, Any] | None, int]:
         """Create the lock key if absent; (created, existing kv, revision of the write)."""
         answer = await self.client.call("kv/txn", {
             "compare": [{"key": b64(self.key), "target": "CREATE", "result": "EQUAL",
                          "create_revision": "0"}],
             "success": [{"request_put": {"key": b64(self.key), "value": b64(value),
-                                         "lease": str(lease_id)}}],
+                                         "lease": str(lease_id)}},
+                        self._put_fingerprint(fingerprint)],
             "failure": [{"request_range": {"key": b64(self.key)}}],
         })
         revision = num(answer.get("header", {}), "revision")
@@ -107,14 +130,16 @@ class EtcdLock(EtcdLogMixin):
 
     # ------------------------------------------------------------ LockBackend
 
-    async def acquire(self, holder: str, address: str, ttl: float) -> Lease | None:
+    async def acquire(
+        self, holder: str, address: str, ttl: float, *, fingerprint: str = ""
+    ) -> Lease | None:
         granted = await self.client.call("lease/grant", {"TTL": str(lease_seconds(ttl))})
         lease_id, granted_ttl = num(granted, "ID"), num(granted, "TTL")
         if not lease_id or granted_ttl <= 0:
             raise StoreError(f"etcd {self.client.endpoint}: lease grant answered {granted!r}")
         value = json.dumps({"holder": holder, "address": address, "ttl": ttl}).encode()
         try:
-            created, existing, revision = await self._create(value, lease_id)
+            created, existing, revision = await self._create(value, lease_id, fingerprint)
             if not created and existing is not None:
                 if self._record(existing).get("holder") != holder:
                     await self._revoke_quietly(lease_id)
@@ -123,7 +148,9 @@ class EtcdLock(EtcdLogMixin):
                 # renewal): rewrite the key onto the new lease in one transaction
                 # guarded by its mod_revision, so the token moves on atomically;
                 # the old lease is left without keys and revoked.
-                created, revision = await self._rewrite_if_unchanged(existing, value, lease_id)
+                created, revision = await self._rewrite_if_unchanged(
+                    existing, value, lease_id, fingerprint
+                )
                 if created:
                     await self._revoke_quietly(num(existing, "lease"))
         except BaseException:
@@ -133,32 +160,44 @@ class EtcdLock(EtcdLogMixin):
             await self._revoke_quietly(lease_id)
             return None
         return Lease(lock=self.lock_name, holder=holder, address=address, token=revision,
-                     ttl=ttl, remaining=float(granted_ttl))
+                     ttl=ttl, remaining=float(granted_ttl), fingerprint=fingerprint)
 
     async def _rewrite_if_unchanged(
-        self, kv: dict[str, Any], value: bytes, lease_id: int
+        self, kv: dict[str, Any], value: bytes, lease_id: int, fingerprint: str
     ) -> tuple[bool, int]:
         answer = await self.client.call("kv/txn", {
             "compare": [{"key": b64(self.key), "target": "MOD", "result": "EQUAL",
                          "mod_revision": str(num(kv, "mod_revision"))}],
             "success": [{"request_put": {"key": b64(self.key), "value": b64(value),
-                                         "lease": str(lease_id)}}],
+                                         "lease": str(lease_id)}},
+                        self._put_fingerprint(fingerprint)],
         })
         return bool(answer.get("succeeded")), num(answer.get("header", {}), "revision")
 
     async def renew(self, lease: Lease, ttl: float) -> Lease | None:
         # etcd keeps a lease's granted ttl; a different `ttl` here applies from
         # the next acquisition on.
-        kv = await self._range_lock()
+        kv, stamped = await self._range_lock()
         if kv is None or num(kv, "mod_revision") != lease.token:
             return None  # gone, or written by a later acquisition
+        if stamped != lease.fingerprint:
+            # The holder's primary key changed: stamp it while the lock key is still ours
+            # (the lock key itself is not rewritten: its mod_revision is the token).
+            answer = await self.client.call("kv/txn", {
+                "compare": [{"key": b64(self.key), "target": "MOD", "result": "EQUAL",
+                             "mod_revision": str(lease.token)}],
+                "success": [self._put_fingerprint(lease.fingerprint)],
+            })
+            if not answer.get("succeeded"):
+                return None
         answer = await self.client.call("lease/keepalive", {"ID": str(num(kv, "lease"))})
         result = answer.get("result", answer)
         remaining = num(result, "TTL")
         if remaining <= 0:
             return None  # the etcd lease ran out before the keepalive arrived
         return Lease(lock=self.lock_name, holder=lease.holder, address=lease.address,
-                     token=lease.token, ttl=lease.ttl, remaining=float(remaining))
+                     token=lease.token, ttl=lease.ttl, remaining=float(remaining),
+                     fingerprint=lease.fingerprint)
 
     async def release(self, lease: Lease) -> None:
         answer = await self.client.call("kv/txn", {
@@ -173,7 +212,7 @@ class EtcdLock(EtcdLogMixin):
             await self._revoke(num(kv, "lease"))
 
     async def current(self) -> Lease | None:
-        kv = await self._range_lock()
+        kv, stamped = await self._range_lock()
         if kv is None:
             return None
         record = self._record(kv)
@@ -187,7 +226,7 @@ class EtcdLock(EtcdLogMixin):
         return Lease(lock=self.lock_name, holder=record["holder"],
                      address=str(record.get("address", "")), token=num(kv, "mod_revision"),
                      ttl=float(record.get("ttl") or num(alive, "grantedTTL")),
-                     remaining=float(remaining))
+                     remaining=float(remaining), fingerprint=stamped)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -3,7 +3,9 @@
 One record per lock name, never deleted. ``token`` is the fencing token:
 every successful acquire adds one, so it strictly increases across holders
 for the life of the file (deleting the file starts tokens again at 1). A
-released lease keeps its record and token with an empty holder.
+released lease keeps its record and token with an empty holder, and its
+``fingerprint`` (the holder's key id) for the next contender to check; a
+record from before fingerprints has none, read as "".
 
 Expiry is judged by the host's monotonic clock: every process on the host
 reads the same one, and it never jumps with NTP or a manual change. After a
@@ -29,13 +31,18 @@ def store_clock() -> float:
     return time.monotonic()  # clock-ok: the store clock of a one-host store
 
 
+def _fingerprint(record: dict[str, Any]) -> str:
+    value = record.get("fingerprint", "")
+    return value if isinstance(value, str) else ""
+
+
 def is_live(record: dict[str, Any], now: float) -> bool:
     expires, ttl = float(record["expires"]), float(record["ttl"])
     return record["holder"] != "" and now < expires <= now + ttl
 
 
 class FileLock:
-    """LockBackend + Watchable over one lease file."""
+    """LockBackend + Watchable + Fingerprinted over one lease file."""
 
     def __init__(self, path: str, lock_name: str, *, lock_timeout: float = 1.0) -> None:
         self.path = path
@@ -50,18 +57,24 @@ class FileLock:
             token=int(record["token"]),
             ttl=float(record["ttl"]),
             remaining=max(0.0, float(record["expires"]) - now),
+            fingerprint=_fingerprint(record),
         )
 
     # ------------------------------------------------------------ LockBackend
 
-    async def acquire(self, holder: str, address: str, ttl: float) -> Lease | None:
+    async def acquire(
+        self, holder: str, address: str, ttl: float, *, fingerprint: str = ""
+    ) -> Lease | None:
         def change(records: Records) -> tuple[Lease | None, bool]:
             now = store_clock()
             record = records.get(self.lock_name)
             if record is not None and is_live(record, now) and record["holder"] != holder:
                 return None, False
             token = (int(record["token"]) if record else 0) + 1
-            record = {"holder": holder, "address": address, "token": token, "ttl": ttl, "expires": now + ttl}
+            record = {
+                "holder": holder, "address": address, "token": token, "ttl": ttl,
+                "expires": now + ttl, "fingerprint": fingerprint,
+            }
             records[self.lock_name] = record
             return self._lease(record, now), True
 
@@ -74,7 +87,7 @@ class FileLock:
             if not self._still_ours(record, lease, now):
                 return None, False
             assert record is not None
-            record.update(ttl=ttl, expires=now + ttl)
+            record.update(ttl=ttl, expires=now + ttl, fingerprint=lease.fingerprint)
             return self._lease(record, now), True
 
         return await self._file.update(change)
@@ -101,6 +114,10 @@ class FileLock:
     def local_only(self) -> str:
         """LocalOnly: the lease file lives on this host; nodes elsewhere cannot share it."""
         return f"lease file {self.path}"
+
+    async def last_fingerprint(self) -> str:
+        record = (await self._file.read()).get(self.lock_name)
+        return "" if record is None else _fingerprint(record)
 
     async def aclose(self) -> None:
         pass  # no connection or thread is kept between calls

@@ -85,7 +85,8 @@ def describe_dsn(dsn: str) -> str:
 
 
 class PostgresLock(PostgresLogMixin):
-    """LockBackend + RowStorage + FencedLog (log.py) for one lock name (see WatchingPostgresLock)."""
+    """LockBackend + Fingerprinted + RowStorage + FencedLog (log.py) for one lock name
+    (see WatchingPostgresLock)."""
 
     def __init__(self, options: PostgresOptions, lock_name: str) -> None:
         self.options = options
@@ -144,6 +145,12 @@ class PostgresLock(PostgresLogMixin):
         ).fetchone()
         if not found or not found[0]:
             raise self._missing_table()
+        column = conn.execute(self.sql.has_fingerprint, (self.sql.lease_table,)).fetchone()
+        if not column or not column[0]:
+            raise self._error(
+                f"table {self.sql.lease_table} predates lease fingerprints and create_table is"
+                f" false; add the column with:\n{self.sql.add_fingerprint};"
+            )
 
     def _in_thread(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         if self._closed:
@@ -200,10 +207,10 @@ class PostgresLock(PostgresLogMixin):
         )
 
     def _lease(self, row: tuple[Any, ...]) -> Lease:
-        holder, address, token, ttl, remaining = row[:5]
+        holder, address, token, ttl, remaining, fingerprint = row[:6]
         return Lease(
             lock=self.lock_name, holder=holder, address=address, token=int(token),
-            ttl=float(ttl), remaining=max(0.0, float(remaining)),
+            ttl=float(ttl), remaining=max(0.0, float(remaining)), fingerprint=fingerprint,
         )
 
     @property
@@ -214,10 +221,12 @@ class PostgresLock(PostgresLogMixin):
 
     # ------------------------------------------------------------ LockBackend
 
-    async def acquire(self, holder: str, address: str, ttl: float) -> Lease | None:
+    async def acquire(
+        self, holder: str, address: str, ttl: float, *, fingerprint: str = ""
+    ) -> Lease | None:
         args = {
             "name": self.lock_name, "holder": holder, "address": address,
-            "ttl": float(ttl), "channel": self.sql.channel,
+            "ttl": float(ttl), "channel": self.sql.channel, "fingerprint": fingerprint,
         }
 
         def work(conn: psycopg.Connection[Any]) -> Lease | None:
@@ -227,7 +236,10 @@ class PostgresLock(PostgresLogMixin):
         return await self._call(work)
 
     async def renew(self, lease: Lease, ttl: float) -> Lease | None:
-        args = {"name": self.lock_name, "holder": lease.holder, "token": lease.token, "ttl": float(ttl)}
+        args = {
+            "name": self.lock_name, "holder": lease.holder, "token": lease.token, "ttl": float(ttl),
+            "fingerprint": lease.fingerprint,
+        }
 
         def work(conn: psycopg.Connection[Any]) -> Lease | None:
             row = conn.execute(self.sql.renew, args).fetchone()
@@ -250,6 +262,13 @@ class PostgresLock(PostgresLogMixin):
         def work(conn: psycopg.Connection[Any]) -> Lease | None:
             row = conn.execute(self.sql.current, {"name": self.lock_name}).fetchone()
             return None if row is None else self._lease(row)
+
+        return await self._call(work)
+
+    async def last_fingerprint(self) -> str:
+        def work(conn: psycopg.Connection[Any]) -> str:
+            row = conn.execute(self.sql.last_fingerprint, {"name": self.lock_name}).fetchone()
+            return "" if row is None else str(row[0])
 
         return await self._call(work)
 

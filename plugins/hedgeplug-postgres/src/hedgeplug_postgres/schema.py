@@ -54,8 +54,10 @@ class Statements:
             "    address    text NOT NULL,\n"
             "    token      bigint NOT NULL,\n"
             "    ttl        double precision NOT NULL,\n"
-            "    expires_at timestamptz NOT NULL\n"
+            "    expires_at timestamptz NOT NULL,\n"
+            "    fingerprint text NOT NULL DEFAULT ''\n"
             ");\n"
+            f"{self.add_fingerprint};\n"
             f"CREATE TABLE IF NOT EXISTS {self.rows_table} (\n"
             "    lock    text NOT NULL,\n"
             "    key     text NOT NULL,\n"
@@ -65,7 +67,20 @@ class Statements:
             ");"
         )
 
-    # -- lease; every statement returns holder, address, token, ttl, remaining
+    @property
+    def add_fingerprint(self) -> str:
+        """Brings a lease table made before lease fingerprints up to date."""
+        return (
+            f"ALTER TABLE {self.lease_table} ADD COLUMN IF NOT EXISTS fingerprint text NOT NULL DEFAULT ''"
+        )
+
+    @property
+    def has_fingerprint(self) -> str:
+        return """
+SELECT count(*) FROM pg_attribute
+WHERE attrelid = to_regclass(%s) AND attname = 'fingerprint' AND NOT attisdropped"""
+
+    # -- lease; every statement returns holder, address, token, ttl, remaining, fingerprint
 
     @property
     def acquire(self) -> str:
@@ -75,26 +90,28 @@ class Statements:
         # notify watchers (delivered when it commits).
         return f"""
 WITH taken AS (
-    INSERT INTO {self.lease_table} AS l (name, holder, address, token, ttl, expires_at)
+    INSERT INTO {self.lease_table} AS l (name, holder, address, token, ttl, expires_at, fingerprint)
     VALUES (%(name)s, %(holder)s, %(address)s, 1, %(ttl)s,
-            clock_timestamp() + %(ttl)s * interval '1 second')
+            clock_timestamp() + %(ttl)s * interval '1 second', %(fingerprint)s)
     ON CONFLICT (name) DO UPDATE SET
         holder = excluded.holder, address = excluded.address, token = l.token + 1,
-        ttl = excluded.ttl, expires_at = clock_timestamp() + excluded.ttl * interval '1 second'
+        ttl = excluded.ttl, expires_at = clock_timestamp() + excluded.ttl * interval '1 second',
+        fingerprint = excluded.fingerprint
     WHERE l.holder = '' OR l.expires_at <= clock_timestamp() OR l.holder = excluded.holder
-    RETURNING holder, address, token, ttl, expires_at
+    RETURNING holder, address, token, ttl, expires_at, fingerprint
 )
-SELECT holder, address, token, ttl, {_REMAINING}, pg_notify(%(channel)s, %(name)s)
+SELECT holder, address, token, ttl, {_REMAINING}, fingerprint, pg_notify(%(channel)s, %(name)s)
 FROM taken"""
 
     @property
     def renew(self) -> str:
         return f"""
 UPDATE {self.lease_table}
-SET ttl = %(ttl)s, expires_at = clock_timestamp() + %(ttl)s * interval '1 second'
+SET ttl = %(ttl)s, expires_at = clock_timestamp() + %(ttl)s * interval '1 second',
+    fingerprint = %(fingerprint)s
 WHERE name = %(name)s AND holder = %(holder)s AND token = %(token)s
   AND holder <> '' AND expires_at > clock_timestamp()
-RETURNING holder, address, token, ttl, {_REMAINING}"""
+RETURNING holder, address, token, ttl, {_REMAINING}, fingerprint"""
 
     @property
     def release(self) -> str:
@@ -109,8 +126,12 @@ SELECT pg_notify(%(channel)s, name) FROM freed"""
     @property
     def current(self) -> str:
         return f"""
-SELECT holder, address, token, ttl, {_REMAINING} FROM {self.lease_table}
+SELECT holder, address, token, ttl, {_REMAINING}, fingerprint FROM {self.lease_table}
 WHERE name = %(name)s AND holder <> '' AND expires_at > clock_timestamp()"""
+
+    @property
+    def last_fingerprint(self) -> str:
+        return f"SELECT fingerprint FROM {self.lease_table} WHERE name = %(name)s"
 
     @property
     def state(self) -> str:

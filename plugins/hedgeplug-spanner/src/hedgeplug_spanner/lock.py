@@ -7,7 +7,10 @@ decides by Spanner's own clock (``CURRENT_TIMESTAMP()`` against ``heartbeat +
 ttl``) and writes with a pending commit timestamp; Spanner's serializable
 transactions make the read-decide-write atomic across all clients. A take
 always writes ``token + 1``, so tokens strictly increase; release keeps the
-row (and its token) with an empty holder.
+row (and its token) with an empty holder. The row's `fingerprint` names the
+holder's key (written by take and renew, kept by release) so a contender can
+check it; a table from before it gains the column on first use (create_table)
+or the error names the ALTER statement to run.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from hedgeplug.plugin import Lease, Row
+from hedgeplug.plugin import Lease, Row, StoreError
 
 from .log import SpannerLogMixin, log_ddl
 from .store import SpannerStore
@@ -35,9 +38,15 @@ def lease_ddl(table: str) -> str:
         "  address   STRING(MAX) NOT NULL,\n"
         "  token     INT64 NOT NULL,\n"
         "  ttl_ms    INT64 NOT NULL,\n"
-        "  heartbeat TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true)\n"
+        "  heartbeat TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true),\n"
+        "  fingerprint STRING(MAX)\n"
         ") PRIMARY KEY (name)"
     )
+
+
+def fingerprint_ddl(table: str) -> str:
+    """Brings a lease table made before lease fingerprints up to date."""
+    return f"ALTER TABLE {table} ADD COLUMN fingerprint STRING(MAX)"
 
 
 def rows_ddl(table: str) -> str:
@@ -56,7 +65,8 @@ def ttl_ms(ttl: float) -> int:
 
 
 class SpannerLock(SpannerLogMixin):
-    """LockBackend + Watchable (by polling) + RowStorage + FencedLog (log.py) for one lock name."""
+    """LockBackend + Watchable (by polling) + Fingerprinted + RowStorage + FencedLog (log.py)
+    for one lock name."""
 
     def __init__(
         self,
@@ -80,10 +90,11 @@ class SpannerLock(SpannerLogMixin):
         self.ddl_timeout = ddl_timeout
         self.watch_interval = watch_interval
         self._tables_checked = not create_table
+        self._column_checked = False
         self._read_sql = (
             f"SELECT holder, address, token, ttl_ms, "
             f"TIMESTAMP_DIFF(TIMESTAMP_ADD(heartbeat, INTERVAL ttl_ms MILLISECOND), "
-            f"CURRENT_TIMESTAMP(), MICROSECOND) AS remaining_us "
+            f"CURRENT_TIMESTAMP(), MICROSECOND) AS remaining_us, fingerprint "
             f"FROM {table} WHERE name = @name"
         )
 
@@ -101,7 +112,40 @@ class SpannerLock(SpannerLogMixin):
         if not self._tables_checked:
             await self.store.run("creating tables", self._ensure_tables)
             self._tables_checked = True
+        if not self._column_checked:
+            self._column_checked = await self.store.run(
+                "checking the fingerprint column", self._ensure_fingerprint_column
+            )
         return await self.store.run(what, work)
+
+    def _ensure_fingerprint_column(self, database: Any) -> bool:
+        """True once the lease table has the column; False while the table is
+        missing (the call then fails with the missing-table message)."""
+        from google.cloud.spanner_v1 import param_types
+
+        with database.snapshot() as snap:
+            columns = {row[0] for row in snap.execute_sql(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ''"
+                " AND table_name = @table",
+                params={"table": self.table}, param_types={"table": param_types.STRING},
+                timeout=self.store.timeout,
+            )}
+        if not columns or "fingerprint" in columns:
+            return bool(columns)
+        statement = fingerprint_ddl(self.table)
+        if not self.create_table:
+            raise StoreError(
+                f"spanner table {self.table} predates lease fingerprints and create_table is"
+                f" false; add the column with: {statement}"
+            )
+        from google.api_core import exceptions as api
+
+        try:
+            database.update_ddl([statement]).result(timeout=self.ddl_timeout)
+        except (api.AlreadyExists, api.FailedPrecondition) as exc:  # another node added it
+            if "duplicate" not in str(exc).lower() and "exists" not in str(exc).lower():
+                raise
+        return True
 
     def _ensure_tables(self, database: Any) -> None:
         """Create missing tables (create_table = true). Racing creators are fine."""
@@ -129,7 +173,7 @@ class SpannerLock(SpannerLogMixin):
             if "duplicate" not in str(exc).lower() and "exists" not in str(exc).lower():
                 raise
 
-    def _read(self, reader: Any) -> tuple[str, str, int, int, int] | None:
+    def _read(self, reader: Any) -> tuple[str, str, int, int, int, str | None] | None:
         params, types = self._params()
         rows = list(reader.execute_sql(self._read_sql, params=params, param_types=types,
                                        timeout=self.store.timeout))
@@ -139,16 +183,18 @@ class SpannerLock(SpannerLogMixin):
         with self.store.transaction_slot():
             return database.run_in_transaction(work, timeout_secs=self.store.timeout)
 
-    def _lease(self, row: tuple[str, str, int, int, int]) -> Lease | None:
-        holder, address, token, ms, remaining_us = row
+    def _lease(self, row: tuple[str, str, int, int, int, str | None]) -> Lease | None:
+        holder, address, token, ms, remaining_us, fingerprint = row
         if not holder or remaining_us is None or remaining_us <= 0:
             return None
         return Lease(lock=self.lock_name, holder=holder, address=address, token=int(token),
-                     ttl=ms / 1000, remaining=remaining_us / 1e6)
+                     ttl=ms / 1000, remaining=remaining_us / 1e6, fingerprint=fingerprint or "")
 
     # ------------------------------------------------------------ LockBackend
 
-    async def acquire(self, holder: str, address: str, ttl: float) -> Lease | None:
+    async def acquire(
+        self, holder: str, address: str, ttl: float, *, fingerprint: str = ""
+    ) -> Lease | None:
         from google.cloud import spanner
 
         def take(tx: Any) -> int | None:
@@ -160,9 +206,9 @@ class SpannerLock(SpannerLogMixin):
             token = (int(row[2]) if row is not None else 0) + 1
             tx.insert_or_update(
                 self.table,
-                columns=("name", "holder", "address", "token", "ttl_ms", "heartbeat"),
+                columns=("name", "holder", "address", "token", "ttl_ms", "heartbeat", "fingerprint"),
                 values=[(self.lock_name, holder, address, token, ttl_ms(ttl),
-                         spanner.COMMIT_TIMESTAMP)],
+                         spanner.COMMIT_TIMESTAMP, fingerprint)],
             )
             return token
 
@@ -170,7 +216,7 @@ class SpannerLock(SpannerLogMixin):
         if token is None:
             return None
         return Lease(lock=self.lock_name, holder=holder, address=address, token=token,
-                     ttl=ttl, remaining=ttl)
+                     ttl=ttl, remaining=ttl, fingerprint=fingerprint)
 
     async def renew(self, lease: Lease, ttl: float) -> Lease | None:
         from google.cloud import spanner
@@ -180,14 +226,15 @@ class SpannerLock(SpannerLogMixin):
             current = self._lease(row) if row is not None else None
             if current is None or (current.holder, current.token) != (lease.holder, lease.token):
                 return False
-            tx.update(self.table, columns=("name", "ttl_ms", "heartbeat"),
-                      values=[(self.lock_name, ttl_ms(ttl), spanner.COMMIT_TIMESTAMP)])
+            tx.update(self.table, columns=("name", "ttl_ms", "heartbeat", "fingerprint"),
+                      values=[(self.lock_name, ttl_ms(ttl), spanner.COMMIT_TIMESTAMP,
+                               lease.fingerprint)])
             return True
 
         if not await self._call("renew", lambda db: self._transact(db, extend)):
             return None
         return Lease(lock=self.lock_name, holder=lease.holder, address=lease.address,
-                     token=lease.token, ttl=ttl, remaining=ttl)
+                     token=lease.token, ttl=ttl, remaining=ttl, fingerprint=lease.fingerprint)
 
     async def release(self, lease: Lease) -> None:
         def give_up(tx: Any) -> None:
@@ -200,12 +247,16 @@ class SpannerLock(SpannerLogMixin):
         await self._call("release", lambda db: self._transact(db, give_up))
 
     async def current(self) -> Lease | None:
-        def read(db: Any) -> tuple[str, str, int, int, int] | None:
-            with db.snapshot() as snap:
-                return self._read(snap)
-
-        row = await self._call("read lease", read)
+        row = await self._call("read lease", self._read_snapshot)
         return self._lease(row) if row is not None else None
+
+    async def last_fingerprint(self) -> str:
+        row = await self._call("read lease", self._read_snapshot)
+        return (row[5] or "") if row is not None else ""
+
+    def _read_snapshot(self, db: Any) -> tuple[str, str, int, int, int, str | None] | None:
+        with db.snapshot() as snap:
+            return self._read(snap)
 
     async def aclose(self) -> None:
         await self.store.aclose()

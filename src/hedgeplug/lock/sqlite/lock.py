@@ -35,28 +35,31 @@ CREATE TABLE IF NOT EXISTS hedgeplug_lease (
     address TEXT NOT NULL,
     token   INTEGER NOT NULL,
     ttl     REAL NOT NULL,
-    expires REAL NOT NULL
+    expires REAL NOT NULL,
+    fingerprint TEXT NOT NULL DEFAULT ''
 );
 """
+# Files made before lease fingerprints gain the column on first open.
+LEASE_COLUMNS = (("hedgeplug_lease", "fingerprint", "TEXT NOT NULL DEFAULT ''"),)
 
 # A row is live when it has a holder, has not expired, and its expiry is not
 # further away than its ttl (that would mean the clock restarted: a reboot).
 _LIVE = "holder <> '' AND expires > :now AND expires - :now <= ttl"
 
 _ACQUIRE = f"""
-INSERT INTO hedgeplug_lease (name, holder, address, token, ttl, expires)
-VALUES (:name, :holder, :address, 1, :ttl, :now + :ttl)
+INSERT INTO hedgeplug_lease (name, holder, address, token, ttl, expires, fingerprint)
+VALUES (:name, :holder, :address, 1, :ttl, :now + :ttl, :fingerprint)
 ON CONFLICT (name) DO UPDATE SET
     holder = excluded.holder, address = excluded.address, token = token + 1,
-    ttl = excluded.ttl, expires = excluded.expires
+    ttl = excluded.ttl, expires = excluded.expires, fingerprint = excluded.fingerprint
 WHERE NOT ({_LIVE}) OR holder = excluded.holder
-RETURNING holder, address, token, ttl, expires
+RETURNING holder, address, token, ttl, expires, fingerprint
 """
 
 _RENEW = f"""
-UPDATE hedgeplug_lease SET ttl = :ttl, expires = :now + :ttl
+UPDATE hedgeplug_lease SET ttl = :ttl, expires = :now + :ttl, fingerprint = :fingerprint
 WHERE name = :name AND holder = :holder AND token = :token AND {_LIVE}
-RETURNING holder, address, token, ttl, expires
+RETURNING holder, address, token, ttl, expires, fingerprint
 """
 
 _RELEASE = """
@@ -64,9 +67,11 @@ UPDATE hedgeplug_lease SET holder = '', address = '', expires = 0
 WHERE name = :name AND holder = :holder AND token = :token
 """
 
-_CURRENT = "SELECT holder, address, token, ttl, expires FROM hedgeplug_lease WHERE name = :name"
+_CURRENT = (
+    "SELECT holder, address, token, ttl, expires, fingerprint FROM hedgeplug_lease WHERE name = :name"
+)
 
-_LeaseRow = tuple[str, str, int, float, float]
+_LeaseRow = tuple[str, str, int, float, float, str]
 
 
 def _store_clock() -> float:
@@ -74,23 +79,26 @@ def _store_clock() -> float:
 
 
 def _is_live(row: _LeaseRow, now: float) -> bool:
-    holder, _address, _token, ttl, expires = row
+    holder, _address, _token, ttl, expires, _fingerprint = row
     return holder != "" and expires > now and expires - now <= ttl
 
 
 class SqliteLock:
-    """LockBackend + Watchable + RowStorage + FencedLog + LocalOnly over one SQLite file."""
+    """LockBackend + Watchable + Fingerprinted + RowStorage + FencedLog + LocalOnly over one SQLite file."""
 
     def __init__(self, path: str, lock_name: str, *, busy_timeout: float = 1.0) -> None:
         self.path = path
         self.lock_name = lock_name
         self.busy_timeout = busy_timeout
-        self._store = SqliteStore(path, schema=LEASE_SCHEMA + ROWS_SCHEMA + LOG_SCHEMA, busy_timeout=busy_timeout)
+        self._store = SqliteStore(
+            path, schema=LEASE_SCHEMA + ROWS_SCHEMA + LOG_SCHEMA, busy_timeout=busy_timeout,
+            columns=LEASE_COLUMNS,
+        )
         self._rows = SqliteRows(self._store, lock_name)
         self._log = SqliteLog(self._store, lock_name)
 
     def _lease(self, row: _LeaseRow, now: float) -> Lease:
-        holder, address, token, ttl, expires = row
+        holder, address, token, ttl, expires, fingerprint = row
         return Lease(
             lock=self.lock_name,
             holder=holder,
@@ -98,14 +106,20 @@ class SqliteLock:
             token=int(token),
             ttl=float(ttl),
             remaining=max(0.0, float(expires) - now),
+            fingerprint=fingerprint,
         )
 
     # ------------------------------------------------------------ LockBackend
 
-    async def acquire(self, holder: str, address: str, ttl: float) -> Lease | None:
+    async def acquire(
+        self, holder: str, address: str, ttl: float, *, fingerprint: str = ""
+    ) -> Lease | None:
         def work(conn: sqlite3.Connection) -> Lease | None:
             now = _store_clock()
-            args = {"name": self.lock_name, "holder": holder, "address": address, "ttl": ttl, "now": now}
+            args = {
+                "name": self.lock_name, "holder": holder, "address": address, "ttl": ttl,
+                "now": now, "fingerprint": fingerprint,
+            }
             row = conn.execute(_ACQUIRE, args).fetchone()
             return None if row is None else self._lease(row, now)
 
@@ -116,7 +130,7 @@ class SqliteLock:
             now = _store_clock()
             args = {
                 "name": self.lock_name, "holder": lease.holder, "token": lease.token,
-                "ttl": ttl, "now": now,
+                "ttl": ttl, "now": now, "fingerprint": lease.fingerprint,
             }
             row = conn.execute(_RENEW, args).fetchone()
             return None if row is None else self._lease(row, now)
@@ -137,6 +151,13 @@ class SqliteLock:
             if row is None or not _is_live(row, now):
                 return None
             return self._lease(row, now)
+
+        return await self._store.call(work, write=False)
+
+    async def last_fingerprint(self) -> str:
+        def work(conn: sqlite3.Connection) -> str:
+            row = conn.execute(_CURRENT, {"name": self.lock_name}).fetchone()
+            return "" if row is None else str(row[5])
 
         return await self._store.call(work, write=False)
 

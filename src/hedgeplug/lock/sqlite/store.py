@@ -10,7 +10,7 @@ a call cancelled by the caller interrupts the running statement.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import anyio
@@ -39,10 +39,15 @@ def is_busy(exc: sqlite3.Error) -> bool:
 class SqliteStore:
     """Transactions on one database file, created with `schema` on first use."""
 
-    def __init__(self, path: str, *, schema: str, busy_timeout: float) -> None:
+    def __init__(
+        self, path: str, *, schema: str, busy_timeout: float,
+        columns: Sequence[tuple[str, str, str]] = (),
+    ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self._schema = schema
+        # (table, column, declaration) added to a file made before the column existed
+        self._columns = tuple(columns)
         self._limiter = anyio.CapacityLimiter(1)
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -89,12 +94,24 @@ class SqliteStore:
             # FULL: a committed token survives power loss, so a token is never handed out twice.
             conn.execute("PRAGMA synchronous = FULL")
             conn.executescript(self._schema)
+            self._add_missing_columns(conn)
         except sqlite3.Error as exc:
             conn.close()
             if is_busy(exc):
                 raise Busy(str(exc)) from exc
             raise self.error(exc) from exc
         return conn
+
+    def _add_missing_columns(self, conn: sqlite3.Connection) -> None:
+        for table, column, declaration in self._columns:
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column in present:
+                continue
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it first
+                    raise
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """Run `work` in one transaction on this thread; sqlite trouble becomes StoreError."""
