@@ -153,7 +153,11 @@ class Bench:
     async def add(self, count: int) -> list[NodeProcess]:
         started = []
         for _ in range(count):
-            started.append(await self.cluster.add(config=self._join_config()))
+            # The start limit is --timeout too: a hundred processes starting
+            # at once on two cores can take longer than a fixed 30 s.
+            started.append(
+                await self.cluster.add(ready_timeout=self.args.timeout, config=self._join_config())
+            )
         return started
 
     async def agreed(self) -> float:
