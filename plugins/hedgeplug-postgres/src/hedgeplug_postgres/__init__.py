@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from .schema import Statements
 
 __all__ = [
-    "PostgresLock", "PostgresOptions", "Statements", "WatchingPostgresLock", "make", "open_lock",
+    "PostgresLock", "PostgresOptions", "Statements", "WatchingPostgresLock", "describe_dsn", "make",
+    "open_lock",
 ]
 
 _LAZY = {
