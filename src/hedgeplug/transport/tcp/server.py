@@ -199,7 +199,10 @@ class IncomingConnections:
                     link.count_in(body)
                     served.last_active = anyio.current_time()
                     if kind is FrameType.ONEWAY or kind is FrameType.REQUEST:
-                        await slots.acquire()  # at the limit, stop reading: TCP pushes back
+                        try:
+                            slots.acquire_nowait()
+                        except anyio.WouldBlock:
+                            await slots.acquire()  # at the limit, stop reading: TCP pushes back
                         job = (link, kind, request_id, body, on_frame, slots)
                         if parked:
                             parked.pop().hand(job)
