@@ -193,7 +193,9 @@ class SqliteLock:
             return self._lease(row, now), row, now
 
         lease, row, read_at = await self._store.call(work, write=False)
-        self._cached = None if generation is None else (generation, row, read_at)
+        newest = self._cached
+        if generation is not None and (newest is None or newest[0] <= generation):
+            self._cached = (generation, row, read_at)  # never over a newer read by the watch
         return lease
 
     async def aclose(self) -> None:
@@ -253,8 +255,13 @@ class SqliteLock:
             seen, expires_in = await read_now(_UNKNOWN)
             while True:
                 # A small margin past the expiry, so the read finds it expired.
-                await changes.wait(min(expires_in + 0.01, WATCH_IDLE_READ))
+                touched = await changes.wait(min(expires_in + 0.01, WATCH_IDLE_READ))
                 if feed is not None:
+                    if not touched:
+                        later = self._renewed_since(feed, seen)
+                        if later is not None:
+                            expires_in = later  # current() read the renewal already
+                            continue
                     feed.bump()
                 state, expires_in = await read_now(seen)
                 if state != seen:
@@ -267,6 +274,20 @@ class SqliteLock:
             changes.close()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(conn.close, limiter=limiter)
+
+    def _renewed_since(self, feed: _Feed, seen: _WatchState) -> float | None:
+        """Seconds until expiry of the lease `seen` by the watch, when a later
+        read by `current()` (still valid) shows it renewed; else None."""
+        cached = self._cached
+        if self._feed is not feed or cached is None or not feed.unchanged_since(cached[0]):
+            return None
+        row = cached[1]
+        now = _store_clock()
+        if row is None or seen is None or not _is_live(row, now):
+            return None
+        if (row[0], int(row[2]), True) != seen:
+            return None
+        return row[4] - now
 
     # ------------------------------------------------------------ RowStorage
 
