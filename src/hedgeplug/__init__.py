@@ -45,7 +45,32 @@ _LAZY: dict[str, str] = {
     "ViewVersion": ".view",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "BlockingNode",
+    "Config",
+    "ConfigError",
+    "HedgeplugError",
+    "LeaderChanged",
+    "Lease",
+    "Member",
+    "MemberState",
+    "MembersChanged",
+    "Message",
+    "NoLeader",
+    "Node",
+    "PluginError",
+    "Registry",
+    "RemoteError",
+    "Reply",
+    "RequestTimeout",
+    "StoreError",
+    "TransportError",
+    "View",
+    "ViewVersion",
+    "hookimpl",
+    "load_config",
+    "open_node",
+]
 
 
 def __getattr__(name: str) -> Any:
