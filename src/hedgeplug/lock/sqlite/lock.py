@@ -88,26 +88,26 @@ def _is_live(row: _LeaseRow, now: float) -> bool:
 
 
 class _Feed:
-    """Counts the writes a watch has seen, so `current()` can tell whether
-    its last read still holds: it does while the count is the same and no
-    write is waiting to be counted."""
+    """Counts the touches of the marker (acquires, releases) a watch has
+    seen, so `current()` can tell whether a read still holds: it does while
+    the count is the same and no touch waits to be counted."""
 
     def __init__(self, changes: Changes) -> None:
-        self._changes = changes
-        self._fd = changes.fileno()
+        self._poll = select.poll()  # not select(): descriptors past 1023 are fine
+        self._poll.register(changes.fileno(), select.POLLIN)
         self.generation = 0
 
     def bump(self) -> None:
         self.generation += 1
 
     def _waiting(self) -> bool:
-        return bool(select.select([self._fd], [], [], 0)[0])
+        return bool(self._poll.poll(0))
 
     def unchanged_since(self, generation: int) -> bool:
         return generation == self.generation and not self._waiting()
 
     def settled_generation(self) -> int | None:
-        """The count now, or None while a write waits to be counted (a read now may be stale)."""
+        """The count now, or None while a touch waits to be counted (a read now may be stale)."""
         return None if self._waiting() else self.generation
 
 
