@@ -2,13 +2,14 @@
 lock stores and membership strategies, with a plot of how each cost grows.
 
     .venv/bin/python benchmarks/idle_scaling.py --sizes 5,30,150 \
-        --locks sqlite,postgres --memberships heartbeat,gossip --out results/
+        --locks sqlite,postgres,etcd --memberships heartbeat,gossip --out results/
 
 Each run prints follower and leader CPU seconds per minute beside the floor
 `bench idle` measures in the same run (a bare trio process making one raw
 TCP round trip per interval). Heartbeat runs use the issue's settings
 (lease 3s, interval 1s); gossip its default profile. PostgreSQL is a
-throwaway server started here (hedgeplug_postgres.testing). Results go to
+throwaway server started here (hedgeplug_postgres.testing), etcd likewise
+(hedgeplug_etcd.testing). Results go to
 `<out>/idle_scaling.json` and `<out>/idle_scaling.png` (matplotlib, the
 `plot` extra). Every run is bounded by `--timeout`.
 """
@@ -100,8 +101,14 @@ def main() -> None:
 
                 server = stack.enter_context(start_postgres())
                 locks[lock] = ["--set", "lock.use=postgres", "--set", f"lock.dsn={server.dsn}"]
+            elif lock == "etcd":
+                from hedgeplug_etcd.testing import start_etcd
+
+                etcd = stack.enter_context(start_etcd())
+                endpoints = ",".join(etcd.endpoints)
+                locks[lock] = ["--set", "lock.use=etcd", "--set", f"lock.endpoints={endpoints}"]
             else:
-                raise SystemExit(f"--locks: {lock!r} is not sqlite or postgres")
+                raise SystemExit(f"--locks: {lock!r} is not sqlite, postgres or etcd")
         for membership in args.memberships.split(","):
             for lock, settings in locks.items():
                 for size in (int(s) for s in args.sizes.split(",")):
