@@ -89,3 +89,10 @@ def test_bench_flag_and_set_of_one_key_is_an_error_naming_both(capsys) -> None: 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--membership" in err and "--set membership.use" in err
+
+
+def test_scale_up_start_limit_is_the_timeout_flag(capsys) -> None:  # noqa: ANN001
+    # No Python process reports its address within 10 ms: the message must
+    # name --timeout's value, not a fixed limit of its own.
+    assert main(["bench", "scale-up", "-k", "1", "--timeout", "0.01"]) == 2
+    assert "did not report its address within 0.01s" in capsys.readouterr().err

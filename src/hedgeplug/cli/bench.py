@@ -14,9 +14,10 @@ polling error plus the machine's load. Every phase is bounded by
     hedgeplug bench detect --size 50 --rounds 3 --membership gossip --transport udp
 
 `idle` measures what a settled cluster costs: CPU seconds per node per
-minute and bytes sent per node per second over `--window`, and a status
-request/reply round trip beside a raw TCP echo round trip measured in the
-same run (the baseline).
+minute and bytes sent per node per second over `--window`, beside the CPU of
+a bare trio process making one raw TCP round trip per heartbeat interval
+over the same window (the floor), and a status request/reply round trip
+beside a raw TCP echo round trip measured in the same run (the baseline).
 
 `detect` measures crash detection: SIGKILL a random follower (never the
 leader, so the lease does not move), time until no live node's view holds
@@ -36,7 +37,6 @@ from random import Random
 from typing import Any
 
 import anyio
-import anyio.abc
 import msgpack
 
 from ..config import Config, Setting
@@ -44,6 +44,7 @@ from ..errors import HedgeplugError
 from ..processes import NodeProcess, ProcessCluster, ProcessError, cluster_config
 from ..sim.metrics import count_groups
 from ..stats import percentile
+from .bench_baselines import FloorProcess, raw_echo_rtts
 from .bench_output import check_plotting, format_figures, plot_samples
 from .progress import ProgressLine
 
@@ -166,7 +167,11 @@ class Bench:
     async def add(self, count: int) -> list[NodeProcess]:
         started = []
         for _ in range(count):
-            started.append(await self.cluster.add(config=self._join_config()))
+            # The start limit is --timeout too: a hundred processes starting
+            # at once on two cores can take longer than a fixed 30 s.
+            started.append(
+                await self.cluster.add(ready_timeout=self.args.timeout, config=self._join_config())
+            )
         return started
 
     async def agreed(self) -> float:
@@ -263,12 +268,16 @@ class Bench:
         await self.cluster.start(self.args.size, ready_timeout=max(60.0, self.args.timeout))
         self.figures["agreement_s"] = round(await self.agreed(), 3)
         nodes = self.cluster.live
-        before_cpu = {n.id: n.cpu_seconds() for n in nodes}
-        before = await self.cluster.statuses()
-        began = anyio.current_time()
-        await anyio.sleep(self.args.window)
-        after = await self.cluster.statuses()
-        took = anyio.current_time() - began
+        interval = getattr(self.cluster.config.membership.options, "interval", 1.0)
+        async with FloorProcess(float(interval)) as floor:
+            before_cpu = {n.id: n.cpu_seconds() for n in nodes}
+            floor_before = floor.cpu_seconds()
+            before = await self.cluster.statuses()
+            began = anyio.current_time()
+            await anyio.sleep(self.args.window)
+            after = await self.cluster.statuses()
+            took = anyio.current_time() - began
+            floor_per_min = (floor.cpu_seconds() - floor_before) * 60 / took
         cpu_per_min = {n.id: (n.cpu_seconds() - before_cpu[n.id]) * 60 / took for n in nodes}
         # The first status reply itself leaves after its counters were read:
         # take its size (payload plus envelope) back out of the window.
@@ -283,6 +292,9 @@ class Bench:
         followers = [n.id for n in nodes if leader is None or n.id != leader.id]
         self.figures["window_s"] = round(took, 1)
         self.summarise("cpu_s_per_node_per_min", [cpu_per_min[i] for i in followers])
+        # The baseline: a bare trio process making one raw TCP round trip per
+        # interval, the least a heartbeating follower could cost here.
+        self.figures["floor_cpu_s_per_min"] = round(floor_per_min, 3)
         self.summarise("bytes_sent_per_node_per_s",
             [sent_per_s[i] for i in followers if i in sent_per_s]
         )
@@ -296,7 +308,7 @@ class Bench:
             t0 = anyio.current_time()
             await self.cluster.status_of(target)
             rtts.append(anyio.current_time() - t0)
-        echo = await _raw_echo_rtts(200)
+        echo = await raw_echo_rtts(200)
         self.summarise("status_rtt_ms", [r * 1000 for r in rtts])
         self.summarise("raw_tcp_echo_rtt_ms", [r * 1000 for r in echo])
         self.figures["status_over_echo_median"] = round(
@@ -324,34 +336,6 @@ class Bench:
                 f"{label}: {len(self.cluster.live)} processes" + (f", measured {', '.join(done)}" if done else "")
             )
             await anyio.sleep(0.5)
-
-
-async def _raw_echo_rtts(count: int) -> list[float]:
-    """Round trips of 64 bytes over one raw anyio TCP connection on loopback."""
-    async def echo(stream: Any) -> None:
-        async with stream:
-            try:
-                while True:
-                    await stream.send(await stream.receive(64))
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                pass
-
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    rtts = []
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, echo)
-        async with await anyio.connect_tcp("127.0.0.1", port) as client:
-            payload = b"x" * 64
-            for _ in range(count):
-                t0 = anyio.current_time()
-                await client.send(payload)
-                got = b""
-                while len(got) < len(payload):
-                    got += await client.receive(64)
-                rtts.append(anyio.current_time() - t0)
-        tg.cancel_scope.cancel()
-    return rtts
 
 
 def _summary(values: list[float]) -> dict[str, float] | None:

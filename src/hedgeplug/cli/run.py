@@ -153,11 +153,23 @@ def parent_gone(parent: int) -> bool:
 
 async def _stop_when_parent_exits(parent: int, scope: anyio.CancelScope) -> None:
     """Stop gracefully once `parent` is gone, so a parent killed without its
-    own cleanup leaves no nodes behind. (Polling the parent id: Linux's
-    parent-death signal follows the spawning *thread*, and async libraries
-    spawn from worker threads that come and go.)"""
-    while not parent_gone(parent):
-        await anyio.sleep(0.2)
+    own cleanup leaves no nodes behind. (Not Linux's parent-death signal: it
+    follows the spawning *thread*, and async libraries spawn from worker
+    threads that come and go.) A pidfd of the parent becomes readable when it
+    exits, so the node sleeps until then; where there is none, it polls the
+    parent id every 0.2 s."""
+    pidfd = _open_pidfd(parent)
+    try:
+        while not parent_gone(parent):
+            if pidfd is None:
+                await anyio.sleep(0.2)
+            else:
+                await anyio.wait_readable(pidfd)
+                await anyio.sleep(0.01)  # re-parenting follows the exit closely
+    finally:
+        if pidfd is not None:
+            anyio.notify_closing(pidfd)
+            os.close(pidfd)
     log.info("stopping: parent process %d exited", parent)
     scope.cancel()
 
@@ -182,6 +194,13 @@ def bound_address(node: Node) -> str | None:
     if not isinstance(bind, Address) or not isinstance(port, int):
         return None
     return str(bind.with_port(port))
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux 5.3+, or already gone
+        return None
 
 
 async def serve(config: Config, registry: Registry, parent: int | None = None) -> None:

@@ -231,6 +231,9 @@ class Node:
     # ------------------------------------------------------------ messaging
 
     async def wait_leader(self, timeout: float = 10.0) -> Lease:
+        lease = self.leader
+        if lease is not None:
+            return lease  # the common case, without a timeout scope (every send asks)
         election = self.parts.election
         with anyio.move_on_after(timeout):
             while True:

@@ -4,6 +4,7 @@ and the control protocol a shell client (`hedgeplug status|send|broadcast`) spea
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -93,13 +94,29 @@ async def answer_control(node: Served, request: Any) -> Any:
     raise HedgeplugError(f"unknown control operation {op!r}")
 
 
-async def call_handler(handler: Callable[..., Any], payload: Any, sender: str) -> Any:
+def _wants_sender(handler: Callable[..., Any]) -> bool:
     # A handler takes (payload) or (payload, sender): parameters with defaults don't count.
     required = [
         p for p in inspect.signature(handler).parameters.values()
         if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
-    result = handler(payload, sender) if len(required) >= 2 else handler(payload)
+    return len(required) >= 2
+
+
+# Reading a signature costs more than the rest of a message's handling: once per handler.
+_WANTS_SENDER: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+async def call_handler(handler: Callable[..., Any], payload: Any, sender: str) -> Any:
+    try:
+        wants_sender = _WANTS_SENDER[handler]
+    except (KeyError, TypeError):  # TypeError: not weakly referenceable, so not cached
+        wants_sender = _wants_sender(handler)
+        try:
+            _WANTS_SENDER[handler] = wants_sender
+        except TypeError:
+            pass
+    result = handler(payload, sender) if wants_sender else handler(payload)
     if inspect.isawaitable(result):
         result = await result
     return result

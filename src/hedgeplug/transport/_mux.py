@@ -22,7 +22,7 @@ class _Waiter:
         self.done = False
         self.reply: bytes = b""
         self.error: Exception | None = None
-        self.wake = anyio.Event()
+        self.wake: anyio.Event | None = None  # made only when it has to wait behind a reader
 
 
 class ReplyMux:
@@ -58,7 +58,8 @@ class ReplyMux:
         waiter.done = True
         waiter.reply = reply
         waiter.error = error
-        waiter.wake.set()
+        if waiter.wake is not None:
+            waiter.wake.set()
         return True
 
     def fail_all(self, error: Exception) -> None:
@@ -90,6 +91,6 @@ class ReplyMux:
     def _hand_over(self, leaving: _Waiter) -> None:
         # Wake one other waiter still waiting so somebody keeps reading.
         for waiter in self._waiters.values():
-            if waiter is not leaving and not waiter.done:
+            if waiter is not leaving and not waiter.done and waiter.wake is not None:
                 waiter.wake.set()
                 return

@@ -6,17 +6,30 @@ it holds the options of the [lock] section and registers the backend.
 
 from __future__ import annotations
 
+import importlib
 import os
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from hedgeplug.plugin import ConfigError, Duration, NodeContext, hookimpl, positive
 
-from .gateway import GatewayClient
-from .lock import EtcdLock, lease_seconds
+if TYPE_CHECKING:
+    from .gateway import GatewayClient
+    from .lock import EtcdLock, lease_seconds
 
 __all__ = ["EtcdLock", "EtcdOptions", "GatewayClient", "lease_seconds", "make"]
+
+# Every node loads this plugin to read its configuration: the client (httpx)
+# and the backend are imported when a backend is made or a name first used.
+_LAZY = {"GatewayClient": ".gateway", "EtcdLock": ".lock", "lease_seconds": ".lock"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hedgeplug_etcd' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
 
 
 def _check_endpoints(_inst: Any, _attr: attrs.Attribute, value: list[str]) -> None:
@@ -86,6 +99,9 @@ def ssl_context(options: EtcdOptions) -> ssl.SSLContext | None:
 
 
 def make(options: EtcdOptions, ctx: NodeContext) -> EtcdLock:
+    from .gateway import GatewayClient
+    from .lock import EtcdLock
+
     client = GatewayClient(
         options.endpoints, timeout=options.timeout, ssl_context=ssl_context(options),
         username=options.username, password=options.password,

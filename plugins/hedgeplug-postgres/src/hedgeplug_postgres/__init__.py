@@ -2,23 +2,46 @@
 
 Select it with ``[lock] use = "postgres"``; see README.md for the options,
 the table layout and what the database role needs.
+
+Every node loads this plugin to read its configuration, so this module
+imports only the options; psycopg and the backend are imported when a
+backend is made (or one of their names is first used).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from hedgeplug.plugin import ConfigError, NodeContext, hookimpl
 
-from .lock import PostgresLock, PostgresOptions, WatchingPostgresLock, describe_dsn
-from .schema import Statements
+from .options import PostgresOptions
+
+if TYPE_CHECKING:
+    from .lock import PostgresLock, WatchingPostgresLock, describe_dsn
+    from .schema import Statements
 
 __all__ = [
-    "PostgresLock", "PostgresOptions", "Statements", "WatchingPostgresLock", "make", "open_lock",
+    "PostgresLock", "PostgresOptions", "Statements", "WatchingPostgresLock", "describe_dsn", "make",
+    "open_lock",
 ]
+
+_LAZY = {
+    "PostgresLock": ".lock", "WatchingPostgresLock": ".lock", "describe_dsn": ".lock",
+    "Statements": ".schema",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hedgeplug_postgres' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
 
 
 def make(options: PostgresOptions, ctx: NodeContext | _Standalone) -> PostgresLock:
+    from .lock import PostgresLock, WatchingPostgresLock, describe_dsn
+
     try:
         describe_dsn(options.dsn)
     except ValueError as exc:

@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import anyio
-import attrs
 import psycopg
 import psycopg.conninfo
 import psycopg.errors
-from hedgeplug.plugin import Duration, Lease, Row, StoreError, positive, run_in_worker
+from hedgeplug.plugin import Lease, Row, StoreError, run_in_worker
 
 from .log import PostgresLogMixin
 from .log_schema import LogStatements
+from .options import PostgresOptions
 from .schema import Statements
 
 T = TypeVar("T")
@@ -30,46 +30,11 @@ T = TypeVar("T")
 # A constant advisory-lock key so that many nodes starting at once create the
 # tables one at a time (concurrent CREATE TABLE IF NOT EXISTS can collide).
 _DDL_LOCK_KEY = 0x6865646765  # "hedge"
-# How long a watcher waits for a notification before it checks again; also
-# how long stopping a watcher can take.
-WATCH_WAKE = 0.5
-
-
-def _identifier(_inst: Any, attr: attrs.Attribute, value: str) -> None:
-    if not value or "\0" in value:
-        raise ValueError("must be a non-empty name without NUL characters", attr)
-    limit = 63 - len("_rows") if attr.name == "table" else 63
-    if len(value.encode()) > limit:
-        raise ValueError(f"must be at most {limit} bytes (PostgreSQL truncates longer names)", attr)
-
-
-@attrs.frozen
-class PostgresOptions:
-    """[lock] keys for ``use = "postgres"``."""
-
-    dsn: str = attrs.field(
-        default="",
-        metadata={"help": "libpq connection string or URL; empty: the PG* environment variables"},
-    )
-    schema: str = attrs.field(default="public", validator=_identifier, metadata={"help": "schema of the tables"})
-    table: str = attrs.field(
-        default="hedgeplug_lease", validator=_identifier,
-        metadata={"help": "lease table; row storage uses <table>_rows"},
-    )
-    create_table: bool = attrs.field(
-        default=True, metadata={"help": "create the tables on first use (needs CREATE on the schema)"}
-    )
-    connect_timeout: Duration = attrs.field(
-        default=Duration(5.0), validator=positive, metadata={"help": "bound on opening a connection"}
-    )
-    statement_timeout: Duration = attrs.field(
-        default=Duration(5.0), validator=positive,
-        metadata={"help": "server-side bound on one statement (backstop for cancellation)"},
-    )
-    watch: bool = attrs.field(
-        default=True,
-        metadata={"help": "LISTEN for lock changes on a second connection per node (fast failover)"},
-    )
+# The longest a watcher sleeps without a notification or an expiry before it
+# reads the row anyway (a guard against a connection lost while idle, not a poll).
+WATCH_GUARD = 30.0
+# After waiting on a connection closed behind the watcher's back, look again after this.
+WATCH_RETRY = 0.05
 
 
 def describe_dsn(dsn: str) -> str:
@@ -325,15 +290,95 @@ class PostgresLock(PostgresLogMixin):
 class WatchingPostgresLock(PostgresLock):
     """PostgresLock that is also Watchable: the default (``watch = true``).
 
-    Costs a second, mostly idle connection per node; with ``watch = false``
-    (many nodes, or a pooler that cannot keep LISTEN) contenders notice a
-    release at their next poll instead."""
+    The one connection of the backend also LISTENs: a notification that
+    arrives during a query is caught by psycopg's notify handler; one that
+    arrives while the connection is idle is read on the event loop (libpq's
+    non-blocking consume_input), never while a query runs in the worker
+    thread. See README.md for how it behaves behind a transaction pooler."""
+
+    def __init__(self, options: PostgresOptions, lock_name: str) -> None:
+        super().__init__(options, lock_name)
+        self._noticed = False  # a notification for our lock (or a new connection) since the last look
+        self._poke: anyio.Event | None = None  # set to wake a waiting watcher
+        self._watcher_waits_for_a_call = False
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = super()._connect()
+        try:
+            conn.execute(f"LISTEN {self.sql.channel}")
+        except psycopg.Error as exc:
+            conn.close()
+            raise self._error(f"cannot LISTEN for lock changes: {_first_line(exc)}") from None
+        conn.add_notify_handler(self._on_notify)
+        # Whatever happened while we had no connection went unheard: read again.
+        self._noticed = True
+        return conn
+
+    def _on_notify(self, notify: psycopg.Notify) -> None:
+        """psycopg calls this in the worker thread, for notifications that came with a query."""
+        if notify.payload == self.lock_name:
+            self._noticed = True
+
+    async def _call(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        try:
+            return await super()._call(work)
+        finally:
+            if self._poke is not None and (self._noticed or self._watcher_waits_for_a_call):
+                self._poke.set()
+
+    def _take_idle_notices(self, conn: psycopg.Connection[Any]) -> bool:
+        """Read what the idle connection received (on the event loop; no
+        query runs). False when the connection is broken."""
+        try:
+            conn.pgconn.consume_input()
+            while (notice := conn.pgconn.notifies()) is not None:
+                if notice.extra.decode("utf-8", "replace") == self.lock_name:
+                    self._noticed = True
+        except psycopg.Error:
+            return False
+        return True
+
+    async def _wait_for_notice(self, timeout: float) -> None:
+        """Until a notification for our lock, a new connection, or `timeout`."""
+        deadline = anyio.current_time() + timeout
+        with anyio.move_on_at(deadline):
+            while not self._noticed:
+                conn = self._conn
+                idle = self._limiter.borrowed_tokens == 0
+                self._poke = anyio.Event()
+                if idle and conn is not None and not conn.closed and self._take_idle_notices(conn):
+                    if self._noticed:
+                        break
+                    await self._readable_or_poked(conn.fileno(), self._poke)
+                else:
+                    # A query is running (it hears notifications itself), or the
+                    # connection is gone: the next call's end wakes us.
+                    self._watcher_waits_for_a_call = True
+                    try:
+                        await self._poke.wait()
+                    finally:
+                        self._watcher_waits_for_a_call = False
+        self._poke = None
+        self._noticed = False
+
+    @staticmethod
+    async def _readable_or_poked(fd: int, poke: anyio.Event) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def readable() -> None:
+                try:
+                    await anyio.wait_readable(fd)
+                except (OSError, ValueError, anyio.BusyResourceError, anyio.ClosedResourceError):
+                    await anyio.sleep(WATCH_RETRY)  # closed behind our back: look again shortly
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(readable)
+            await poke.wait()
+            tg.cancel_scope.cancel()
 
     async def watch(self) -> AsyncIterator[None]:
-        """LISTEN on a dedicated connection; yield when the holder or token changes
-        (acquire and release notify) or when the known lease expires."""
-        limiter = anyio.CapacityLimiter(1)
-        listener = await anyio.to_thread.run_sync(self._connect_listener, limiter=limiter)
+        """Yield when the holder or token changes (acquire and release notify)
+        or when the known lease expires. Idle, it sends no queries."""
 
         def read_state(conn: psycopg.Connection[Any]) -> tuple[tuple[str, int, bool] | None, float]:
             try:
@@ -342,48 +387,21 @@ class WatchingPostgresLock(PostgresLock):
                 # Not created yet (the first node of a cluster is starting): the
                 # notification of the first acquire will bring us back here.
                 return None, math.inf
-            except psycopg.Error as exc:
-                raise self._error(f"watch: {_first_line(exc)}") from None
             if row is None:
                 return None, math.inf
             holder, token, live, remaining = row
             return (holder, int(token), bool(live)), (float(remaining) if live else math.inf)
 
-        def wait_for_notice(conn: psycopg.Connection[Any], timeout: float) -> bool:
-            try:
-                return any(
-                    n.payload == self.lock_name for n in conn.notifies(timeout=timeout)
-                )
-            except psycopg.Error as exc:
-                raise self._error(f"watch: {_first_line(exc)}") from None
-
-        try:
-            seen, remaining = await anyio.to_thread.run_sync(read_state, listener, limiter=limiter)
+        seen, remaining = await self._call(read_state)
+        self._noticed = False  # that read saw everything up to now
+        expires_at = anyio.current_time() + remaining
+        while True:
+            await self._wait_for_notice(min(WATCH_GUARD, expires_at - anyio.current_time() + 0.01))
+            state, remaining = await self._call(read_state)
             expires_at = anyio.current_time() + remaining
-            while True:
-                timeout = max(0.0, min(WATCH_WAKE, expires_at - anyio.current_time() + 0.01))
-                noticed = await anyio.to_thread.run_sync(
-                    wait_for_notice, listener, timeout, limiter=limiter
-                )
-                if not noticed and anyio.current_time() < expires_at:
-                    continue
-                state, remaining = await anyio.to_thread.run_sync(read_state, listener, limiter=limiter)
-                expires_at = anyio.current_time() + remaining
-                if state != seen:
-                    seen = state
-                    yield
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(listener.close, limiter=limiter)
-
-    def _connect_listener(self) -> psycopg.Connection[Any]:
-        conn = self._connect()
-        try:
-            conn.execute(f"LISTEN {self.sql.channel}")
-        except psycopg.Error as exc:
-            conn.close()
-            raise self._error(f"watch: {_first_line(exc)}") from None
-        return conn
+            if state != seen:
+                seen = state
+                yield
 
 
 def _first_line(exc: BaseException) -> str:

@@ -14,6 +14,8 @@ expired (no lease can legitimately outlast its ttl).
 
 from __future__ import annotations
 
+import math
+import select
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -23,10 +25,16 @@ import anyio
 from hedgeplug.plugin import Lease, LogEntry, Row
 
 from .log import LOG_SCHEMA, SqliteLog
+from .notify import Changes, FileChanges, touch, watch_changes
 from .rows import ROWS_SCHEMA, SqliteRows
 from .store import SqliteStore, is_busy
 
-WATCH_INTERVAL = 0.1  # seconds between watch polls: cheap, and well under a second to fail over
+# Without inotify: seconds between stat polls of the files (on the event
+# loop, no query): cheap, and well under a second to fail over.
+WATCH_INTERVAL = 0.1
+# With inotify: the longest the watch sleeps without a touch of the marker
+# or an expiry before it reads the row anyway (a guard, not a poll).
+WATCH_IDLE_READ = 30.0
 
 LEASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS hedgeplug_lease (
@@ -72,6 +80,8 @@ _CURRENT = (
 )
 
 _LeaseRow = tuple[str, str, int, float, float, str]
+_WatchState = tuple[str, int, bool] | None
+_UNKNOWN: _WatchState = ("", -1, False)  # before the first successful read
 
 
 def _store_clock() -> float:
@@ -81,6 +91,30 @@ def _store_clock() -> float:
 def _is_live(row: _LeaseRow, now: float) -> bool:
     holder, _address, _token, ttl, expires, _fingerprint = row
     return holder != "" and expires > now and expires - now <= ttl
+
+
+class _Feed:
+    """Counts the touches of the marker (acquires, releases) a watch has
+    seen, so `current()` can tell whether a read still holds: it does while
+    the count is the same and no touch waits to be counted."""
+
+    def __init__(self, changes: Changes) -> None:
+        self._poll = select.poll()  # not select(): descriptors past 1023 are fine
+        self._poll.register(changes.fileno(), select.POLLIN)
+        self.generation = 0
+
+    def bump(self) -> None:
+        self.generation += 1
+
+    def _waiting(self) -> bool:
+        return bool(self._poll.poll(0))
+
+    def unchanged_since(self, generation: int) -> bool:
+        return generation == self.generation and not self._waiting()
+
+    def settled_generation(self) -> int | None:
+        """The count now, or None while a touch waits to be counted (a read now may be stale)."""
+        return None if self._waiting() else self.generation
 
 
 class SqliteLock:
@@ -96,6 +130,9 @@ class SqliteLock:
         )
         self._rows = SqliteRows(self._store, lock_name)
         self._log = SqliteLog(self._store, lock_name)
+        self._feed: _Feed | None = None  # the running watch's inotify feed, if any
+        # (feed generation, row, store clock when read), while a watch feeds us
+        self._cached: tuple[int, _LeaseRow | None, float] | None = None
 
     def _lease(self, row: _LeaseRow, now: float) -> Lease:
         holder, address, token, ttl, expires, fingerprint = row
@@ -123,7 +160,10 @@ class SqliteLock:
             row = conn.execute(_ACQUIRE, args).fetchone()
             return None if row is None else self._lease(row, now)
 
-        return await self._store.call(work, write=True)
+        lease = await self._store.call(work, write=True)
+        if lease is not None:
+            touch(self.path)  # after the commit, so a woken watcher reads the new holder
+        return lease
 
     async def renew(self, lease: Lease, ttl: float) -> Lease | None:
         def work(conn: sqlite3.Connection) -> Lease | None:
@@ -143,16 +183,36 @@ class SqliteLock:
             conn.execute(_RELEASE, args)
 
         await self._store.call(work, write=True)
+        touch(self.path)
 
     async def current(self) -> Lease | None:
-        def work(conn: sqlite3.Connection) -> Lease | None:
+        feed = self._feed
+        cached = self._cached
+        if feed is not None and cached is not None and feed.unchanged_since(cached[0]):
+            # No acquire or release since that read (they touch the marker). A
+            # free lease stays free; a live one stays with its holder at least
+            # until the expiry read then (renewals only push it later, so its
+            # `remaining` is a lower bound). Past that, read again.
+            now = _store_clock()
+            row = cached[1]
+            if row is None or not _is_live(row, cached[2]):
+                return None
+            if _is_live(row, now):
+                return self._lease(row, now)
+        generation = feed.settled_generation() if feed is not None else None
+
+        def work(conn: sqlite3.Connection) -> tuple[Lease | None, _LeaseRow | None, float]:
             now = _store_clock()
             row = conn.execute(_CURRENT, {"name": self.lock_name}).fetchone()
             if row is None or not _is_live(row, now):
-                return None
-            return self._lease(row, now)
+                return None, row, now
+            return self._lease(row, now), row, now
 
-        return await self._store.call(work, write=False)
+        lease, row, read_at = await self._store.call(work, write=False)
+        newest = self._cached
+        if generation is not None and (newest is None or newest[0] <= generation):
+            self._cached = (generation, row, read_at)  # never over a newer read by the watch
+        return lease
 
     async def last_fingerprint(self) -> str:
         def work(conn: sqlite3.Connection) -> str:
@@ -168,39 +228,90 @@ class SqliteLock:
     # ------------------------------------------------------------ Watchable
 
     async def watch(self) -> AsyncIterator[None]:
-        """Poll the lease row every 100 ms on a connection of its own; yield when the
-        holder or token changes, or when the lease goes from live to free (release or expiry)."""
+        """Yield when the holder or token changes, or when the lease goes from
+        live to free (release or expiry).
+
+        Between changes it sleeps: an acquire or release (they touch a marker
+        file, see `notify`; inotify wakes us) or the expiry of the lease as
+        last read wakes it to read the row once, on a connection of its own
+        in a worker thread. Renewals wake nobody. Without inotify it stats
+        the marker every WATCH_INTERVAL on the event loop instead. While it
+        runs with inotify, `current()` answers from the last read when it
+        still holds."""
         conn = await anyio.to_thread.run_sync(self._store.open_for_reading)
         limiter = anyio.CapacityLimiter(1)
-        unknown = ("", -1, False)  # before the first successful read
+        changes = watch_changes(self.path, WATCH_INTERVAL)
+        feed = _Feed(changes) if isinstance(changes, FileChanges) else None
 
-        def read(previous: tuple[str, int, bool] | None) -> tuple[str, int, bool] | None:
+        def read(previous: _WatchState) -> tuple[_WatchState, _LeaseRow | None, float, float]:
+            """The row's (holder, token, live), the row, seconds until a live
+            lease expires, and the store clock when read."""
             now = _store_clock()
             try:
                 row = conn.execute(_CURRENT, {"name": self.lock_name}).fetchone()
             except sqlite3.OperationalError as exc:
                 if is_busy(exc):
-                    return previous  # a checkpoint or recovery in progress: ask again next poll
+                    return previous, None, WATCH_INTERVAL, now  # a checkpoint or recovery: ask again soon
                 if "no such table" in str(exc):
-                    return None  # nobody has used the file yet
+                    return None, None, math.inf, now  # nobody has used the file yet
                 raise self._store.error(exc) from exc
             except sqlite3.Error as exc:
                 raise self._store.error(exc) from exc
             if row is None:
-                return None
-            return (row[0], int(row[2]), _is_live(row, now))
+                return None, None, math.inf, now
+            live = _is_live(row, now)
+            expires_in = row[4] - now if live else math.inf
+            return (row[0], int(row[2]), live), row, expires_in, now
+
+        async def read_now(previous: _WatchState) -> tuple[_WatchState, float]:
+            generation = feed.settled_generation() if feed is not None else None
+            state, row, expires_in, read_at = await anyio.to_thread.run_sync(
+                read, previous, limiter=limiter
+            )
+            if generation is not None and state is not previous and self._feed is feed:
+                self._cached = (generation, row, read_at)
+            return state, expires_in
 
         try:
-            seen = await anyio.to_thread.run_sync(read, unknown, limiter=limiter)
+            if feed is not None and self._feed is None:
+                self._feed = feed
+            changes.pending()  # whatever happened before is in the first read
+            seen, expires_in = await read_now(_UNKNOWN)
             while True:
-                await anyio.sleep(WATCH_INTERVAL)
-                state = await anyio.to_thread.run_sync(read, seen, limiter=limiter)
+                # A small margin past the expiry, so the read finds it expired.
+                touched = await changes.wait(min(expires_in + 0.01, WATCH_IDLE_READ))
+                if feed is not None:
+                    if not touched:
+                        later = self._renewed_since(feed, seen)
+                        if later is not None:
+                            expires_in = later  # current() read the renewal already
+                            continue
+                    feed.bump()
+                state, expires_in = await read_now(seen)
                 if state != seen:
                     seen = state
                     yield
         finally:
+            if self._feed is feed:
+                self._feed = None
+                self._cached = None
+            changes.close()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(conn.close, limiter=limiter)
+
+    def _renewed_since(self, feed: _Feed, seen: _WatchState) -> float | None:
+        """Seconds until expiry of the lease `seen` by the watch, when a later
+        read by `current()` (still valid) shows it renewed; else None."""
+        cached = self._cached
+        if self._feed is not feed or cached is None or not feed.unchanged_since(cached[0]):
+            return None
+        row = cached[1]
+        now = _store_clock()
+        if row is None or seen is None or not _is_live(row, now):
+            return None
+        if (row[0], int(row[2]), True) != seen:
+            return None
+        return row[4] - now
 
     # ------------------------------------------------------------ RowStorage
 

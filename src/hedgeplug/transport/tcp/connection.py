@@ -1,11 +1,22 @@
-"""One TCP connection carrying frames, and the socket details every side shares."""
+"""One TCP connection carrying frames, and the socket details every side shares.
+
+On trio, a frame is first written straight to the non-blocking socket and
+the reader first takes what the kernel already holds, each a plain system
+call: most small frames need no trip through the event loop (the anyio
+stream's send and receive each pass two checkpoints and several wrappers,
+which cost more than the rest of a message). Only what the kernel cannot
+take or give at once waits on the event loop. Elsewhere (asyncio buffers
+writes in its transport, so writing around it could reorder bytes) the
+anyio stream does everything.
+"""
 
 from __future__ import annotations
 
 import socket
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream
+import sniffio
+from anyio.abc import ByteReceiveStream, SocketAttribute, SocketStream
 
 from hedgeplug.plugin import Address, AddressError, TransportError, TransportStats
 
@@ -24,6 +35,61 @@ def peer_address(text: str) -> Address:
 
 class ConnectionLost(TransportError):
     """The peer closed or reset a connection before the reply came."""
+
+
+# Reads that found data at once in a row before the reader yields anyway,
+# so a peer that never stops sending cannot starve the other tasks.
+_EAGER_READS = 16
+
+
+def raw_socket_if_trio(stream: SocketStream) -> socket.socket | None:
+    """The socket under `stream` when running on trio (see the module docstring)."""
+    try:
+        if sniffio.current_async_library() != "trio":
+            return None
+        return stream.extra(SocketAttribute.raw_socket)
+    except (sniffio.AsyncLibraryNotFoundError, anyio.TypedAttributeLookupError):
+        return None
+
+
+class EagerReceive(ByteReceiveStream):
+    """A receive stream for FrameReader that first takes what the kernel holds."""
+
+    def __init__(self, stream: SocketStream, sock: socket.socket) -> None:
+        self._stream = stream
+        self._sock = sock
+        self._eager = 0
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self._eager < _EAGER_READS:
+            try:
+                data = self._sock.recv(max_bytes)
+            except BlockingIOError:
+                pass
+            else:
+                if not data:
+                    raise anyio.EndOfStream
+                self._eager += 1
+                return data
+        self._eager = 0
+        while True:
+            await anyio.wait_readable(self._sock)
+            try:
+                data = self._sock.recv(max_bytes)
+            except BlockingIOError:
+                continue  # woken for nothing (another reader took it)
+            if not data:
+                raise anyio.EndOfStream
+            return data
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def frame_source(stream: SocketStream) -> SocketStream | EagerReceive:
+    """What a FrameReader on `stream` should read from."""
+    sock = raw_socket_if_trio(stream)
+    return stream if sock is None else EagerReceive(stream, sock)
 
 
 class FramedSocket:
@@ -51,9 +117,15 @@ class FramedSocket:
         self.broken: TransportError | None = None
         self._stall_timeout = stall_timeout
         self._send_lock = anyio.Lock()
+        self._sock = raw_socket_if_trio(stream)
 
     async def write(self, kind: FrameType, request_id: int, body: bytes) -> None:
         frame = encode_frame(kind, request_id, body)
+        if self._sock is not None and not self._send_lock.locked():
+            await anyio.lowlevel.checkpoint_if_cancelled()  # before any byte: no harm
+            if not self._send_lock.locked():
+                await self._write_now(frame)
+                return
         async with self._send_lock:
             if self.broken is not None:
                 raise self.broken
@@ -78,6 +150,48 @@ class FramedSocket:
                     raise self.broken
         self.stats.frames_out += 1
         self.stats.bytes_out += len(frame)
+
+    async def _write_now(self, frame: bytes) -> None:
+        """Write `frame` straight to the socket; what it cannot take at once is
+        sent as the rest of a started frame (shielded, bounded, see write)."""
+        assert self._sock is not None
+        self._send_lock.acquire_nowait()  # free, and nothing awaited since we looked
+        try:
+            if self.broken is not None:
+                raise self.broken
+            try:
+                sent = self._sock.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                lost = ConnectionLost(f"connection to {self.peer} failed while sending: {exc}")
+                await self.close(lost)
+                raise lost from None
+            if sent < len(frame):
+                await self._send_rest(frame[sent:])
+        finally:
+            self._send_lock.release()
+        self.stats.frames_out += 1
+        self.stats.bytes_out += len(frame)
+
+    async def _send_rest(self, rest: bytes) -> None:
+        """The same as write's slow path, for the part the socket did not take."""
+        if self._stall_timeout is None:
+            await self._send_or_close(rest)
+            return
+        deadline = anyio.current_time() + self._stall_timeout
+        with anyio.CancelScope(shield=True, deadline=deadline) as guard:
+            await self._send_or_close(rest)
+        if guard.cancelled_caught:
+            with anyio.CancelScope(shield=True):
+                await self.close(
+                    TransportError(
+                        f"connection to {self.peer} stalled: a frame could not be"
+                        f" written within {self._stall_timeout:g}s"
+                    )
+                )
+        if self.broken is not None:
+            raise self.broken
 
     async def _send_or_close(self, frame: bytes) -> None:
         sent = False

@@ -16,7 +16,14 @@ from hedgeplug.plugin import TransportError, TransportStats
 
 from .._framing import PURPOSE_FRAMES, FrameReader, FrameRejected, FrameType, preamble
 from .._mux import ReplyMux
-from .connection import NETWORK_ERRORS, ConnectionLost, FramedSocket, peer_address, set_nodelay
+from .connection import (
+    NETWORK_ERRORS,
+    ConnectionLost,
+    FramedSocket,
+    frame_source,
+    peer_address,
+    set_nodelay,
+)
 
 
 async def dial(
@@ -35,7 +42,7 @@ async def dial(
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise TransportError(f"cannot connect to {address}: {reason}") from None
         set_nodelay(stream)
-        return stream, FrameReader(stream, max_frame)
+        return stream, FrameReader(frame_source(stream), max_frame)
     if stream is not None:
         await anyio.aclose_forcefully(stream)
     raise TransportError(f"cannot connect to {address}: no answer within {timeout:g}s")

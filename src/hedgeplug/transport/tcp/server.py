@@ -13,7 +13,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream
 from hedgeplug.plugin import FrameHandler, StreamHandler, TransportError, TransportStats
 
 from .._framing import PURPOSE_FRAMES, PURPOSE_STREAM, FrameReader, FrameRejected, FrameType
-from .connection import NETWORK_ERRORS, FramedSocket, remote_name
+from .connection import NETWORK_ERRORS, FramedSocket, frame_source, remote_name
 from .options import TcpOptions
 from .stream import TcpMessageStream
 
@@ -25,6 +25,39 @@ class _Served:
     link: FramedSocket
     slots: anyio.Semaphore
     last_active: float
+
+
+_Job = tuple[FramedSocket, FrameType, int, bytes, FrameHandler, anyio.Semaphore]
+
+
+class _Parked:
+    """A handler task waiting for its next frame."""
+
+    __slots__ = ("_job", "_ready")
+
+    def __init__(self) -> None:
+        self._job: _Job | None = None
+        self._ready = anyio.Event()
+
+    def hand(self, job: _Job | None) -> None:
+        """The next frame to handle, or None: no more frames, stop."""
+        self._job = job
+        self._ready.set()
+
+    async def next_job(self) -> _Job | None:
+        await self._ready.wait()
+        return self._job
+
+
+class _ParkingLot(list[_Parked]):
+    """The parked handler tasks of one connection; `closed` once it has no more frames."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        while self:
+            self.pop().hand(None)
 
 
 class IncomingConnections:
@@ -106,7 +139,7 @@ class IncomingConnections:
         self, stream: SocketStream, on_frame: FrameHandler, on_stream: StreamHandler
     ) -> None:
         peer = remote_name(stream)
-        reader = FrameReader(stream, self.max_frame)
+        reader = FrameReader(frame_source(stream), self.max_frame)
         try:
             with anyio.fail_after(self.options.connect_timeout):
                 purpose = await reader.read_preamble()
@@ -142,29 +175,54 @@ class IncomingConnections:
         slots = anyio.Semaphore(self.options.max_inflight)
         served = _Served(link, slots, anyio.current_time())
         self._served[stream] = served
+        # Handler tasks that finished wait here for the next frame: handing a
+        # frame to a parked task costs less than starting a task per frame.
+        # At most max_inflight of them, like the handlers running.
+        parked = _ParkingLot()
         async with anyio.create_task_group() as handlers:
-            while True:
-                try:
-                    kind, request_id, body = await reader.read()
-                except anyio.EndOfStream:
-                    break
-                except FrameRejected as exc:
-                    self.stats.drop(exc.reason)
-                    self.log.info("closing connection from %s: %s", peer, exc)
-                    if exc.kind == FrameType.REQUEST:
-                        await self._try_write(
-                            link, FrameType.ERROR, exc.request_id, str(exc).encode()
-                        )
-                    break
-                except NETWORK_ERRORS:
-                    break
-                link.count_in(body)
-                served.last_active = anyio.current_time()
-                if kind is FrameType.ONEWAY or kind is FrameType.REQUEST:
-                    await slots.acquire()  # at the limit, stop reading: TCP pushes back
-                    handlers.start_soon(self._handle, link, kind, request_id, body, on_frame, slots)
-                else:
-                    self.stats.drop("unexpected-frame")
+            try:
+                while True:
+                    try:
+                        kind, request_id, body = await reader.read()
+                    except anyio.EndOfStream:
+                        break
+                    except FrameRejected as exc:
+                        self.stats.drop(exc.reason)
+                        self.log.info("closing connection from %s: %s", peer, exc)
+                        if exc.kind == FrameType.REQUEST:
+                            await self._try_write(
+                                link, FrameType.ERROR, exc.request_id, str(exc).encode()
+                            )
+                        break
+                    except NETWORK_ERRORS:
+                        break
+                    link.count_in(body)
+                    served.last_active = anyio.current_time()
+                    if kind is FrameType.ONEWAY or kind is FrameType.REQUEST:
+                        try:
+                            slots.acquire_nowait()
+                        except anyio.WouldBlock:
+                            await slots.acquire()  # at the limit, stop reading: TCP pushes back
+                        job = (link, kind, request_id, body, on_frame, slots)
+                        if parked:
+                            parked.pop().hand(job)
+                        else:
+                            handlers.start_soon(self._worker, job, parked)
+                    else:
+                        self.stats.drop("unexpected-frame")
+            finally:
+                parked.close()  # no more frames: parked handler tasks end
+
+    async def _worker(self, job: _Job | None, parked: _ParkingLot) -> None:
+        """Run `job`, then park and run whatever frame is handed over next,
+        until the connection has no more frames."""
+        while job is not None:
+            await self._handle(*job)
+            if parked.closed:
+                return
+            place = _Parked()
+            parked.append(place)
+            job = await place.next_job()
 
     async def _handle(
         self,
