@@ -176,12 +176,6 @@ GIVE_UP = 1.0  # the caller's own bound on one store call
 HEAL_AFTER = 5.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hedgeplug-postgres: a call cancelled while PostgreSQL is silently unreachable "
-    "stays blocked in the worker thread until TCP delivers again (run_in_worker waits for "
-    "the thread; the cancel request cannot get through; no client-side socket timeout)",
-)
 @pytest.mark.anyio
 async def test_a_postgres_call_given_up_during_a_silent_partition_returns_promptly(
     lab: NetnsLab, postgres: NamespacedPostgres
@@ -189,8 +183,9 @@ async def test_a_postgres_call_given_up_during_a_silent_partition_returns_prompt
     """Why the partitioned nodes above rejoin only after a TCP retransmission:
     this process's own PostgreSQL connection, cut silently (PostgreSQL's
     namespace drops everything from the bridge's host side), then one
-    `current()` given up after GIVE_UP. It should come back within GIVE_UP
-    plus the interrupt bound; it comes back only after the heal."""
+    `current()` given up after GIVE_UP. It comes back within GIVE_UP plus the
+    interrupt bound: the cancel request cannot get through, so the plugin
+    breaks the connection's socket instead of waiting for the heal."""
     from hedgeplug_postgres import open_lock
 
     lock = open_lock(postgres.dsn, "chaos-hang", watch=False)

@@ -11,6 +11,8 @@ shows the DDL to run.
 from __future__ import annotations
 
 import math
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -49,6 +51,9 @@ def describe_dsn(dsn: str) -> str:
     return f"{host}:{port}/{db}"
 
 
+CANCEL_TIMEOUT = 1.0  # seconds a cancel request may take before the socket is broken instead
+
+
 class PostgresLock(PostgresLogMixin):
     """LockBackend + Fingerprinted + RowStorage + FencedLog (log.py) for one lock name
     (see WatchingPostgresLock)."""
@@ -79,6 +84,15 @@ class PostgresLock(PostgresLogMixin):
                 autocommit=True,
                 connect_timeout=max(1, math.ceil(self.options.connect_timeout)),
                 application_name="hedgeplug",
+                # A silent network: unacknowledged data fails the socket after
+                # this long, and idle connections are probed.
+                tcp_user_timeout=int(
+                    (self.options.statement_timeout + self.options.connect_timeout) * 1000
+                ),
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=3,
+                keepalives_count=3,
             )
         except psycopg.Error as exc:
             raise self._error(f"cannot connect: {_first_line(exc)}") from None
@@ -161,9 +175,22 @@ class PostgresLock(PostgresLogMixin):
 
     def _cancel_running(self) -> None:
         conn = self._conn
-        if conn is not None and not conn.closed:
-            self._cancel_sent = True
-            conn.cancel_safe(timeout=2.0)
+        if conn is None or conn.closed:
+            return
+        self._cancel_sent = True
+        try:
+            conn.cancel_safe(timeout=CANCEL_TIMEOUT)
+            return
+        except Exception:
+            pass
+        # The cancel request could not get through (the server is silently
+        # unreachable): break the connection's socket, so the worker's blocked
+        # read returns now instead of at TCP's next retransmission.
+        try:
+            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, psycopg.Error):
+            pass
 
     async def _call(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         return await run_in_worker(
