@@ -87,6 +87,19 @@ def test_progress_line_waits_before_showing_and_clears_itself() -> None:
         line.after = 0.0
         line.update("later")
         line.done()
-    shown = os.read(reads, 4096).decode()
+    # A pty hands written bytes to its reader asynchronously: read until
+    # nothing more arrives (bounded), not just once.
+    shown = ""
+    while True:
+        ready, _, _ = select.select([reads], [], [], 1.0)
+        if not ready:
+            break
+        try:
+            chunk = os.read(reads, 4096)
+        except OSError:  # EIO: the writing side is closed and everything was read
+            break
+        if not chunk:
+            break
+        shown += chunk.decode()
     os.close(reads)
     assert "early" not in shown and "later" in shown and shown.endswith("\r")
