@@ -36,31 +36,9 @@ from hedgeplug.stats import percentile
 PHASE_TIMEOUT = 120.0
 SIZE = 64
 
-ECHO_SERVER = r"""
-import struct, sys, anyio
-
-async def handle(stream):
-    buf = b""
-    async with stream:
-        try:
-            while True:
-                while len(buf) < 4:
-                    buf += await stream.receive()
-                (size,) = struct.unpack("!I", buf[:4])
-                while len(buf) < 4 + size:
-                    buf += await stream.receive()
-                await stream.send(buf[: 4 + size])
-                buf = buf[4 + size :]
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
-            pass
-
-async def main():
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    print(listener.extra(anyio.abc.SocketAttribute.local_port), flush=True)
-    await listener.serve(handle)
-
-anyio.run(main, backend="trio")
-"""
+# The same length-prefixed echo server the cluster benchmark uses (this
+# script runs from benchmarks/, so the sibling module imports).
+from cluster_bench import ECHO_SERVER  # noqa: E402
 
 RoundTrip = Callable[[], Awaitable[Any]]
 
