@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 import sys
 import time
 import uuid
@@ -27,12 +26,11 @@ import attrs
 
 from hedgeplug.config import Config
 from hedgeplug.testing.processes import (
-    READY_RE,
     NodeProcess,
     ProcessCluster,
     ProcessError,
     Status,
-    child_environment,
+    start_process,
     summarize,
 )
 
@@ -49,35 +47,9 @@ async def start_worker(
 ) -> NodeProcess:
     """`PREFIX python chaos_worker.py --config CONFIG --record RECORD`, once it listens."""
     command = [*prefix, sys.executable, str(WORKER), "--config", str(config), "--record", str(record)]
-    with open(log_path, "ab") as log_file:
-        process = await anyio.open_process(
-            command, stdin=None, stdout=subprocess.PIPE, stderr=log_file,
-            start_new_session=True, env=env or child_environment(),
-        )
-    started = anyio.current_time()
-    line: str | None = None
-    try:
-        assert process.stdout is not None
-        buffer = b""
-        with anyio.move_on_after(ready_timeout):
-            while b"\n" not in buffer:
-                try:
-                    buffer += await process.stdout.receive()
-                except anyio.EndOfStream:
-                    break
-            line = buffer.split(b"\n", 1)[0].decode(errors="replace")
-    finally:
-        match = READY_RE.match(line or "")
-        if match is None:
-            with anyio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.kill()
-                with anyio.move_on_after(5):
-                    await process.wait()
-    if match is None:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
-        raise ProcessError(f"chaos worker did not listen (first line {line!r}); log:\n{tail}")
-    return NodeProcess(process, match["id"], match["address"], log_path, True, started)
+    return await start_process(
+        command, log_path, ready_timeout=ready_timeout, env=env, what="chaos worker"
+    )
 
 
 class WorkerCluster(ProcessCluster):

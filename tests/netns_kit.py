@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import Process
 
 from hedgeplug.control import ControlClient
-from hedgeplug.testing.processes import READY_RE, NodeProcess, ProcessCluster, ProcessError
+from hedgeplug.processes.node import node_command
+from hedgeplug.testing.processes import NodeProcess, ProcessCluster, start_process
 from hedgeplug.testing.supervise import pid_alive
 from hedgeplug_postgres.testing import PostgresServer
 
@@ -230,51 +230,11 @@ async def start_in_namespace(
     """`ip netns exec NETNS hedgeplug run ARGS`, waiting for its "listening on" line.
     `ip netns exec` execs in place, so the child's parent stays this process and
     HEDGEPLUG_DIE_WITH_PARENT stops the node if the test dies."""
-    with open(log_path, "ab") as log_file:
-        process = await anyio.open_process(
-            ["ip", "netns", "exec", netns, sys.executable, "-m", "hedgeplug", "run", *args],
-            stdin=None,
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            start_new_session=True,
-            env={**os.environ, "HEDGEPLUG_DIE_WITH_PARENT": "1"},
-        )
-    started = anyio.current_time()
-    line = None
-    try:
-        line = await _first_line(process, ready_timeout)
-    finally:
-        match = READY_RE.match(line or "")
-        if match is None:
-            await _kill_and_wait(process)
-    if match is None:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
-        raise ProcessError(f"node in {netns} did not listen (first line {line!r}); log:\n{tail}")
-    return NodeProcess(process, match["id"], match["address"], log_path, True, started)
-
-
-async def _first_line(process: Process, timeout: float) -> str | None:
-    assert process.stdout is not None
-    buffer = b""
-    with anyio.move_on_after(timeout):
-        while b"\n" not in buffer:
-            try:
-                buffer += await process.stdout.receive()
-            except anyio.EndOfStream:
-                break
-        return buffer.split(b"\n", 1)[0].decode(errors="replace")
-    return None
-
-
-async def _kill_and_wait(process: Process) -> None:
-    with anyio.CancelScope(shield=True):
-        if process.returncode is None:
-            try:
-                process.kill()
-            except ProcessLookupError:
-                pass
-        with anyio.move_on_after(5):
-            await process.wait()
+    return await start_process(
+        ["ip", "netns", "exec", netns, *node_command(args)], log_path,
+        ready_timeout=ready_timeout, env={**os.environ, "HEDGEPLUG_DIE_WITH_PARENT": "1"},
+        what=f"node in {netns}",
+    )
 
 
 class NetnsCluster(ProcessCluster):

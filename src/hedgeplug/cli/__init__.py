@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, bool, str]] = {
     "keygen": ("hedgeplug.cli.keygen", False, "print a new random cluster key"),
     "semaphore": ("hedgeplug.cli.semaphore", False, "show a semaphore's holders through a node"),
     "cache": ("hedgeplug.cli.cache", False, "read, write and inspect a partitioned cache through a node"),
-    "sim": ("hedgeplug.sim.cli", True, "run a scenario on the deterministic simulator"),
+    "sim": ("hedgeplug.cli.sim", True, "run a scenario on the deterministic simulator"),
     "bench": ("hedgeplug.cli.bench", True, "measure scenarios on real node processes"),
 }
 

@@ -16,10 +16,12 @@ from .node import (
     ProcessError,
     child_environment,
     start_node,
+    start_process,
 )
 from .status import Status, agreement, summarize
 
 __all__ = [
     "DIE_WITH_PARENT", "READY_RE", "NodeProcess", "ProcessCluster", "ProcessError", "Status",
-    "agreement", "child_environment", "cluster_config", "start_node", "summarize",
+    "agreement", "child_environment", "cluster_config", "start_node", "start_process",
+    "summarize",
 ]

@@ -84,15 +84,30 @@ async def start_node(
     args: Sequence[str], log_path: Path, *, ready_timeout: float = 30.0
 ) -> NodeProcess:
     """Start `hedgeplug run ARGS` and wait for its "listening on" line."""
+    return await start_process(node_command(args), log_path, ready_timeout=ready_timeout)
+
+
+async def start_process(
+    command: Sequence[str],
+    log_path: Path,
+    *,
+    ready_timeout: float = 30.0,
+    env: Mapping[str, str] | None = None,
+    what: str = "node",
+) -> NodeProcess:
+    """Start any command that ends up in `hedgeplug run` (or prints its ready
+    line the same way: a wrapper such as `ip netns exec`, a test worker) and
+    wait for that line. The child is killed if it fails to report or we are
+    cancelled meanwhile; stderr goes to `log_path`."""
     log_file = open(log_path, "ab")  # noqa: SIM115 - the child owns it from here
     try:
         process = await anyio.open_process(
-            node_command(args),
+            list(command),
             stdin=None,
             stdout=subprocess.PIPE,
             stderr=log_file,
             start_new_session=True,  # a Ctrl-C in the terminal reaches the parent only
-            env=child_environment(),  # no orphans if we die
+            env=dict(env) if env is not None else child_environment(),  # no orphans if we die
         )
     finally:
         log_file.close()
@@ -111,7 +126,7 @@ async def start_node(
             why = f"exited with status {process.returncode} before it listened"
         else:
             why = f"printed {line!r} instead of its address"
-        raise ProcessError(f"node {why}; log {log_path}:\n{_tail(log_path)}")
+        raise ProcessError(f"{what} {why}; log {log_path}:\n{_tail(log_path)}")
     return NodeProcess(process, match["id"], match["address"], log_path, True, started)
 
 

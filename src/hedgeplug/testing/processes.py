@@ -19,6 +19,7 @@ from ..processes import (  # noqa: F401  (re-exported for tests and plugins)
     child_environment,
     cluster_config,
     start_node,
+    start_process,
     summarize,
 )
 

@@ -13,18 +13,18 @@ import argparse
 import os
 import sys
 
-from hedgeplug.cli.common import duration_type
-from hedgeplug.cli.progress import ProgressLine
 from hedgeplug.config import Config, Setting, load_config, parse_duration, parse_setting
 from hedgeplug.errors import ConfigError, HedgeplugError
+from hedgeplug.sim.checks import Checker
+from hedgeplug.sim.fleet import CLUSTER, JOIN_RULES, NETWORK, STORE
+from hedgeplug.sim.harness import Result, Simulation
+from hedgeplug.sim.metrics import Snapshot
+from hedgeplug.sim.report import format_result, format_runs, plot, to_json
+from hedgeplug.sim.scenarios import builtin_scenarios, load_scenario
+from hedgeplug.sim.trace import Trace
 
-from .checks import Checker
-from .fleet import CLUSTER, JOIN_RULES, NETWORK, STORE
-from .harness import Result, Simulation
-from .metrics import Snapshot
-from .report import format_result, format_runs, plot, to_json
-from .scenarios import builtin_scenarios, load_scenario
-from .trace import Trace
+from .common import duration_type
+from .progress import ProgressLine
 
 HELP = "run a scenario on the deterministic simulator (many real nodes, virtual time)"
 
