@@ -65,14 +65,18 @@ class ControlClient:
         key: str | Keyring = "",
         transport: str = "tcp",
         registry: Registry | None = None,
+        transport_options: Any = None,
     ) -> None:
+        """`transport_options`: the nodes' [transport] options (their TLS files),
+        default the transport's defaults; the client never binds."""
         self.cluster = cluster
         self._registry = registry or Registry.load()
         impl = self._registry.get("transport", transport)
         self.client_id = f"control-{os.getpid()}-{os.urandom(3).hex()}"
         try:
             self._transport: Transport = impl.create(
-                impl.options(), _ClientContext(self.client_id, cluster)
+                impl.options() if transport_options is None else transport_options,
+                _ClientContext(self.client_id, cluster),
             )
         except HedgeplugError:
             raise

@@ -91,7 +91,10 @@ def client_from_args(args: argparse.Namespace) -> ControlClient:
     if args.key:
         eprint(f"hedgeplug: {COMMAND_LINE_WARNING}")
         keys = args.key
-    return ControlClient(cluster=cluster, key=keys, transport=transport, registry=registry)
+    return ControlClient(
+        cluster=cluster, key=keys, transport=transport, registry=registry,
+        transport_options=config.transport.options,  # e.g. the TLS files
+    )
 
 
 def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:

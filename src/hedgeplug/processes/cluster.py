@@ -87,7 +87,7 @@ class ProcessCluster:
         self.external: set[str] = set()  # member ids expected in views that are not children
         self.client = ControlClient(
             cluster=self.cluster, key=self.config.node.key, transport=self.config.transport.use,
-            registry=self.registry,
+            registry=self.registry, transport_options=self.config.transport.options,
         )
         self._count = 0
 

@@ -16,7 +16,7 @@ import socket
 
 import anyio
 import sniffio
-from anyio.abc import ByteReceiveStream, SocketAttribute, SocketStream
+from anyio.abc import ByteReceiveStream, ByteStream, SocketAttribute, SocketStream
 
 from hedgeplug.plugin import Address, AddressError, TransportError, TransportStats
 
@@ -42,8 +42,11 @@ class ConnectionLost(TransportError):
 _EAGER_READS = 16
 
 
-def raw_socket_if_trio(stream: SocketStream) -> socket.socket | None:
-    """The socket under `stream` when running on trio (see the module docstring)."""
+def raw_socket_if_trio(stream: ByteStream) -> socket.socket | None:
+    """The socket under `stream` when running on trio (see the module docstring);
+    None for a TLS stream, whose bytes must all pass through its ssl object."""
+    if not isinstance(stream, SocketStream):
+        return None
     try:
         if sniffio.current_async_library() != "trio":
             return None
@@ -86,10 +89,13 @@ class EagerReceive(ByteReceiveStream):
         await self._stream.aclose()
 
 
-def frame_source(stream: SocketStream) -> SocketStream | EagerReceive:
+def frame_source(stream: ByteStream) -> ByteStream | EagerReceive:
     """What a FrameReader on `stream` should read from."""
     sock = raw_socket_if_trio(stream)
-    return stream if sock is None else EagerReceive(stream, sock)
+    if sock is None:
+        return stream
+    assert isinstance(stream, SocketStream)
+    return EagerReceive(stream, sock)
 
 
 class FramedSocket:
@@ -104,7 +110,7 @@ class FramedSocket:
 
     def __init__(
         self,
-        stream: SocketStream,
+        stream: ByteStream,
         reader: FrameReader,
         peer: str,
         stats: TransportStats,
@@ -220,7 +226,7 @@ class FramedSocket:
         await anyio.aclose_forcefully(self.stream)
 
 
-def set_nodelay(stream: SocketStream) -> None:
+def set_nodelay(stream: ByteStream) -> None:
     # Small request frames must not wait for Nagle's algorithm.
     try:
         stream.extra(SocketAttribute.raw_socket).setsockopt(
@@ -230,7 +236,7 @@ def set_nodelay(stream: SocketStream) -> None:
         pass
 
 
-def remote_name(stream: SocketStream) -> str:
+def remote_name(stream: ByteStream) -> str:
     """The peer of an accepted connection as host:port text (for logs and handlers)."""
     try:
         address = stream.extra(SocketAttribute.remote_address)
