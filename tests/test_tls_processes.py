@@ -7,6 +7,7 @@ refusals counted. Certificates are real ones, made here with `cryptography`."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import anyio
@@ -56,6 +57,17 @@ async def test_three_members_elect_and_send_and_an_outsider_gets_nowhere(tmp_pat
         for node in cluster.live:  # every member reaches the leader over TLS
             reply = await cluster.client.send(node.address, {"from": node.address}, timeout=5)
             assert reply == {"node": leader.id, "payload": {"from": node.address}}
+
+        # The command line reads the TLS files from --config like a node does.
+        command = [sys.executable, "-m", "hedgeplug", "status", "-a", leader.address, "--json"]
+        with_tls = await anyio.run_process(
+            [*command, "--config", str(tmp_path / f"{leader.id}.toml")], check=False
+        )
+        assert with_tls.returncode == 0, with_tls.stderr.decode()
+        assert json.loads(with_tls.stdout)["is_leader"] is True
+        (tmp_path / "plain.toml").write_text('[node]\ncluster = "tls-cluster"\n')
+        without = await anyio.run_process([*command, "--config", str(tmp_path / "plain.toml")], check=False)
+        assert without.returncode == 1, without.stderr.decode()
 
         before = {node.id: refused(statuses[node.id] or {}) for node in cluster.live}
         config = cluster.config.with_node(id="outsider")
