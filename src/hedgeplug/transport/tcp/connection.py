@@ -13,6 +13,8 @@ anyio stream does everything.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
 import sniffio
@@ -87,6 +89,49 @@ class EagerReceive(ByteReceiveStream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+class EagerSocketStream(ByteStream):
+    """The byte stream under a TLS stream on trio: reads like EagerReceive and
+    writes straight to the socket first, so the TLS records of a small frame
+    need no trip through the event loop either (see the module docstring)."""
+
+    def __init__(self, stream: SocketStream, sock: socket.socket) -> None:
+        self._stream = stream
+        self._sock = sock
+        self._receiver = EagerReceive(stream, sock)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self._receiver.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        try:
+            sent = self._sock.send(item)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise anyio.BrokenResourceError(str(exc)) from exc
+        if sent < len(item):
+            await self._stream.send(item[sent:])
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._stream.extra_attributes
+
+
+def eager_transport(stream: ByteStream) -> ByteStream:
+    """What a TLS stream over `stream` should write to and read from."""
+    sock = raw_socket_if_trio(stream)
+    if sock is None:
+        return stream
+    assert isinstance(stream, SocketStream)
+    return EagerSocketStream(stream, sock)
 
 
 def frame_source(stream: ByteStream) -> ByteStream | EagerReceive:

@@ -21,6 +21,8 @@ import attrs
 from anyio.abc import ByteStream
 from anyio.streams.tls import TLSStream
 
+from .connection import eager_transport
+
 # Rounds of the in-memory handshake the start-up check allows itself; a TLS 1.3
 # handshake needs three or four.
 _CHECK_ROUNDS = 20
@@ -149,7 +151,10 @@ async def handshake(
             # standard_compatible=False: no close_notify exchange on close (every
             # frame is length-prefixed, so a truncation cannot pass unnoticed).
             return await TLSStream.wrap(
-                stream, server_side=server_side, ssl_context=context, standard_compatible=False
+                eager_transport(stream),
+                server_side=server_side,
+                ssl_context=context,
+                standard_compatible=False,
             )
     except TimeoutError:
         raise HandshakeFailed(
