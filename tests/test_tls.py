@@ -93,6 +93,51 @@ async def test_members_of_one_ca_exchange_requests_streams_and_one_way_frames(pk
             tg.cancel_scope.cancel()
 
 
+async def test_no_byte_of_a_frame_or_stream_crosses_the_wire_in_clear(pki) -> None:
+    """A relay between two members records every byte both ways: the
+    payloads arrive, and none of them appears on the wire."""
+    wire = bytearray()
+    marker = b"plain-text-marker-" * 4
+
+    async def pump(source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream) -> None:
+        try:
+            while True:
+                data = await source.receive()
+                wire.extend(data)
+                await sink.send(data)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            await anyio.aclose_forcefully(sink)
+
+    async with anyio.create_task_group() as tg:
+        server = await serving(tg, tls_options(pki["a"]))
+        relay = await anyio.create_tcp_listener(local_host="127.0.0.1")
+
+        async def relay_one(near: anyio.abc.SocketStream) -> None:
+            far = await anyio.connect_tcp("127.0.0.1", server.port)
+            async with anyio.create_task_group() as pumps:
+                pumps.start_soon(pump, near, far)
+                pumps.start_soon(pump, far, near)
+
+        tg.start_soon(relay.serve, relay_one)
+        relayed = f"127.0.0.1:{relay.extra(anyio.abc.SocketAttribute.local_port)}"
+        client = TcpTransport(tls_options(pki["b"]))
+        try:
+            for i in range(50):  # small frames: the ones the direct socket path writes
+                assert await client.request(relayed, marker + b"%d" % i, 5) == b"echo:" + marker + b"%d" % i
+            stream = await client.open_stream(relayed)
+            await stream.send(marker)
+            with anyio.fail_after(5):
+                assert await stream.receive() == b"stream:" + marker
+            await stream.aclose()
+            assert len(wire) > 50 * len(marker)  # the relay saw the traffic...
+            assert marker[:16] not in wire and b"echo:" not in wire and b"HPT" not in wire  # ...sealed
+        finally:
+            await client.aclose()
+            await server.aclose()
+            tg.cancel_scope.cancel()  # ends the relay's accept loop and pumps
+    await relay.aclose()
+
+
 def raw_client_context(ca: str, cert: NodeFiles | None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
