@@ -55,6 +55,13 @@ class _ClientContext:
         self.counters[what] = self.counters.get(what, 0) + n
 
 
+def client_transport_options(config: Any) -> Any:
+    """The [transport] options a client of nodes configured by `config` must
+    share with them (the tcp transport's TLS files), or None for the defaults."""
+    options = config.transport.options
+    return options if getattr(options, "tls_enabled", False) else None
+
+
 class ControlClient:
     """Sends control operations ("status", "send", "broadcast") to nodes."""
 
@@ -65,14 +72,19 @@ class ControlClient:
         key: str | Keyring = "",
         transport: str = "tcp",
         registry: Registry | None = None,
+        transport_options: Any = None,
     ) -> None:
+        """`transport_options`: the transport's options, default its defaults;
+        given when the nodes' [transport] holds what a client needs too (TLS
+        files). The client never binds."""
         self.cluster = cluster
         self._registry = registry or Registry.load()
         impl = self._registry.get("transport", transport)
         self.client_id = f"control-{os.getpid()}-{os.urandom(3).hex()}"
         try:
             self._transport: Transport = impl.create(
-                impl.options(), _ClientContext(self.client_id, cluster)
+                impl.options() if transport_options is None else transport_options,
+                _ClientContext(self.client_id, cluster),
             )
         except HedgeplugError:
             raise

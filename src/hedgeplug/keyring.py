@@ -294,8 +294,9 @@ def exposed_addresses(transport: Any, address: str) -> list[str]:
 
 def check_exposure(transport: Any, address: str, keyring: Keyring, insecure: bool) -> None:
     """Refuse a node without a key whose transport is reachable beyond loopback,
-    unless [node] insecure = true (then only warn)."""
-    if keyring:
+    unless [node] insecure = true (then only warn). A transport that
+    authenticates every peer itself (tcp with mutual TLS) counts as a key."""
+    if keyring or getattr(transport, "authenticates_peers", False):
         return
     exposed = exposed_addresses(transport, address)
     if not exposed:
@@ -313,7 +314,8 @@ def check_exposure(transport: Any, address: str, keyring: Keyring, insecure: boo
         " cluster key is set, so anyone who reaches it could join the cluster and read every"
         " message. Set a key on every node: `hedgeplug keygen > /etc/hedgeplug/cluster.keys`,"
         " then [node] key_file = \"/etc/hedgeplug/cluster.keys\" (or the environment variable"
-        " HEDGEPLUG_NODE_KEY_FILE, or HEDGEPLUG_NODE_KEY for a single key); or bind to"
+        " HEDGEPLUG_NODE_KEY_FILE, or HEDGEPLUG_NODE_KEY for a single key); or, with the tcp"
+        " transport, mutual TLS ([transport] tls_cert, tls_key, tls_ca); or bind to"
         " 127.0.0.1; or, on a network you trust, set [node] insecure = true"
     )
 

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, bool, str]] = {
     "plugins": ("hedgeplug.cli.plugins", False, "list the installed plugins"),
     "demo": ("hedgeplug.cli.demo", False, "run a local cluster of node processes, live"),
     "keygen": ("hedgeplug.cli.keygen", False, "print a new random cluster key"),
+    "tls-init": ("hedgeplug.cli.tls_init", False, "write a cluster CA and per-node TLS certificates"),
     "semaphore": ("hedgeplug.cli.semaphore", False, "show a semaphore's holders through a node"),
     "cache": ("hedgeplug.cli.cache", False, "read, write and inspect a partitioned cache through a node"),
     "sim": ("hedgeplug.cli.sim", True, "run a scenario on the deterministic simulator"),

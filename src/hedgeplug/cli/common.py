@@ -12,7 +12,7 @@ import anyio
 
 from ..address import Address
 from ..config import Duration, load_config, parse_duration
-from ..control import ControlClient
+from ..control import ControlClient, client_transport_options
 from ..errors import HedgeplugError
 from ..keyring import COMMAND_LINE_WARNING, Keyring, keyring_for
 from ..registry import Registry
@@ -91,7 +91,10 @@ def client_from_args(args: argparse.Namespace) -> ControlClient:
     if args.key:
         eprint(f"hedgeplug: {COMMAND_LINE_WARNING}")
         keys = args.key
-    return ControlClient(cluster=cluster, key=keys, transport=transport, registry=registry)
+    return ControlClient(
+        cluster=cluster, key=keys, transport=transport, registry=registry,
+        transport_options=client_transport_options(config),
+    )
 
 
 def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 
 from ..config import Config, Setting, load_config, parse_setting, write_config
-from ..control import ControlClient
+from ..control import ControlClient, client_transport_options
 from ..errors import HedgeplugError
 from ..registry import Registry
 from .node import NodeProcess, ProcessError, start_node
@@ -87,7 +87,7 @@ class ProcessCluster:
         self.external: set[str] = set()  # member ids expected in views that are not children
         self.client = ControlClient(
             cluster=self.cluster, key=self.config.node.key, transport=self.config.transport.use,
-            registry=self.registry,
+            registry=self.registry, transport_options=client_transport_options(self.config),
         )
         self._count = 0
 

@@ -6,6 +6,8 @@
     stream.py      a message stream over a connection of its own
     server.py      accepting connections and running their handlers
     transport.py   TcpTransport, tying those together
+    tls.py         optional mutual TLS: contexts, start-up check, bounded handshake
+    certificates.py  a cluster CA and node certificates (`hedgeplug tls-init`, tests)
 """
 
 from __future__ import annotations

@@ -13,10 +13,12 @@ anyio stream does everything.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
 import sniffio
-from anyio.abc import ByteReceiveStream, SocketAttribute, SocketStream
+from anyio.abc import ByteReceiveStream, ByteStream, SocketAttribute, SocketStream
 
 from hedgeplug.plugin import Address, AddressError, TransportError, TransportStats
 
@@ -42,8 +44,11 @@ class ConnectionLost(TransportError):
 _EAGER_READS = 16
 
 
-def raw_socket_if_trio(stream: SocketStream) -> socket.socket | None:
-    """The socket under `stream` when running on trio (see the module docstring)."""
+def raw_socket_if_trio(stream: ByteStream) -> socket.socket | None:
+    """The socket under `stream` when running on trio (see the module docstring);
+    None for a TLS stream, whose bytes must all pass through its ssl object."""
+    if not isinstance(stream, SocketStream):
+        return None
     try:
         if sniffio.current_async_library() != "trio":
             return None
@@ -86,10 +91,56 @@ class EagerReceive(ByteReceiveStream):
         await self._stream.aclose()
 
 
-def frame_source(stream: SocketStream) -> SocketStream | EagerReceive:
+class EagerSocketStream(ByteStream):
+    """The byte stream under a TLS stream on trio: reads like EagerReceive and
+    writes straight to the socket first, so the TLS records of a small frame
+    need no trip through the event loop either (see the module docstring)."""
+
+    def __init__(self, stream: SocketStream, sock: socket.socket) -> None:
+        self._stream = stream
+        self._sock = sock
+        self._receiver = EagerReceive(stream, sock)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self._receiver.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        try:
+            sent = self._sock.send(item)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise anyio.BrokenResourceError(str(exc)) from exc
+        if sent < len(item):
+            await self._stream.send(item[sent:])
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._stream.extra_attributes
+
+
+def eager_transport(stream: ByteStream) -> ByteStream:
+    """What a TLS stream over `stream` should write to and read from."""
+    sock = raw_socket_if_trio(stream)
+    if sock is None:
+        return stream
+    assert isinstance(stream, SocketStream)
+    return EagerSocketStream(stream, sock)
+
+
+def frame_source(stream: ByteStream) -> ByteStream | EagerReceive:
     """What a FrameReader on `stream` should read from."""
     sock = raw_socket_if_trio(stream)
-    return stream if sock is None else EagerReceive(stream, sock)
+    if sock is None:
+        return stream
+    assert isinstance(stream, SocketStream)
+    return EagerReceive(stream, sock)
 
 
 class FramedSocket:
@@ -104,7 +155,7 @@ class FramedSocket:
 
     def __init__(
         self,
-        stream: SocketStream,
+        stream: ByteStream,
         reader: FrameReader,
         peer: str,
         stats: TransportStats,
@@ -220,7 +271,7 @@ class FramedSocket:
         await anyio.aclose_forcefully(self.stream)
 
 
-def set_nodelay(stream: SocketStream) -> None:
+def set_nodelay(stream: ByteStream) -> None:
     # Small request frames must not wait for Nagle's algorithm.
     try:
         stream.extra(SocketAttribute.raw_socket).setsockopt(
@@ -230,7 +281,7 @@ def set_nodelay(stream: SocketStream) -> None:
         pass
 
 
-def remote_name(stream: SocketStream) -> str:
+def remote_name(stream: ByteStream) -> str:
     """The peer of an accepted connection as host:port text (for logs and handlers)."""
     try:
         address = stream.extra(SocketAttribute.remote_address)

@@ -70,3 +70,34 @@ class TcpOptions:
         validator=at_least(1),
         metadata={"help": "handlers running at once per incoming connection; then reading pauses"},
     )
+    tls_cert: str = attrs.field(
+        default="",
+        metadata={"help": "PEM certificate of this node, signed by tls_ca; with tls_key and tls_ca turns TLS on"},
+    )
+    tls_key: str = attrs.field(
+        default="", metadata={"help": "PEM private key of tls_cert (unencrypted; keep it 0600)"}
+    )
+    tls_ca: str = attrs.field(
+        default="",
+        metadata={"help": "PEM certificate of the cluster's own CA: peers must present a certificate it signed"},
+    )
+    tls_client_auth: bool = attrs.field(
+        default=True,
+        metadata={"help": "with TLS, require a certificate from every connecting peer (mutual TLS)"},
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.tls_enabled:
+            from .tls import build_contexts  # loads ssl only when TLS is configured
+
+            build_contexts(self.tls_cert, self.tls_key, self.tls_ca, self.tls_client_auth)
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether any TLS file is set (then all three must be)."""
+        return bool(self.tls_cert or self.tls_key or self.tls_ca)
+
+    @property
+    def tls_mutual(self) -> bool:
+        """Whether both sides of every connection prove themselves with a certificate."""
+        return self.tls_enabled and self.tls_client_auth

@@ -8,9 +8,10 @@ back on the same connection tagged with the request's id.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import SocketStream
+from anyio.abc import ByteStream
 
 from hedgeplug.plugin import TransportError, TransportStats
 
@@ -25,27 +26,56 @@ from .connection import (
     set_nodelay,
 )
 
+if TYPE_CHECKING:
+    import ssl
+
 
 async def dial(
-    address: str, purpose: bytes, timeout: float, max_frame: int
-) -> tuple[SocketStream, FrameReader]:
-    """A new connection to `address` that announced its purpose, within `timeout`."""
+    address: str,
+    purpose: bytes,
+    timeout: float,
+    max_frame: int,
+    tls: ssl.SSLContext | None = None,
+    stats: TransportStats | None = None,
+) -> tuple[ByteStream, FrameReader]:
+    """A new connection to `address` that announced its purpose, within `timeout`;
+    with `tls`, the TLS handshake is part of opening it (and of the timeout)."""
     peer = peer_address(address)
-    stream: SocketStream | None = None
+    stream: ByteStream | None = None
     with anyio.move_on_after(timeout):
         try:
             stream = await anyio.connect_tcp(peer.host, peer.port)
+            set_nodelay(stream)
+            if tls is not None:
+                stream = await _secure(stream, tls, address, timeout, stats)
             await stream.send(preamble(purpose))
         except NETWORK_ERRORS as exc:
             if stream is not None:
                 await anyio.aclose_forcefully(stream)
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise TransportError(f"cannot connect to {address}: {reason}") from None
-        set_nodelay(stream)
         return stream, FrameReader(frame_source(stream), max_frame)
     if stream is not None:
         await anyio.aclose_forcefully(stream)
     raise TransportError(f"cannot connect to {address}: no answer within {timeout:g}s")
+
+
+async def _secure(
+    stream: ByteStream,
+    tls: ssl.SSLContext,
+    address: str,
+    timeout: float,
+    stats: TransportStats | None,
+) -> ByteStream:
+    from .tls import HandshakeFailed, handshake  # loaded only when TLS is configured
+
+    try:
+        return await handshake(stream, tls, server_side=False, timeout=timeout)
+    except HandshakeFailed as exc:
+        await anyio.aclose_forcefully(stream)
+        if stats is not None:
+            stats.drop(exc.reason)
+        raise TransportError(f"TLS handshake with {address} failed: {exc}") from None
 
 
 class OutgoingConnection(FramedSocket):
@@ -53,7 +83,7 @@ class OutgoingConnection(FramedSocket):
 
     def __init__(
         self,
-        stream: SocketStream,
+        stream: ByteStream,
         reader: FrameReader,
         peer: str,
         stats: TransportStats,
@@ -106,8 +136,15 @@ class OutgoingConnection(FramedSocket):
 class ConnectionPool:
     """At most one open frame connection per peer address, opened on demand."""
 
-    def __init__(self, stats: TransportStats, connect_timeout: float, max_frame: int) -> None:
+    def __init__(
+        self,
+        stats: TransportStats,
+        connect_timeout: float,
+        max_frame: int,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.stats = stats
+        self.tls = tls
         self.connect_timeout = connect_timeout
         self.max_frame = max_frame
         self.closed = False
@@ -141,7 +178,12 @@ class ConnectionPool:
                 raise TransportError("tcp transport is closed")
             try:
                 stream, reader = await dial(
-                    address, PURPOSE_FRAMES, self.connect_timeout, self.max_frame
+                    address,
+                    PURPOSE_FRAMES,
+                    self.connect_timeout,
+                    self.max_frame,
+                    tls=self.tls,
+                    stats=self.stats,
                 )
             except TransportError as exc:
                 self._connect_failures[address] = (anyio.current_time(), str(exc))

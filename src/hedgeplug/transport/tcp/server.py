@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
-from anyio.abc import SocketAttribute, SocketListener, SocketStream
+from anyio.abc import ByteStream, SocketAttribute, SocketListener
 
 from hedgeplug.plugin import FrameHandler, StreamHandler, TransportError, TransportStats
 
@@ -16,6 +16,9 @@ from .._framing import PURPOSE_FRAMES, PURPOSE_STREAM, FrameReader, FrameRejecte
 from .connection import NETWORK_ERRORS, FramedSocket, frame_source, remote_name
 from .options import TcpOptions
 from .stream import TcpMessageStream
+
+if TYPE_CHECKING:
+    import ssl
 
 
 @attrs.define
@@ -69,15 +72,17 @@ class IncomingConnections:
         options: TcpOptions,
         stats: TransportStats,
         log: logging.Logger,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.options = options
+        self.tls = tls
         self.max_frame = int(options.max_frame)
         self.stats = stats
         self.log = log
         self.accepted = 0  # incoming connections accepted so far (tests check pooling with it)
         self._listeners = listeners
-        self._incoming: set[SocketStream] = set()
-        self._served: dict[SocketStream, _Served] = {}  # incoming frame connections
+        self._incoming: set[ByteStream] = set()  # as accepted (under TLS, if any)
+        self._served: dict[ByteStream, _Served] = {}  # incoming frame connections
 
     @property
     def port(self) -> int:
@@ -136,9 +141,15 @@ class IncomingConnections:
             tg.start_soon(self._serve_connection, stream, on_frame, on_stream)
 
     async def _serve_connection(
-        self, stream: SocketStream, on_frame: FrameHandler, on_stream: StreamHandler
+        self, accepted: ByteStream, on_frame: FrameHandler, on_stream: StreamHandler
     ) -> None:
-        peer = remote_name(stream)
+        peer = remote_name(accepted)
+        stream = accepted
+        if self.tls is not None:
+            secured = await self._secure(accepted, peer, self.tls)
+            if secured is None:
+                return
+            stream = secured
         reader = FrameReader(frame_source(stream), self.max_frame)
         try:
             with anyio.fail_after(self.options.connect_timeout):
@@ -161,12 +172,30 @@ class IncomingConnections:
                     self.stats.drop("stream-handler-error")
                     self.log.warning("stream handler for %s raised: %r", peer, exc)
         finally:
-            self._incoming.discard(stream)
+            self._incoming.discard(accepted)
             self._served.pop(stream, None)
             await anyio.aclose_forcefully(stream)
 
+    async def _secure(
+        self, accepted: ByteStream, peer: str, tls: ssl.SSLContext
+    ) -> ByteStream | None:
+        """The connection under TLS, or None (counted, logged, closed) when the
+        peer fails the handshake or does not finish it within connect_timeout."""
+        from .tls import HandshakeFailed, handshake  # loaded only when TLS is configured
+
+        try:
+            return await handshake(
+                accepted, tls, server_side=True, timeout=self.options.connect_timeout
+            )
+        except HandshakeFailed as exc:
+            self.stats.drop(exc.reason)
+            self.log.info("refused a TLS connection from %s: %s", peer, exc)
+            self._incoming.discard(accepted)
+            await anyio.aclose_forcefully(accepted)
+            return None
+
     async def _serve_frames(
-        self, stream: SocketStream, reader: FrameReader, peer: str, on_frame: FrameHandler
+        self, stream: ByteStream, reader: FrameReader, peer: str, on_frame: FrameHandler
     ) -> None:
         # Replies need no shield: only closing the transport cancels a handler, and
         # a reply stalled because the requester stopped reading ends when its idle

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import anyio
-from anyio.abc import SocketStream
+from anyio.abc import ByteStream
 
 from hedgeplug.plugin import FrameTooLarge, TransportError, TransportStats
 
@@ -18,7 +18,7 @@ class TcpMessageStream:
 
     def __init__(
         self,
-        stream: SocketStream,
+        stream: ByteStream,
         reader: FrameReader,
         peer: str,
         stats: TransportStats,

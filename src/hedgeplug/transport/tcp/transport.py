@@ -17,12 +17,14 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import SocketListener
 
 from hedgeplug.plugin import (
     Address,
+    ConfigError,
     FrameHandler,
     FrameTooLarge,
     RequestTimeout,
@@ -37,6 +39,9 @@ from .options import TcpOptions
 from .pool import ConnectionPool, dial
 from .server import IncomingConnections
 from .stream import TcpMessageStream
+
+if TYPE_CHECKING:
+    from .tls import TlsContexts
 
 
 class TcpTransport:
@@ -53,12 +58,38 @@ class TcpTransport:
         self.stats = stats if stats is not None else TransportStats()
         self.address = ""
         self.log = log or logging.getLogger("hedgeplug.transport.tcp")
-        self.pool = ConnectionPool(self.stats, self.options.connect_timeout, self.max_frame)
+        self.tls = self._tls_contexts()
+        self.pool = ConnectionPool(
+            self.stats,
+            self.options.connect_timeout,
+            self.max_frame,
+            tls=None if self.tls is None else self.tls.client,
+        )
         self.incoming: IncomingConnections | None = None  # after bind()
         self._streams: set[TcpMessageStream] = set()  # outgoing, until closed
         self._ids = itertools.count(1)
         self._serve_scope: anyio.CancelScope | None = None
         self._closed = False
+
+    def _tls_contexts(self) -> TlsContexts | None:
+        options = self.options
+        if not options.tls_enabled:
+            return None
+        from .tls import build_contexts  # loads ssl only when TLS is configured
+
+        try:
+            return build_contexts(
+                options.tls_cert, options.tls_key, options.tls_ca, options.tls_client_auth
+            )
+        except ValueError as exc:  # the files changed since the configuration was read
+            raise ConfigError(f"[transport] {exc}") from None
+
+    @property
+    def authenticates_peers(self) -> bool:
+        """Whether every peer must prove membership before a byte of hedgeplug
+        traffic is exchanged (mutual TLS): the node's secure-default check
+        accepts this in place of a cluster key."""
+        return self.tls is not None and self.tls.mutual
 
     # ------------------------------------------------------------ life cycle
 
@@ -91,7 +122,13 @@ class TcpTransport:
         except OSError as exc:
             raise TransportError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
         listeners: list[SocketListener] = list(listener.listeners)  # type: ignore[attr-defined,arg-type]
-        self.incoming = IncomingConnections(listeners, self.options, self.stats, self.log)
+        self.incoming = IncomingConnections(
+            listeners,
+            self.options,
+            self.stats,
+            self.log,
+            tls=None if self.tls is None else self.tls.server,
+        )
         self.address = str(self._advertised(bind))
         return self.address
 
@@ -192,7 +229,12 @@ class TcpTransport:
     async def open_stream(self, address: str) -> TcpMessageStream:
         self._check_open()
         stream, reader = await dial(
-            address, PURPOSE_STREAM, self.options.connect_timeout, self.max_frame
+            address,
+            PURPOSE_STREAM,
+            self.options.connect_timeout,
+            self.max_frame,
+            tls=self.pool.tls,
+            stats=self.stats,
         )
         message_stream = TcpMessageStream(
             stream, reader, address, self.stats, self.max_frame, on_close=self._streams.discard
