@@ -121,11 +121,6 @@ def labels(node: hedgeplug.Node) -> dict[str, str]:
     return {"cluster": node.cluster, "node": node.id}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: passes alone, fails in the full clean-clone suite (3 of 3 runs) on values "
-    "read right after a join; state shared with earlier tests in the process is suspected",
-)
 @pytest.mark.anyio
 async def test_every_family_is_served_and_follows_leadership_and_joins(tmp_path: Path) -> None:
     async with anyio.create_task_group() as tg:
@@ -166,7 +161,13 @@ async def test_every_family_is_served_and_follows_leadership_and_joins(tmp_path:
         assert value(m, "hedgeplug_transport_frames_total", direction="in", **me) > 0
         follower = metrics_of(second)
         assert value(follower, "hedgeplug_is_leader", **labels(second)) == 0.0
-        assert value(follower, "hedgeplug_fencing_token", **labels(second)) == first.status()["newest_token"]
+        # The follower learns a retaken lease (a late renewal on a loaded
+        # machine) one poll later: wait for it to agree rather than race it.
+        await cluster.wait(
+            "the follower reports the leader's token",
+            lambda: value(metrics_of(second), "hedgeplug_fencing_token", **labels(second))
+            == first.status()["newest_token"],
+        )
 
         await cluster.stop(second)
         await cluster.wait("the leader sees one member", lambda: len(first.view) == 1)
@@ -273,3 +274,21 @@ async def test_metrics_are_served_on_the_health_port(tmp_path: Path) -> None:
         status, _, text = await scrape(f"http://{node.lifecycle.health_address}/metrics")
         assert status == 200 and "hedgeplug_is_leader" in families(text)
         assert value(parse(text), "hedgeplug_is_leader", node="h1") == 1.0
+
+
+@pytest.mark.anyio
+async def test_a_stopped_nodes_series_are_gone(tmp_path: Path) -> None:
+    """A process that runs nodes one after another must not keep the finished
+    ones' series: /metrics (rendered on a node's loop) would grow without end."""
+    async with anyio.create_task_group() as tg:
+        cluster = Cluster(tg, tmp_path)
+        stays = await cluster.start("a")
+        await cluster.leader()
+        goes = await cluster.start("b")
+        assert await goes.send("x", timeout=5) == {"echo": "x"}
+        assert f'node="{goes.id}"' in answer(plugin_routes(stays)["/metrics"])[2].decode()
+        await cluster.stop(goes)
+        text = answer(plugin_routes(stays)["/metrics"])[2].decode()
+        assert f'node="{goes.id}"' not in text
+        assert f'node="{stays.id}"' in text
+        tg.cancel_scope.cancel()

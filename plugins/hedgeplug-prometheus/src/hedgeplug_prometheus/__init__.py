@@ -14,12 +14,11 @@ Installed next to hedgeplug, it is loaded like any plugin (entry point
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
 from hedgeplug.plugin import Lease, Member, ObservedNode, Route, RouteResponse, View, hookimpl
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from . import metrics
 from .collector import NodeCollector, Nodes
@@ -39,6 +38,27 @@ def render() -> RouteResponse:
     return 200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
 
 
+class _Ignored:
+    """What a node that is not (or no longer) watched records into: nothing.
+    A stopping node still releases its lease and says goodbye; counting that
+    would bring back the series its stop just removed."""
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+
+_IGNORED = _Ignored()
+
+
+def _record(node: ObservedNode, family: Any, *more: str) -> Any:
+    if NODES.get(node) is None:
+        return _IGNORED
+    return metrics.SERIES.child(family, node.cluster, node.id, *more)
+
+
 @hookimpl
 def hedgeplug_node_started(node: ObservedNode) -> None:
     NODES.add(node)
@@ -47,19 +67,20 @@ def hedgeplug_node_started(node: ObservedNode) -> None:
 
 @hookimpl
 def hedgeplug_node_stopping(node: ObservedNode) -> None:
-    NODES.remove(node)
+    for gone in (node, *NODES.remove(node)):
+        metrics.SERIES.forget(gone.cluster, gone.id)
     if not len(NODES):
         LISTENER.close()
 
 
 @hookimpl
 def hedgeplug_leader_changed(node: ObservedNode, lease: Lease | None, previous: Lease | None) -> None:
-    metrics.LEADER_CHANGES.labels(node.cluster, node.id).inc()
+    _record(node, metrics.LEADER_CHANGES).inc()
     watched = NODES.get(node)
     if lease is None or watched is None:
         return
     if watched.last_holder is not None and lease.holder != watched.last_holder:
-        metrics.FAILOVERS.labels(node.cluster, node.id).inc()
+        _record(node, metrics.FAILOVERS).inc()
     watched.last_holder = lease.holder
 
 
@@ -68,22 +89,16 @@ def hedgeplug_members_changed(
     node: ObservedNode, view: View, joined: tuple[Member, ...], left: tuple[Member, ...]
 ) -> None:
     if joined:
-        metrics.JOINS.labels(node.cluster, node.id).inc(len(joined))
+        _record(node, metrics.JOINS).inc(len(joined))
     if left:
-        metrics.LEAVES.labels(node.cluster, node.id).inc(len(left))
-
-
-@functools.cache
-def _timer(family: Histogram, *labels: str) -> Any:
-    """A histogram's child for these labels, looked up once (a send pays one observe)."""
-    return family.labels(*labels)
+        _record(node, metrics.LEAVES).inc(len(left))
 
 
 @hookimpl
 def hedgeplug_store_call(node: ObservedNode, operation: str, seconds: float, error: str | None) -> None:
-    _timer(metrics.STORE_SECONDS, node.cluster, node.id, operation).observe(seconds)
+    _record(node, metrics.STORE_SECONDS, operation).observe(seconds)
     if error is not None:
-        metrics.STORE_ERRORS.labels(node.cluster, node.id, operation, error).inc()
+        _record(node, metrics.STORE_ERRORS, operation, error).inc()
 
 
 @hookimpl
@@ -92,9 +107,9 @@ def hedgeplug_messaging_call(node: ObservedNode, operation: str, seconds: float,
     if timed is None:  # an operation this version does not know: not worth a failure
         return
     histogram, errors = timed
-    _timer(histogram, node.cluster, node.id).observe(seconds)
+    _record(node, histogram).observe(seconds)
     if error is not None:
-        errors.labels(node.cluster, node.id, error).inc()
+        _record(node, errors, error).inc()
 
 
 @hookimpl

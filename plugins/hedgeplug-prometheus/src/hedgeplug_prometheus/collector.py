@@ -32,8 +32,10 @@ class Watched:
 
     def __init__(self, node: ObservedNode) -> None:
         self._node = weakref.ref(node)
+        self.key = id(node)
         self.cluster = node.cluster
         self.node_id = node.id
+        self.id = node.id  # so that a Watched can be forgotten like a node
         self.loop_thread = threading.get_ident()
         self.token = anyio.lowlevel.current_token()
         self.last_holder: str | None = None  # the last leader this node knew, for failovers
@@ -90,12 +92,14 @@ class Nodes:
     def get(self, node: ObservedNode) -> Watched | None:
         return self._by_id.get(id(node))
 
-    def remove(self, node: ObservedNode) -> None:
+    def remove(self, node: ObservedNode) -> list[Watched]:
+        """Forget `node`, and the nodes whose loop is over (killed nodes never
+        say they stop); returns those others, so their series can go too."""
         self._by_id.pop(id(node), None)
-        # Killed nodes never say they stop: forget those whose loop is over.
-        for key, watched in list(self._by_id.items()):
-            if watched.ended():
-                self._by_id.pop(key, None)
+        ended = [watched for watched in self._by_id.values() if watched.ended()]
+        for watched in ended:
+            self._by_id.pop(watched.key, None)
+        return ended
 
     def all(self) -> list[Watched]:
         return list(self._by_id.values())  # a copy: scrapes may run in another thread

@@ -9,7 +9,10 @@ may run several.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from .collector import NODE_LABELS
 
@@ -53,3 +56,36 @@ BROADCAST_ERRORS = Counter(
 )
 
 MESSAGING = {"send": (SEND_SECONDS, SEND_ERRORS), "broadcast": (BROADCAST_SECONDS, BROADCAST_ERRORS)}
+
+
+class NodeSeries:
+    """The labelled children made for each node, so that they go when the node
+    goes. Without this a process that runs many nodes one after another (an
+    embedding application's tests, a long-lived worker that restarts its node)
+    keeps every finished node's series: /metrics grows without bound and each
+    scrape, which runs on a node's event loop, takes longer and longer."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, str], dict[tuple[Any, ...], Any]] = {}
+
+    def child(self, family: MetricWrapperBase, cluster: str, node: str, *more: str) -> Any:
+        """`family.labels(cluster, node, *more)`, looked up once (a send pays one observe)."""
+        made = self._made.setdefault((cluster, node), {})
+        key = (id(family), *more)
+        found = made.get(key)
+        if found is None:
+            found = made[key] = (family, (cluster, node, *more), family.labels(cluster, node, *more))
+        return found[2]
+
+    def forget(self, cluster: str, node: str) -> None:
+        for family, values, _ in self._made.pop((cluster, node), {}).values():
+            try:
+                family.remove(*values)
+            except KeyError:  # already gone
+                pass
+
+    def __len__(self) -> int:
+        return len(self._made)
+
+
+SERIES = NodeSeries()
