@@ -87,7 +87,8 @@ class Worker:
     def split(self, size: int, count: int) -> tuple[list[bytes], list[bytes]]:
         """(keys this node owns, keys only other nodes own)."""
         placement = self.cache.placement()
-        local, remote = [], []
+        local: list[bytes] = []
+        remote: list[bytes] = []
         for key in keys_for(size, count):
             (local if self.cache.node_id in placement.owners(key) else remote).append(key)
         return local, remote
@@ -96,7 +97,8 @@ class Worker:
         local, remote = self.split(size, count)
         every = keys_for(size, count)
         value = b"v" * size
-        cache, paths = self.cache, {}
+        cache = self.cache
+        paths: dict[str, Op] = {}
         if remote:
             paths["hedgeplug get"] = lambda i: cache.get(remote[i % len(remote)])
         if local:
