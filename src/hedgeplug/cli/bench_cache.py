@@ -81,8 +81,8 @@ def parse_values(text: str) -> list[int]:
 
 
 def check_arguments(args: argparse.Namespace) -> list[int]:
-    if not 2 <= args.size <= MAX_NODES:
-        raise HedgeplugError(f"--size must be from 2 to {MAX_NODES} nodes for bench cache")
+    if not 3 <= args.size <= MAX_NODES:
+        raise HedgeplugError(f"--size must be from 3 (with R=2, so that some keys live elsewhere) to {MAX_NODES} nodes for bench cache")
     if args.count < 1 or args.keys < 2 or args.batch < 1:
         raise HedgeplugError("--count and --batch must be at least 1, --keys at least 2")
     if args.seconds <= 0 or args.timeout <= 0:

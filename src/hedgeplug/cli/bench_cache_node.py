@@ -114,10 +114,13 @@ class Worker:
             paths["memcached set"] = _blocking(lambda i: mc.set(names[i % len(names)], value, noreply=False))
         return paths
 
-    async def latency(self, size: int, keys: int, count: int, seconds: float) -> dict[str, Any]:
-        """Every path one call at a time, in turn, so all see the same load:
-        {path: [microseconds per call]} (a few warm-up calls not counted)."""
-        paths = self.paths(size, keys)
+    async def latency(
+        self, size: int, keys: int, count: int, seconds: float, only: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Every path (or those named in `only`) one call at a time, in turn, so
+        all see the same load: {path: [microseconds per call]} (a few warm-up
+        calls not counted)."""
+        paths = {p: op for p, op in self.paths(size, keys).items() if only is None or p in only}
         for op in paths.values():
             for i in range(min(20, count)):
                 await op(i)
