@@ -13,7 +13,10 @@ in turn so all see the same load (p50/p99 in microseconds, ops/s = calls
 per second of one caller), from one node alone and from every node at
 once (ops/s summed over the nodes); then keys read per second in batches
 (hedgeplug get_many, redis MGET, memcached get_many) per node; then the
-memory one entry costs beyond its value. Every phase is bounded by
+memory one entry costs beyond its value. At the smallest size, each get
+path also runs alone for the CPU one call costs all processes together
+(caller and server; a figure that, unlike latency, hardly moves with the
+machine's load). Every phase is bounded by
 `--count` and `--seconds`; a missing redis-server or memcached is said and
 the other figures are still measured.
 """
@@ -51,6 +54,8 @@ MAX_NODES = 20
 TARGET_REMOTE_OVER_REDIS = 1.5
 TARGET_LOCAL_US = 10.0
 TARGET_BATCHED_PER_NODE = 20_000
+# Timed alone for CPU per call (at the smallest value size).
+CPU_PATHS = ("hedgeplug get", "hedgeplug get local", "redis get", "memcached get")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -216,6 +221,30 @@ class CacheBench:
         figures["memory"] = memory
         return figures
 
+    def cpu_seconds(self) -> float:
+        """CPU time of every process a get can touch: the nodes and the servers."""
+        pids = [n.process.pid for n in self.nodes] + [s.process.pid for s in self.servers.values()]
+        return sum(process_cpu(pid) for pid in pids)
+
+    async def cpu_per_call(self, size: int) -> dict[str, float]:
+        """Each path alone from the first node: CPU microseconds per call of all
+        processes together (caller and server), less their idle rate. Unlike
+        latency this hardly depends on how loaded the machine is."""
+        keys, first = self.keys_for(size), self.nodes[0]
+        began, idle_cpu = anyio.current_time(), self.cpu_seconds()
+        await anyio.sleep(min(1.0, self.args.seconds))
+        idle_rate = (self.cpu_seconds() - idle_cpu) / (anyio.current_time() - began)
+        out = {}
+        for path in CPU_PATHS:
+            began, cpu = anyio.current_time(), self.cpu_seconds()
+            answer = await first.ask(self.args.timeout, "latency", size=size, keys=keys,
+                                     count=self.args.count, seconds=self.args.seconds, only=[path])
+            calls = len(answer["samples"].get(path, []))
+            if calls:
+                used = self.cpu_seconds() - cpu - idle_rate * (anyio.current_time() - began)
+                out[path] = round(max(used, 0.0) / calls * 1e6, 1)
+        return out
+
     def targets(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         smallest = self.figures["sizes"].get(str(min(self.sizes)))
@@ -226,6 +255,12 @@ class CacheBench:
         if remote and redis:
             ratio = remote["p50_us"] / redis["p50_us"]
             out["remote_get_over_redis_get_p50"] = {
+                "value": round(ratio, 2), "target": TARGET_REMOTE_OVER_REDIS, "met": ratio <= TARGET_REMOTE_OVER_REDIS
+            }
+        cpu = smallest.get("cpu_us_per_call", {})
+        if cpu.get("hedgeplug get") and cpu.get("redis get"):
+            ratio = cpu["hedgeplug get"] / cpu["redis get"]
+            out["remote_get_over_redis_get_cpu"] = {
                 "value": round(ratio, 2), "target": TARGET_REMOTE_OVER_REDIS, "met": ratio <= TARGET_REMOTE_OVER_REDIS
             }
         if local:
@@ -247,6 +282,8 @@ class CacheBench:
             self.figures["sizes"] = {}
             for size in self.sizes:
                 self.figures["sizes"][str(size)] = await self.measure(size)
+            smallest = self.figures["sizes"][str(min(self.sizes))]
+            smallest["cpu_us_per_call"] = await self.cpu_per_call(min(self.sizes))
             self.figures["targets"] = self.targets()
         finally:
             with anyio.CancelScope(shield=True):
@@ -257,6 +294,15 @@ class CacheBench:
                     server.stop()
         self.figures["load_average"] = [round(x, 2) for x in os.getloadavg()]
         return self.figures
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of a process so far (Linux /proc); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -121,6 +121,8 @@ class Worker:
         all see the same load: {path: [microseconds per call]} (a few warm-up
         calls not counted)."""
         paths = {p: op for p, op in self.paths(size, keys).items() if only is None or p in only}
+        if not paths:
+            return {"samples": {}}
         for op in paths.values():
             for i in range(min(20, count)):
                 await op(i)

@@ -50,6 +50,10 @@ def format_cache_figures(figures: dict[str, Any]) -> str:
         memory_rows = [[kind, _size_name(size), _n(m["overhead_bytes_per_entry"]), str(m["key_bytes"])]
                        for kind, m in block["memory"].items()]
         out += ["", table(memory_rows, ["MEMORY", "VALUE", "OVERHEAD B/ENTRY", "KEY B"])]
+        cpu = block.get("cpu_us_per_call")
+        if cpu:
+            out += ["", table([[path, _n(v)] for path, v in cpu.items()],
+                              ["EACH PATH ALONE", "CPU US PER CALL (ALL PROCESSES)"])]
     targets = figures.get("targets") or {}
     if targets:
         rows = [[name, _n(t["value"]), str(t["target"]), "yes" if t["met"] else "NO"]
