@@ -15,7 +15,7 @@ from hedgeplug.cli import bench_cache, bench_cache_servers
 
 TINY = ["--size", "3", "--count", "20", "--seconds", "0.2", "--keys", "12", "--batch", "4", "--timeout", "30"]
 PATHS = {"hedgeplug get", "hedgeplug get local", "hedgeplug set", "redis get", "redis set",
-         "memcached get", "memcached set"}
+         "memcached get", "memcached set", "trio tcp echo (floor)"}
 
 
 def positive(value: object) -> bool:
@@ -52,11 +52,12 @@ def test_bench_cache_json_beside_redis_and_memcached() -> None:
         assert set(block["memory"]) == {"hedgeplug", "redis", "memcached"}
         assert positive(block["memory"]["hedgeplug"]["overhead_bytes_per_entry"])
     cpu = figures["sizes"]["100"]["cpu_us_per_call"]
-    assert set(cpu) == {"hedgeplug get", "hedgeplug get local", "redis get", "memcached get"}
+    assert set(cpu) == {"hedgeplug get", "hedgeplug get local", "redis get", "memcached get", "trio tcp echo (floor)"}
     assert all(isinstance(v, float) and v >= 0 for v in cpu.values())
     targets = figures["targets"]
     measured = {"remote_get_over_redis_get_p50", "local_get_p50_us", "batched_gets_per_s_per_node"}
-    assert set(targets) - {"remote_get_over_redis_get_cpu"} == {*measured, "value_size"}
+    assert set(targets) - {"remote_get_over_redis_get_cpu"} == {*measured, "value_size", "remote_get_over_floor_p50"}
+    assert positive(targets["remote_get_over_floor_p50"])
     for name in measured:
         assert positive(targets[name]["value"]) and isinstance(targets[name]["met"], bool)
     assert len(figures["load_average"]) == 3

@@ -37,6 +37,7 @@ from ..errors import HedgeplugError
 from ..options import parse_size
 from ..processes import cluster_config
 from ..stats import percentile
+from .bench_cache_node import FLOOR
 from .bench_cache_output import format_cache_figures
 from .bench_cache_servers import (
     BASELINES,
@@ -55,7 +56,7 @@ TARGET_REMOTE_OVER_REDIS = 1.5
 TARGET_LOCAL_US = 10.0
 TARGET_BATCHED_PER_NODE = 20_000
 # Timed alone for CPU per call (at the smallest value size).
-CPU_PATHS = ("hedgeplug get", "hedgeplug get local", "redis get", "memcached get")
+CPU_PATHS = ("hedgeplug get", "hedgeplug get local", "redis get", "memcached get", FLOOR)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +177,9 @@ class CacheBench:
             seen = [a["members"] for a in answers]
             raise HedgeplugError(f"the {self.args.size} nodes did not all see each other within "
                                  f"{self.args.timeout:g}s (views of {seen} members)")
+        for index, node in enumerate(self.nodes):  # each to the next one's echo
+            peer = self.nodes[(index + 1) % len(self.nodes)]
+            await node.ask(self.args.timeout, "connect_echo", port=peer.echo_port)
 
     async def on_all(self, op: str, **args: Any) -> list[Any]:
         answers: list[Any] = [None] * len(self.nodes)
@@ -252,6 +256,9 @@ class CacheBench:
             return out
         one = smallest["one_node"]
         remote, local, redis = one.get("hedgeplug get"), one.get("hedgeplug get local"), one.get("redis get")
+        floor = one.get(FLOOR)
+        if remote and floor:
+            out["remote_get_over_floor_p50"] = round(remote["p50_us"] / floor["p50_us"], 2)
         if remote and redis:
             ratio = remote["p50_us"] / redis["p50_us"]
             out["remote_get_over_redis_get_p50"] = {

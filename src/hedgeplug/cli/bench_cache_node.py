@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 
 from ..cache import Cache, open_cache
@@ -31,6 +32,8 @@ from ..node import open_node
 
 Op = Callable[[int], Awaitable[Any]]
 BATCH_LIMIT = 1000  # keys one batched call may take
+ECHO_BYTES = 100  # one round trip of the floor path
+FLOOR = "trio tcp echo (floor)"
 
 
 def keys_for(size: int, count: int) -> list[bytes]:
@@ -40,6 +43,7 @@ def keys_for(size: int, count: int) -> list[bytes]:
 class Worker:
     def __init__(self, cache: Cache, redis_port: int, memcached_port: int) -> None:
         self.cache = cache
+        self.echo: Any = None  # a stream to another node's echo listener
         self.redis: Any = None
         self.memcached: Any = None
         if redis_port:
@@ -58,6 +62,12 @@ class Worker:
             while len(self.cache.node.view) < size:
                 await anyio.sleep(0.05)
         return {"members": len(self.cache.node.view)}
+
+    async def connect_echo(self, port: int) -> dict[str, Any]:
+        """The floor of a request/reply between two of these processes: a raw
+        trio TCP round trip of ECHO_BYTES to another node's echo listener."""
+        self.echo = await anyio.connect_tcp("127.0.0.1", port)
+        return {}
 
     async def fill(self, size: int, count: int) -> dict[str, Any]:
         value = b"v" * size
@@ -104,6 +114,8 @@ class Worker:
         if local:
             paths["hedgeplug get local"] = lambda i: cache.get(local[i % len(local)])
         paths["hedgeplug set"] = lambda i: cache.set(every[i % len(every)], value)
+        if self.echo is not None:
+            paths[FLOOR] = self._round_trip
         if self.redis is not None:
             rds = self.redis
             paths["redis get"] = _blocking(lambda i: rds.get(every[i % len(every)]))
@@ -113,6 +125,12 @@ class Worker:
             paths["memcached get"] = _blocking(lambda i: mc.get(names[i % len(names)]))
             paths["memcached set"] = _blocking(lambda i: mc.set(names[i % len(names)], value, noreply=False))
         return paths
+
+    async def _round_trip(self, i: int) -> None:
+        await self.echo.send(b"e" * ECHO_BYTES)
+        got = 0
+        while got < ECHO_BYTES:
+            got += len(await self.echo.receive(ECHO_BYTES))
 
     async def latency(
         self, size: int, keys: int, count: int, seconds: float, only: list[str] | None = None
@@ -203,10 +221,26 @@ def _blocking(call: Callable[[int], Any]) -> Op:
     return op
 
 
+async def _echo(stream: Any) -> None:
+    async with stream:
+        try:
+            while True:
+                await stream.send(await stream.receive(ECHO_BYTES))
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            pass
+
+
 async def serve(config: str, redis_port: int, memcached_port: int) -> None:
-    async with open_node(config) as node, open_cache(node, "bench", max_memory="512MiB") as cache:
+    async with (
+        open_node(config) as node,
+        open_cache(node, "bench", max_memory="512MiB") as cache,
+        await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0) as echo,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(echo.serve, _echo)
         worker = Worker(cache, redis_port, memcached_port)
-        print(json.dumps({"id": node.id, "address": node.address}), flush=True)
+        echo_port = echo.extra(anyio.abc.SocketAttribute.local_port)
+        print(json.dumps({"id": node.id, "address": node.address, "echo_port": echo_port}), flush=True)
         stdin = anyio.wrap_file(sys.stdin)
         while True:
             line = await stdin.readline()
@@ -222,6 +256,9 @@ async def serve(config: str, redis_port: int, memcached_port: int) -> None:
             if op == "quit":
                 break
         cache.abandon()  # the bench ends: no hand-off
+        if worker.echo is not None:
+            await worker.echo.aclose()
+        tg.cancel_scope.cancel()
 
 
 if __name__ == "__main__":

@@ -60,4 +60,7 @@ def format_cache_figures(figures: dict[str, Any]) -> str:
                 for name, t in targets.items() if isinstance(t, dict)]
         out += ["", f"targets (values of {_size_name(int(targets.get('value_size', 0)))}, one node)",
                 table(rows, ["TARGET", "MEASURED", "TARGET", "MET"])]
+        floor = targets.get("remote_get_over_floor_p50")
+        if floor is not None:
+            out.append(f"hedgeplug get p50 over the trio tcp echo floor between two of these processes: {floor:g}x")
     return "\n".join(out)

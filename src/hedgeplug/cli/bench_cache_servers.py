@@ -120,6 +120,7 @@ class NodeWorker:
         self.address = address
         self.log = log
         self._buffer = b""
+        self.echo_port = 0
 
     @classmethod
     async def start(cls, config: Path, ports: dict[str, int], log: Path, timeout: float) -> NodeWorker:
@@ -134,6 +135,7 @@ class NodeWorker:
             worker.kill()
             raise
         worker.id, worker.address = ready["id"], ready["address"]
+        worker.echo_port = int(ready["echo_port"])
         return worker
 
     async def _read(self, timeout: float) -> Any:
