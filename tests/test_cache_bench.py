@@ -84,6 +84,8 @@ def test_bench_cache_without_memcached_says_so_and_measures_the_rest(monkeypatch
         (["--values", "100,2MiB"], "outside 1 B .. 1 MiB"),
         (["--values", "lots"], "'lots' is not a size"),
         (["--seconds", "0"], "--seconds and --timeout must be positive"),
+        (["--transport", "udp"], "runs on the tcp transport"),
+        (["--plot", "x.png"], "bench cache draws no plot"),
     ],
 )
 def test_bench_cache_refuses_bad_options(argv: list[str], message: str) -> None:

@@ -93,6 +93,10 @@ def check_arguments(args: argparse.Namespace) -> list[int]:
         raise HedgeplugError("--count and --batch must be at least 1, --keys at least 2")
     if args.seconds <= 0 or args.timeout <= 0:
         raise HedgeplugError("--seconds and --timeout must be positive")
+    if getattr(args, "plot", None):
+        raise HedgeplugError("--plot: bench cache draws no plot; --json gives every figure")
+    if args.transport not in (None, "tcp"):
+        raise HedgeplugError("bench cache runs on the tcp transport (values up to 1 MiB)")
     return parse_values(args.values)
 
 
