@@ -14,6 +14,7 @@ from hedgeplug.events import MembersChanged
 from hedgeplug.options import parse_size
 
 from .antientropy import AntiEntropy
+from .batch import read_many
 from .client import Client
 from .counters import Counters
 from .errors import CacheError, ValueTooLarge
@@ -118,6 +119,7 @@ class Cache:
         self.seen = SeenVersions(session_keys)
         self.frame_limit = frame_limit(node)
         self._placement: Placement | None = None
+        self._placement_view: Any = None  # the view self._placement was made for
         # Placements of recent views, newest first: readers fall back to their
         # owners while keys move (several views may pass during one hand-off).
         self._history: list[tuple[float, Placement]] = []
@@ -139,7 +141,11 @@ class Cache:
         return anyio.current_time()
 
     def placement(self) -> Placement:
-        ids = self.node.view.ids | {self.node_id}
+        view = self.node.view
+        if view is self._placement_view and self._placement is not None:
+            return self._placement  # the hot path: views are immutable, replaced on change
+        self._placement_view = view
+        ids = view.ids | {self.node_id}
         if self._placement is None or self._placement.ids != ids:
             if self._placement is not None:
                 now = self.now()
@@ -160,7 +166,12 @@ class Cache:
     def previous_owners(self, key: bytes) -> list[tuple[str, str]]:
         """Owners of `key` in recent views, newest first, without repeats."""
         self.placement()
+        if not self._history:
+            return []
         now = self.now()
+        if now - self._history[0][0] > self.fallback_window:
+            self._history.clear()  # all past the window: reads stop asking
+            return []
         seen: dict[str, None] = {}
         for t, placement in self._history:
             if now - t > self.fallback_window:
@@ -238,6 +249,9 @@ class Cache:
         self._check_open()
         k = key_bytes(key)
         packed, version = await self.client.read(k)
+        return self._answer(k, packed, version, default)
+
+    def _answer(self, k: bytes, packed: bytes | None, version: Version | None, default: Any) -> tuple[Any, Version | None]:
         if version is not None and self.seen.older(k, version):
             self.counters.add("stale_hidden")
             packed, version = None, None
@@ -272,19 +286,16 @@ class Cache:
         await self.client.write(k, None, None, timeout or self.write_timeout)
 
     async def get_many(self, keys: Iterable[str | bytes], default: Any = None) -> dict[Any, Any]:
-        """{key: value} for the keys given, `default` for misses; reads run concurrently."""
+        """{key: value} for the keys given, `default` for misses: one message
+        per owner for the keys it holds, not one per key."""
+        self._check_open()
         keys = list(keys)
+        wanted = [key_bytes(key) for key in keys]
+        found = await read_many(self, wanted)
         out: dict[Any, Any] = {}
-        limiter = anyio.CapacityLimiter(32)
-
-        async def one(key: str | bytes) -> None:
-            async with limiter:
-                out[key] = await self.get(key, default)
-
-        async with anyio.create_task_group() as tg:
-            for key in keys:
-                tg.start_soon(one, key)
-        return {key: out[key] for key in keys}
+        for key, k in zip(keys, wanted, strict=True):
+            out[key] = self._answer(k, *found[k], default)[0]
+        return out
 
     async def set_many(self, items: Mapping[Any, Any], *, ttl: float | None = _MISSING) -> None:  # type: ignore[assignment]
         """Store several values; raises the first failure after trying them all."""

@@ -125,6 +125,12 @@ class Client:
     async def read(self, key: bytes) -> tuple[bytes | None, Version | None]:
         """(packed value, version), or (None, version) for a delete, or (None, None)."""
         cache = self.cache
+        if cache.node_id in cache.placement().owners(key):
+            # Served by this node itself: the store, without building a message.
+            entry = cache.store.get(key)
+            if entry is not None:
+                cache.clock.observe(entry.version)
+                return entry.value, entry.version
         candidates = cache.owners_with_addresses(key)
         local = [c for c in candidates if c[0] == cache.node_id]
         ordered = local + [c for c in candidates if c[0] != cache.node_id]

@@ -6,6 +6,8 @@ names the operation. Replies are lists too, first item the outcome.
            | ["too-large", why]  (the entry exceeds the owner's max_memory)
     ["r", key]                                       read, answered by any holder
         -> ["hit", value, version, ttl|None] | ["tomb", version] | ["miss"]
+    ["rm", [key, ...]]   batched read (get_many), at most 256 keys
+        -> ["ok", [a read's answer, or ["skip"] past one frame's room, per key]]
     ["p", mode, [[key, value|None, version, ttl|None], ...]]   hand-off batch
         -> ["ok", taken, [indexes of the entries the receiver does not own]]
     ["l", key, wait]          ask the primary for the right to run a loader
@@ -29,6 +31,7 @@ from typing import Any
 from .versions import Version, version_from_wire, version_to_wire
 
 WRITE, READ, PUSH, LEASE, RELEASE, DIGEST, HAVE = "w", "r", "p", "l", "lr", "ae", "h"
+READ_MANY = "rm"
 STATS, ADMIN_GET, ADMIN_SET = "stats", "cget", "cset"
 MODE_CLIENT, MODE_HANDOFF, MODE_LEAVE = "client", "handoff", "leave"
 MODES = (MODE_CLIENT, MODE_HANDOFF, MODE_LEAVE)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from hedgeplug.contracts import Message
 
 from . import messages as m
+from .batch import serve_read_many
 from .errors import ProtocolError, ValueTooLarge
 from .leave import LEAVE_ROUNDS, leave_candidates
 from .versions import Version, version_from_wire, version_to_wire
@@ -19,8 +20,13 @@ class Server:
     def __init__(self, cache: Cache) -> None:
         self.cache = cache
 
-    async def handle(self, msg: Message) -> Any:
-        return await self.dispatch(msg.sender, msg.payload)
+    def handle(self, msg: Message) -> Any:
+        """A read is answered at once (the channel takes a plain value or an
+        awaitable): no coroutine on the hot path of a remote get."""
+        payload = msg.payload
+        if type(payload) is list and len(payload) == 2 and payload[0] == m.READ and type(payload[1]) is bytes:
+            return self.read(payload[1])
+        return self.dispatch(msg.sender, payload)
 
     async def dispatch(self, sender: str, payload: Any) -> Any:
         if not isinstance(payload, list) or not payload or not isinstance(payload[0], str):
@@ -30,6 +36,8 @@ class Server:
         try:
             if op == m.READ:
                 return self.read(m.need_bytes(payload[1], "key"))
+            if op == m.READ_MANY:
+                return serve_read_many(self.cache, payload[1])
             if op == m.WRITE:
                 key, value, version, ttl = m.entry_from_wire(payload[1:5])
                 mode = payload[5]
@@ -81,7 +89,8 @@ class Server:
             return ["miss"]
         if entry.value is None:
             return ["tomb", version_to_wire(entry.version)]
-        return ["hit", entry.value, version_to_wire(entry.version), entry.ttl_left(self.cache.now())]
+        ttl = None if entry.expires_at is None else entry.ttl_left(self.cache.now())
+        return ["hit", entry.value, version_to_wire(entry.version), ttl]
 
     def lacking(self, pairs: list[tuple[bytes, Version]]) -> list[int]:
         """Indexes of the (key, version) pairs this node does not hold at least that new."""

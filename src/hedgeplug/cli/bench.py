@@ -12,12 +12,16 @@ polling error plus the machine's load. Every phase is bounded by
     hedgeplug bench churn --size 6 --rounds 5 --json
     hedgeplug bench idle --size 50 --window 20
     hedgeplug bench detect --size 50 --rounds 3 --membership gossip --transport udp
+    hedgeplug bench cache --json
 
 `idle` measures what a settled cluster costs: CPU seconds per node per
 minute and bytes sent per node per second over `--window`, beside the CPU of
 a bare trio process making one raw TCP round trip per heartbeat interval
 over the same window (the floor), and a status request/reply round trip
 beside a raw TCP echo round trip measured in the same run (the baseline).
+
+`cache` measures the partitioned cache beside redis-server and memcached
+(see bench_cache).
 
 `detect` measures crash detection: SIGKILL a random follower (never the
 leader, so the lease does not move), time until no live node's view holds
@@ -44,15 +48,16 @@ from ..errors import HedgeplugError
 from ..processes import NodeProcess, ProcessCluster, ProcessError, cluster_config
 from ..sim.metrics import count_groups
 from ..stats import percentile
+from . import bench_cache
 from .bench_baselines import FloorProcess, raw_echo_rtts
 from .bench_output import check_plotting, format_figures, plot_samples
 from .progress import ProgressLine
 
 HELP = (
-    "measure scale-up, churn, leader-kill, crash detection or idle cost "
-    "on real node processes (loopback)"
+    "measure scale-up, churn, leader-kill, crash detection, idle cost "
+    "or the cache on real node processes (loopback)"
 )
-SCENARIOS = ("scale-up", "churn", "leader-kill", "idle", "detect")
+SCENARIOS = ("scale-up", "churn", "leader-kill", "idle", "detect", "cache")
 TRANSPORTS = ("tcp", "udp")
 JOIN_RULES = ("one-random", "sample-1-3", "none")
 MAX_PROCESSES = 200  # a bound on what one command may start
@@ -62,7 +67,7 @@ _ENVELOPE_BYTES = 64  # header, cluster, sender, channel and ids around a reply 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument(
-        "--size", type=int, default=5, help="cluster size (churn, leader-kill; default 5)"
+        "--size", type=int, default=5, help="cluster size (churn, leader-kill, cache; default 5)"
     )
     parser.add_argument(
         "-k", type=int, default=20, help="nodes added at once by scale-up (default 20)"
@@ -100,6 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", metavar="FILE.png", help="plot every measured sample (needs matplotlib)"
     )
+    bench_cache.add_arguments(parser)
 
 
 def _groups(statuses: dict[str, Any]) -> int:
@@ -351,6 +357,8 @@ def _summary(values: list[float]) -> dict[str, float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.scenario == "cache":
+        return bench_cache.run(args)
     total = (
         args.k + 2
         if args.scenario == "scale-up"
