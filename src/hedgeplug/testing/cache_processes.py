@@ -157,6 +157,7 @@ class Load:
         self.failed: dict[bytes, set[int]] = {}  # sequence numbers whose write did not return ok
         self.targets: list[NodeProcess] = []  # members the load may ask (not those being stopped)
         self.phases: list[PhaseFigures] = []
+        self.anomalies: list[dict[str, Any]] = []  # the first stale reads and misses, to look into
         self._sequence = 0
         self.phase("start")
 
@@ -203,12 +204,19 @@ class Load:
             figures.read_errors += 1
             return
         figures.reads += 1
+        if isinstance(value, int) and value >= expected:
+            figures.hits += 1
+            return
         if value is None:
             figures.misses += 1
-        elif isinstance(value, int) and value >= expected:
-            figures.hits += 1
         else:
             figures.stale += 1
+        if len(self.anomalies) < 200:
+            self.anomalies.append({
+                "t": round(anyio.current_time() - self.phases[0].started, 3), "phase": figures.name,
+                "key": key.decode(), "node": node.id, "expected": expected, "got": value,
+                "newest_acked_now": self.acked.get(key),
+            })
 
     async def prefill(self, concurrency: int = 8) -> None:
         """Write every key once (retrying a failed write a few times)."""

@@ -51,6 +51,7 @@ class ScalingRun:
     unreadable_but_held: list[str] = attrs.field(factory=list)
     readback_errors: int = 0
     load_average: float = 0.0
+    anomalies: list[dict[str, Any]] = attrs.field(factory=list)  # the load's stale reads and misses
     problems: list[str] = attrs.field(factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -152,6 +153,7 @@ async def run_scaling(
     run.all_owners_crashed = len(crashed_owners)
     await read_back(cluster, load, run, crashed_owners)
     run.load_average = round(os.getloadavg()[0], 1)
+    run.anomalies = load.anomalies
     if run.lost:
         run.problems.append(f"{len(run.lost)} acknowledged writes lost: {run.lost[:5]}")
     if run.unreadable_but_held:
