@@ -57,7 +57,8 @@ def table(run: ScalingRun) -> str:
         )
     lines += [
         "",
-        f"acknowledged keys read back: {run.acked_keys} (read errors {run.readback_errors})",
+        f"acknowledged keys read back: {run.acked_keys} (read errors {run.readback_errors}); "
+        f"copies held at the end: {run.final_copies}",
         f"lost acknowledged writes, not all owners crashed: {len(run.lost)} {run.lost[:10]}",
         f"lost acknowledged writes, all R owners SIGKILLed at once: "
         f"{len(run.lost_all_owners_crashed)} of {run.all_owners_crashed} such keys",

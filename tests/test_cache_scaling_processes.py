@@ -41,6 +41,7 @@ async def test_no_acknowledged_write_is_lost_through_scaling_and_a_crash(tmp_pat
     assert run.all_owners_crashed == 0  # R=2 and one crash
     assert run.lost == [] and run.lost_all_owners_crashed == []
     assert run.unreadable_but_held == []
+    assert run.final_copies == 2 * 200  # every key back on R members, nothing extra kept
     assert run.problems == []
     after = run.phases[-1]
     assert after.reads > 20 and after.hit_rate == 1.0

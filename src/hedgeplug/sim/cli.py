@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
 
 from hedgeplug.cli.common import duration_type
 from hedgeplug.cli.progress import ProgressLine
@@ -136,7 +139,7 @@ def _bound(flag: str, value: str | None) -> float | None:
     return None if value is None else _duration(flag, value)
 
 
-def _own_plot(declared: dict[str, object], params: dict[str, object], path: str | None) -> str | None:
+def _own_plot(declared: Mapping[str, object], params: Mapping[str, object], path: str | None) -> str | None:
     """--plot for a scenario that declares a `plot` parameter (it draws its
     own figures, e.g. the cache scenarios' hit rate and owned keys per node)."""
     if not path or "plot" not in declared:
@@ -144,6 +147,10 @@ def _own_plot(declared: dict[str, object], params: dict[str, object], path: str 
     if params.get("plot"):
         raise HedgeplugError("give --plot FILE or -p plot=FILE, not both")
     return path
+
+
+def _run_scenario(spec: Any, params: Mapping[str, Any], sim: Simulation) -> Any:
+    return spec.run(sim, **params)
 
 
 def list_scenarios() -> str:
@@ -197,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
             # parameters stay as given, so the run's digest does not depend on it.
             run_params = {**params, "plot": own_plot} if own_plot and seed == args.seed else params
             try:
-                result = sim.run(lambda s: spec.run(s, **run_params), name=spec.name, params=params)
+                result = sim.run(partial(_run_scenario, spec, run_params), name=spec.name, params=params)
             finally:
                 line.done()
             results.append(result)

@@ -50,6 +50,7 @@ class ScalingRun:
     superseded_by_failed_write: list[str] = attrs.field(factory=list)
     unreadable_but_held: list[str] = attrs.field(factory=list)
     readback_errors: int = 0
+    final_copies: int = 0  # entries held across the members at the end (R per surviving key)
     load_average: float = 0.0
     anomalies: list[dict[str, Any]] = attrs.field(factory=list)  # the load's stale reads and misses
     problems: list[str] = attrs.field(factory=list)
@@ -151,6 +152,8 @@ async def run_scaling(
         load.phase(f"{end} nodes, after")
         await anyio.sleep(hold)
     run.all_owners_crashed = len(crashed_owners)
+    final = await cluster.cache_stats()
+    run.final_copies = sum(s["entries"] for s in final.values() if s is not None)
     await read_back(cluster, load, run, crashed_owners)
     run.load_average = round(os.getloadavg()[0], 1)
     run.anomalies = load.anomalies
