@@ -9,7 +9,7 @@ import struct
 
 from hedgeplug.cli import main
 
-SMALL = ["-p", "high=6", "-p", "duration=12", "-p", "every=2", "-p", "settle=6", "-p", "keys=40"]
+SMALL = ["-p", "high=4", "-p", "duration=6", "-p", "every=2", "-p", "settle=4", "-p", "keys=20"]
 
 
 def png_size(data: bytes) -> tuple[int, int]:
