@@ -19,9 +19,9 @@ once every current owner has confirmed it holds the key (pushing it to those
 that lack it first).
 
 Before a node takes a client write for a key it owns but does not hold, it
-asks the key's owners of recent views that are not owners now, and the
-CATCH_UP_RANKS members ranking next (a joiner's own history does not say
-where keys were before it joined), for their copy (`catch_up`): versions come from per-node Lamport clocks, and a joiner's
+asks the key's owners of recent views that are not owners now (and, on a
+node that has just started, whose views do not say where keys were before,
+the CATCH_UP_RANKS members ranking next) for their copy (`catch_up`): versions come from per-node Lamport clocks, and a joiner's
 clock runs behind, so its write could carry a lower version than the value
 still on its way here by hand-off, which would then replace an acknowledged
 write. Holding the newest copy first, the owner refuses such a write as
@@ -87,6 +87,7 @@ class Handoff:
         self._bucket: TokenBucket | None = None
         self.passes = 0
         self.owned_keys = 0  # as of the last pass
+        self.started = anyio.current_time()
 
     def view_changed(self) -> None:
         self._changed.set()
@@ -125,14 +126,16 @@ class Handoff:
         previous = cache.previous_owners(key)
         if not previous:
             return  # no view change within the fallback window: nothing is moving
-        # The members ranking next are the likeliest previous owners when
-        # this node's own history does not reach back (it has just joined).
-        next_ranked = cache.placement().ranked(key, len(current) + CATCH_UP_RANKS)
         sources = [(o, a) for o, a in previous if o not in current]
-        sources += [
-            pair for pair in cache._with_addresses(next_ranked[len(current):])
-            if pair not in sources
-        ]
+        if cache.now() - self.started <= cache.fallback_window:
+            # This node has just started: its own views do not reach back to
+            # where keys were before, and the members ranking next are the
+            # likeliest previous owners.
+            next_ranked = cache.placement().ranked(key, len(current) + CATCH_UP_RANKS)
+            sources += [
+                pair for pair in cache._with_addresses(next_ranked[len(current):])
+                if pair not in sources
+            ]
         if not sources:
             return
         found: list[tuple[Version, bytes | None, float | None]] = []
