@@ -19,6 +19,7 @@ NAMES = (
     "handoff_bytes_out",
     "handoff_keys_in",
     "handoff_bytes_in",
+    "pulled_before_write",  # copies a new owner took from a previous owner before a write
     "dropped_not_owner",
     "repaired_out",  # entries sent to a co-owner that lacked them or held older ones  # keys let go after the view moved them elsewhere
     "loads",  # loader runs this node did for get_or_load

@@ -18,6 +18,15 @@ change (readers fall back to it while the new owners fill up), then drops it
 once every current owner has confirmed it holds the key (pushing it to those
 that lack it first).
 
+Before a node takes a client write for a key it owns but does not hold, it
+asks the key's owners of recent views that are not owners now (and, on a
+node that has just started, whose views do not say where keys were before,
+the CATCH_UP_RANKS members ranking next) for their copy (`catch_up`): versions come from per-node Lamport clocks, and a joiner's
+clock runs behind, so its write could carry a lower version than the value
+still on its way here by hand-off, which would then replace an acknowledged
+write. Holding the newest copy first, the owner refuses such a write as
+stale and the writer writes again above it.
+
 A node leaving gracefully pushes its keys first (see leave.py).
 """
 
@@ -30,7 +39,9 @@ import anyio
 from hedgeplug.errors import HedgeplugError
 
 from . import messages as m
+from .errors import CacheError
 from .placement import Placement
+from .versions import Version, version_from_wire
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -39,6 +50,8 @@ DEBOUNCE = 0.1  # views often change in bursts (many joins at once): settle firs
 CONCURRENT_TARGETS = 4
 MAX_BATCH = 256 * 1024
 YIELD_EVERY = 256
+CATCH_UP_TIMEOUT = 1.0  # at most this long a write waits for a previous owner's copy
+CATCH_UP_RANKS = 4  # members ranking below the owners that a new owner also asks
 
 
 class TokenBucket:
@@ -74,6 +87,7 @@ class Handoff:
         self._bucket: TokenBucket | None = None
         self.passes = 0
         self.owned_keys = 0  # as of the last pass
+        self.started = anyio.current_time()
 
     def view_changed(self) -> None:
         self._changed.set()
@@ -98,6 +112,61 @@ class Handoff:
                 await anyio.sleep(DEBOUNCE)
             self._changed = anyio.Event()
             await self.rebalance()
+
+    async def catch_up(self, key: bytes) -> None:
+        """Take the newest copy of `key` held by its owners of recent views
+        that are not owners now, if this node owns the key but holds nothing
+        for it (see the module); a no-op for keys that did not move."""
+        cache = self.cache
+        if cache.leaving or cache.store.version_of(key) is not None:
+            return
+        current = cache.placement().owners(key)
+        if cache.node_id not in current:
+            return  # the write is redirected anyway
+        previous = cache.previous_owners(key)
+        if not previous:
+            return  # no view change within the fallback window: nothing is moving
+        sources = [(o, a) for o, a in previous if o not in current]
+        if cache.now() - self.started <= cache.fallback_window:
+            # This node has just started: its own views do not reach back to
+            # where keys were before, and the members ranking next are the
+            # likeliest previous owners.
+            next_ranked = cache.placement().ranked(key, len(current) + CATCH_UP_RANKS)
+            sources += [
+                pair for pair in cache._with_addresses(next_ranked[len(current):])
+                if pair not in sources
+            ]
+        if not sources:
+            return
+        found: list[tuple[Version, bytes | None, float | None]] = []
+
+        async def ask(address: str) -> None:
+            try:
+                reply = await cache.channel.request(address, [m.READ, key], timeout)
+                if reply[0] == "hit":
+                    found.append((version_from_wire(reply[2]), reply[1], reply[3]))
+                elif reply[0] == "tomb":
+                    found.append((version_from_wire(reply[1]), None, None))
+            except (HedgeplugError, TimeoutError, OSError, ValueError, TypeError, IndexError):
+                pass  # gone or slow: the hand-off and anti-entropy still repair later
+
+        timeout = min(cache.request_timeout, CATCH_UP_TIMEOUT)
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as tg:
+                for _owner, address in sources:
+                    tg.start_soon(ask, address)
+        if not found:
+            return
+        version, value, ttl = max(found, key=lambda f: f[0])
+        if not isinstance(value, bytes | None) or not isinstance(ttl, int | float | None):
+            return
+        cache.clock.observe(version)
+        try:
+            refused = cache.store.apply(key, value, version, ttl)
+        except CacheError:
+            return  # larger than this node's max_memory: the write says so itself
+        if refused is None:
+            cache.counters.add("pulled_before_write")
 
     # ------------------------------------------------------------ one pass
 

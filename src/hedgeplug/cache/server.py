@@ -43,6 +43,8 @@ class Server:
                 mode = payload[5]
                 if mode not in m.MODES:
                     raise ValueError(f"unknown write mode {mode!r}")
+                if mode == m.MODE_CLIENT:
+                    await self.cache.handoff.catch_up(key)  # order it after a copy still moving here
                 return self.write(sender, key, value, version, ttl, mode)
             if op == m.PUSH:
                 mode = payload[1]

@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
 
 from hedgeplug.config import Config, Setting, load_config, parse_duration, parse_setting
 from hedgeplug.errors import ConfigError, HedgeplugError
@@ -75,7 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument(
-        "--plot", metavar="FILE.png", help="plot size, groups, agreement and token over time"
+        "--plot", metavar="FILE.png",
+        help="plot size, groups, agreement and token over time (a scenario with its own "
+        "plot parameter, such as the cache ones, draws that: hit rate and owned keys per node)",
     )
     parser.add_argument("--trace", metavar="FILE", help="write the full event trace")
     parser.add_argument(
@@ -134,6 +139,20 @@ def _bound(flag: str, value: str | None) -> float | None:
     return None if value is None else _duration(flag, value)
 
 
+def _own_plot(declared: Mapping[str, object], params: Mapping[str, object], path: str | None) -> str | None:
+    """--plot for a scenario that declares a `plot` parameter (it draws its
+    own figures, e.g. the cache scenarios' hit rate and owned keys per node)."""
+    if not path or "plot" not in declared:
+        return None
+    if params.get("plot"):
+        raise HedgeplugError("give --plot FILE or -p plot=FILE, not both")
+    return path
+
+
+def _run_scenario(spec: Any, params: Mapping[str, Any], sim: Simulation) -> Any:
+    return spec.run(sim, **params)
+
+
 def list_scenarios() -> str:
     lines = []
     for spec in builtin_scenarios():
@@ -153,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         raise HedgeplugError("--repeat must be at least 1")
     spec = load_scenario(args.scenario)
     params = spec.bind(args.param)
+    own_plot = _own_plot(spec.params, params, args.plot)
     config = sim_config(args)
     bound = _bound("--convergence-bound", args.convergence_bound)
     grace = _duration("--flap-grace", args.flap_grace)
@@ -180,8 +200,11 @@ def run(args: argparse.Namespace) -> int:
             )
             line = ProgressLine(enabled=not args.json)
             sim.sampler.use([*sim.checkers, ShowProgress(line, f"sim {spec.name} seed {seed}")])
+            # The scenario draws its own plot of the first seed; the recorded
+            # parameters stay as given, so the run's digest does not depend on it.
+            run_params = {**params, "plot": own_plot} if own_plot and seed == args.seed else params
             try:
-                result = sim.run(lambda s: spec.run(s, **params), name=spec.name, params=params)
+                result = sim.run(partial(_run_scenario, spec, run_params), name=spec.name, params=params)
             finally:
                 line.done()
             results.append(result)
@@ -193,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if sink is not None:
             sink.close()
-    if args.plot:
+    if args.plot and not own_plot:
         plot(results[0], args.plot)
     if args.json:
         print(to_json(results, series=False))

@@ -36,6 +36,7 @@ class CacheSample:
     owned_mean: float
     owned_max: int
     handoff_keys: int
+    owned: dict[str, int] = attrs.field(factory=dict)  # owned keys per live node
 
 
 class CacheWorld:
@@ -198,7 +199,8 @@ class CacheWorld:
         while True:
             await anyio.sleep(1.0)
             live = self.live_caches()
-            owned = [c.stats()["owned_keys"] for _, c in live] or [0]
+            per_node = {node_id: c.stats()["owned_keys"] for node_id, c in live}
+            owned = list(per_node.values()) or [0]
             self.samples.append(
                 CacheSample(
                     self.sim.now(),
@@ -209,6 +211,7 @@ class CacheWorld:
                     sum(owned) / len(owned),
                     max(owned),
                     sum(c.counters["handoff_keys_in"] for _, c in live),
+                    per_node,
                 )
             )
             self._reads = self._hits = 0
@@ -241,9 +244,16 @@ class CacheWorld:
         axes[1].plot(t, [s.hits / s.reads if s.reads else None for s in self.samples], color="tab:green")
         axes[1].set_ylabel("hit rate")
         axes[1].set_ylim(-0.05, 1.05)
-        axes[2].plot(t, [s.owned_max for s in self.samples], color="tab:red", label="max")
-        axes[2].plot(t, [s.owned_mean for s in self.samples], color="tab:purple", label="mean")
-        axes[2].plot(t, [s.owned_min for s in self.samples], color="tab:orange", label="min")
+        # One thin line per node over its lifetime, and the mean across nodes.
+        series: dict[str, tuple[list[float], list[int]]] = {}
+        for sample in self.samples:
+            for node_id, count in sample.owned.items():
+                times, counts = series.setdefault(node_id, ([], []))
+                times.append(sample.t)
+                counts.append(count)
+        for times, counts in series.values():
+            axes[2].plot(times, counts, linewidth=0.6, alpha=0.5)
+        axes[2].plot(t, [s.owned_mean for s in self.samples], color="black", linewidth=1.5, label="mean")
         axes[2].set_ylabel("owned keys per node")
         axes[2].legend(loc="upper right")
         axes[-1].set_xlabel("virtual seconds")
