@@ -94,6 +94,16 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         if label.endswith("heartbeat"):
             ax.plot(sizes, [p[2] for p in points], marker="s", linestyle="--",
                     label=f"{label} leader")
+    before: dict[str, list[tuple[int, float]]] = {}
+    for r in results:
+        b = r.get("baseline")
+        if b and "error" not in b:
+            before.setdefault(f"{r['lock']}/{r['membership']}", []).append(
+                (r["size"], b["cpu_s_per_node_per_min"]["median"]))
+    for label, pairs in sorted(before.items()):
+        pairs.sort()
+        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], marker="x", linestyle=":",
+                alpha=0.6, label=f"{label} follower, baseline")
     floors = [r["figures"]["floor_cpu_s_per_min"] for r in results if "error" not in r["figures"]]
     if floors:
         ax.axhline(max(floors), color="grey", linewidth=0.8, label="floor (raw round trip/s)")
