@@ -140,7 +140,7 @@ def shaped(kind_key: str, kinds: list[str], fields: dict[str, Any]) -> st.Search
 
 heartbeat_payloads = shaped(
     "op",
-    ["beat", "leave", "update"],
+    ["beat", "tick", "leave", "update"],
     {
         "m": members,
         "v": versions,
@@ -183,7 +183,7 @@ def claimed_sender(payload: Any) -> str:
     if not isinstance(payload, dict):
         return "hostile"
     member = payload.get("m")
-    if payload.get("op") == "beat" and isinstance(member, list) and member and isinstance(member[0], str):
+    if payload.get("op") in ("beat", "tick") and isinstance(member, list) and member and isinstance(member[0], str):
         return member[0]
     if payload.get("op") == "leave" and isinstance(payload.get("id"), str):
         return payload["id"]

@@ -175,3 +175,23 @@ async def test_inotify_ignores_other_files_in_the_folder(tmp_path: Path) -> None
         assert not changes.pending()
     finally:
         changes.close()
+
+
+async def test_stat_poller_slows_down_while_idle_and_still_sees_a_touch(tmp_path: Path) -> None:
+    database = str(tmp_path / "l.db")
+    poller = StatPoller(database, 0.1, longest=0.4)
+    stamps: list[float] = []
+    stamp = poller._stamp
+
+    def counted() -> Any:
+        stamps.append(anyio.current_time())
+        return stamp()
+
+    poller._stamp = counted  # type: ignore[method-assign]
+    assert not await poller.wait(1.5)
+    # Every 0.1 s would be 15 polls; doubling to 0.4 s: 0.1, 0.2, 0.4, 0.4, 0.4.
+    assert len(stamps) <= 6, stamps
+    sqlite_lock.touch(database)
+    assert await poller.wait(2.0)  # one longest period is 0.4 s: slack for a loaded machine
+    # After a change it polls fast again.
+    assert poller._period == 0.1

@@ -104,6 +104,8 @@ class Election:
         self.newest_token = 0
         self._wake = anyio.Event()
         self._changed = anyio.Event()
+        self._leading = anyio.Event()  # set when this node takes the lease (wakes the watchdog)
+        self._watching = False  # the lock's watch stream is up: a follower may poll slowly
         self._stopping = False
         rng = random if random is not None else Random(0)
         self._backoff = Backoff(settings.retry_every, settings.backoff_cap, rng)
@@ -249,6 +251,7 @@ class Election:
                     if got is not None and self._now() < sent_at + self.validity:
                         self._lease = got
                         self._valid_until = sent_at + self.validity
+                        self._leading.set()
                         self._count("acquired")
                         log.info("%s: leader with token %s", self.holder, got.token)
                         current = got
@@ -274,8 +277,23 @@ class Election:
             return
         self._backoff.succeeded()
         # Wait for the retry period, or less when a watch says something changed.
-        with anyio.move_on_after(self.settings.retry_every):
+        with anyio.move_on_after(self._follower_wait(current)):
             await self._wake.wait()
+
+    def _follower_wait(self, current: Lease | None) -> float:
+        """How long a node that does not lead waits before reading the store again.
+
+        Without a working watch: the retry period. With one, a change of
+        holder wakes us through the watch, so the only thing left to poll
+        for is the lease running out unannounced (a crashed holder): wait
+        until the expiry just read, but never longer than a ttl (a safety
+        bound for a watch that hears nothing, e.g. postgres LISTEN behind a
+        transaction pooler) nor shorter than a quarter of the retry period
+        (etcd rounds the time left down to whole seconds)."""
+        retry = self.settings.retry_every
+        if not self._watching or current is None or current.holder == self.holder:
+            return retry
+        return min(max(self.ttl, retry), max(current.remaining, retry / 4))
 
     async def _sleep_until(self, t: float) -> None:
         delay = t - self._now()
@@ -284,33 +302,42 @@ class Election:
 
     async def _expiry_watchdog(self) -> None:
         # is_leader turns false by itself at valid_until; this makes sure the
-        # change is also *announced* then, not only at the next renewal.
+        # change is also *announced* then, not only at the next renewal. It
+        # sleeps until valid_until (a renewal only moves it later, so waking
+        # there and sleeping again is enough), and while the node does not
+        # lead it sleeps until it takes the lease: no wake-up for nothing.
         while True:
-            if self._lease is not None:
-                delay = self._valid_until - self._now()
-                if delay <= 0:
-                    previous = self._lease
-                    self._lease = None
-                    self._set_known(None)
-                    self._count("step-downs")
-                    self._publish(previous)
-                    continue
-                await anyio.sleep(min(delay, self.settings.renew_every))
-            else:
-                await anyio.sleep(self.settings.renew_every)
+            if self._lease is None:
+                self._leading = anyio.Event()
+                await self._leading.wait()
+                continue
+            delay = self._valid_until - self._now()
+            if delay <= 0:
+                previous = self._lease
+                self._lease = None
+                self._set_known(None)
+                self._count("step-downs")
+                self._publish(previous)
+                continue
+            await anyio.sleep(delay)
 
     async def _watch(self) -> None:
         assert isinstance(self.lock, Watchable)
         while True:
             try:
+                self._watching = True
                 async for _ in self.lock.watch():
                     self._watch_backoff.succeeded()
                     self._wake.set()
             except Exception as exc:
+                self._watching = False
+                self._wake.set()  # a follower waiting on the watch goes back to the retry period
                 self._count("watch-errors")
                 log.debug("%s: watch ended: %s", self.holder, exc)
                 await anyio.sleep(self._watch_backoff.failed())
                 continue
+            self._watching = False
+            self._wake.set()
             await anyio.sleep(self.settings.retry_every)
 
     # ------------------------------------------------------------ stop

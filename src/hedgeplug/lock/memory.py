@@ -298,8 +298,10 @@ class MemoryLock(MemoryLogAccess):
             changed = store.changed(self.lock)
             # An expiry changes the lock without any call: wake at that moment too.
             expires_in = store.expires_in(self.lock)
-            with anyio.move_on_after(expires_in if expires_in is not None else float("inf")):
+            with anyio.move_on_after(expires_in if expires_in is not None else float("inf")) as scope:
                 await changed.wait()
+            if scope.cancelled_caught and store.expires_in(self.lock) is not None:
+                continue  # renewed meanwhile: nothing to tell
             yield
 
     async def row_get(self, key: str) -> Row | None:

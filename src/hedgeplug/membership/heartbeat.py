@@ -7,9 +7,13 @@ view with (its fencing token, seq) and pushes only the changes to every
 member, gathered for `batch` so a burst of joins costs one message per
 member instead of one per join. A member that missed a change catches up
 from its next beat's reply (the changes since its version, or the whole
-view). A node ignores any view stamped with a token lower than the newest
-lease token it has seen, so a deposed leader cannot overwrite its
-successor's view.
+view). Once a leader said it takes them (the "ticks" flag of a beat
+reply), a member beats it one-way ("tick": the same member and view
+version, no reply): the leader answers only a member that lags behind what
+it already pushed, with a push. That halves the frames per beat; the
+period, and so every bound below, is unchanged. A node ignores any view
+stamped with a token lower than the newest lease token it has seen, so a
+deposed leader cannot overwrite its successor's view.
 
 Bounds (interval I, missed M, lease ttl T, batch B): join within one round
 trip of the first beat plus B; graceful leave within one round trip plus B;
@@ -79,6 +83,7 @@ class Heartbeat:
         self._tg: Any = None  # the strategy's task group, for background pushes
         self._push_wanted = anyio.Event()
         self._pushed: ViewVersion | None = None  # last version pushed to the members
+        self._ticks_token = -1  # the lease token of the leader that said it takes one-way ticks
 
     @property
     def interval(self) -> float:
@@ -142,12 +147,18 @@ class Heartbeat:
         if lease is None or lease.holder == self.ctx.id or self._leaving:
             return
         beat = {"op": "beat", "m": self._me().to_wire(), "v": list(self.ctx.view.version.as_tuple())}
+        if self._ticks_token == lease.token:
+            # One-way: nothing to read back; the leader pushes what we lack.
+            await self.channel.send(lease.address, {**beat, "op": "tick"})
+            return
         try:
             reply = await self.channel.request(lease.address, beat, self.request_timeout)
         except Exception as exc:
             self.ctx.count("heartbeat.beat-failures")
             self.ctx.log.debug("heartbeat to %s failed: %s", lease.address, exc)
             return
+        if isinstance(reply, dict) and reply.get("ticks"):
+            self._ticks_token = lease.token
         self._apply_reply(reply)
 
     def _apply_reply(self, reply: Any) -> None:
@@ -285,6 +296,9 @@ class Heartbeat:
         try:
             if op == "beat":
                 return self._on_beat(Member.from_wire(payload["m"]), ViewVersion(*payload["v"]))
+            if op == "tick":
+                self._on_tick(Member.from_wire(payload["m"]), ViewVersion(*payload["v"]))
+                return None
             if op == "leave":
                 return self._on_leave(str(payload["id"]))
             if op == "update":
@@ -298,16 +312,34 @@ class Heartbeat:
         return None
 
     def _on_beat(self, member: Member, version: ViewVersion) -> Any:
+        if not self._beaten(member):
+            return {"not_leader": True}
+        reply = self._update_since(version) or self._full_reply()
+        reply["ticks"] = 1  # this leader takes one-way ticks
+        return reply
+
+    def _on_tick(self, member: Member, version: ViewVersion) -> None:
+        """A one-way beat: no reply, unless the member lags behind what was
+        already pushed (a lost push); then the catch-up goes to it as a push."""
+        if not self._beaten(member) or self._tg is None:
+            return
+        if self._pushed is not None and version < self._pushed:
+            self.ctx.count("heartbeat.catch-ups")
+            update = self._update_since(version) or self._full_reply()
+            self._tg.start_soon(self.channel.send, member.address, {"op": "update", **update})
+
+    def _beaten(self, member: Member) -> bool:
+        """Count a beat of `member` if we lead: it stays (or joins, or its meta changes)."""
         lease = self.ctx.leader
         if not self.ctx.is_leader or self._leaving or lease is None:
-            return {"not_leader": True}
+            return False
         if self._lead is None or self._lead.token != lease.token:
-            return {"not_leader": True}  # taking over; the full view is pushed next round
+            return False  # taking over; the full view is pushed next round
         lead = self._lead
         lead.last_seen[member.id] = self.ctx.now()
         if lead.members.get(member.id) != member:
             self._change([member], [])
-        return self._update_since(version) or self._full_reply()
+        return True
 
     def _on_leave(self, member_id: str) -> Any:
         if self.ctx.is_leader and self._lead is not None and member_id in self._lead.members:
@@ -354,7 +386,7 @@ def _from_its_source(op: Any, payload: dict[str, Any], sender: str, lease: Any) 
     live members vanish. (A peer forging its sender name needs a cluster key.)"""
     if op == "update":
         return lease is not None and sender == lease.holder
-    if op == "beat":
+    if op == "beat" or op == "tick":
         member = payload.get("m")
         return isinstance(member, list | tuple) and len(member) > 0 and member[0] == sender
     if op == "leave":

@@ -235,7 +235,8 @@ class SqliteLock:
         file, see `notify`; inotify wakes us) or the expiry of the lease as
         last read wakes it to read the row once, on a connection of its own
         in a worker thread. Renewals wake nobody. Without inotify it stats
-        the marker every WATCH_INTERVAL on the event loop instead. While it
+        the marker on the event loop instead (every WATCH_INTERVAL after a
+        change, slowing to twice a second while none comes). While it
         runs with inotify, `current()` answers from the last read when it
         still holds."""
         conn = await anyio.to_thread.run_sync(self._store.open_for_reading)
