@@ -1,5 +1,20 @@
 import pytest
 
+# The suite runs in parallel (scripts/test-all: pytest-xdist, --dist loadgroup).
+# Tests in one group run one after another on one worker: the network
+# namespace labs pick a free subnet of the root namespace and create bridges,
+# so two of them building at once could pick the same one.
+SERIAL_GROUPS = {
+    "netns": ("test_chaos_partition.py", "test_multihost_netns.py", "test_gossip_loss_netns.py"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for group, files in SERIAL_GROUPS.items():
+            if item.path.name in files:
+                item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(params=["trio", "asyncio"])
 def anyio_backend(request):

@@ -120,7 +120,7 @@ class PostgresServer(ServerHandle):
             "-c", f"listen_addresses={LOOPBACK}",
             "-c", "unix_socket_directories=",
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-            "-c", "max_connections=200",
+            "-c", "max_connections=500",
         ]
 
     def ready(self) -> bool:
