@@ -202,3 +202,71 @@ async def test_malformed_requests_from_the_wire_get_clear_errors(tmp_path):
             with pytest.raises(RemoteError, match=r"control timeout must be"):
                 await client.call(follower.address, {"op": "kv.get", "key": "k", "timeout": -1}, 5.0)
         assert leader.counters.get("kv-appends", 0) == 0
+
+
+@pytest.mark.anyio
+async def test_watch_wakes_on_each_append_not_on_a_poll(tmp_path):
+    """With the safety read 60 s away, every entry still reaches a watcher on
+    the leader and one on a follower within seconds: the leader wakes them.
+    Entries under other prefixes do not make the watch spin."""
+    async with (
+        hedgeplug.open_node(config(tmp_path, "a")) as a,
+        hedgeplug.open_node(config(tmp_path, "b")) as b,
+    ):
+        leader = await settle([a, b])
+        follower = b if leader is a else a
+        seen: dict[str, list] = {"leader": [], "follower": []}
+
+        async def watcher(name, node, task_status=anyio.TASK_STATUS_IGNORED):
+            gen = node.kv.watch("w/", poll=60)
+            task_status.started()
+            async for entry in gen:
+                seen[name].append(entry.value)
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(watcher, "leader", leader)
+            await tg.start(watcher, "follower", follower)
+            await anyio.sleep(0.2)  # both read their starting revision and wait
+            reads_before = leader.counters.get("kv-gets", 0)
+            for i in range(5):
+                await follower.kv.put("other", b"noise")
+                await follower.kv.put("w/x", str(i))
+                with anyio.fail_after(5):
+                    while not all(len(values) == i + 1 for values in seen.values()):
+                        await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        assert seen == {"leader": [b"0", b"1", b"2", b"3", b"4"]} | {"follower": [b"0", b"1", b"2", b"3", b"4"]}
+        assert leader.counters.get("kv-gets", 0) == reads_before  # watches read via log_since only
+
+
+@pytest.mark.anyio
+async def test_watch_follows_a_change_of_leader(tmp_path):
+    async with (
+        hedgeplug.open_node(config(tmp_path, "a")) as a,
+        hedgeplug.open_node(config(tmp_path, "b")) as b,
+        hedgeplug.open_node(config(tmp_path, "c")) as c,
+    ):
+        leader = await settle([a, b, c])
+        watching = next(n for n in (a, b, c) if n is not leader)
+        writer = next(n for n in (a, b, c) if n is not leader and n is not watching)
+        seen = []
+
+        async def watcher(task_status=anyio.TASK_STATUS_IGNORED):
+            gen = watching.kv.watch("w/", poll=60)
+            task_status.started()
+            async for entry in gen:
+                seen.append(entry.value)
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(watcher)
+            await anyio.sleep(0.2)
+            await writer.kv.put("w/1", b"before")
+            with anyio.fail_after(5):
+                while seen != [b"before"]:
+                    await anyio.sleep(0.01)
+            leader.kill()  # the held request dies with it; the watcher moves to the next leader
+            with anyio.fail_after(15):
+                await writer.kv.put("w/2", b"after", timeout=15)
+                while seen != [b"before", b"after"]:
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
