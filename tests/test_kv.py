@@ -270,3 +270,42 @@ async def test_watch_follows_a_change_of_leader(tmp_path):
                 while seen != [b"before", b"after"]:
                     await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_sqlite_gets_on_the_event_loop_match_the_threaded_reads_and_let_others_run(tmp_path):
+    async with hedgeplug.open_node(config(tmp_path, "a")) as a:
+        await settle([a])
+        for i in range(20):
+            await a.kv.put("k", f"v{i}")
+        lock = a.parts.lock
+        # limit None goes through the worker thread; small limits are read on the event loop.
+        everything = await lock.log_read("k")
+        assert await lock.log_read("k", limit=1) == everything[:1]
+        assert await lock.log_read("k", limit=16) == everything[:16]
+        assert await lock.log_read("k", limit=3, oldest_first=True) == everything[::-1][:3]
+        assert lock._log._inline is not None  # the event-loop connection is in use
+        assert (await a.kv.get("k")).value == b"v19"
+        # A tight loop of gets lets other tasks run (every 16th read yields).
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await anyio.sleep(0)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            await anyio.sleep(0)
+            before = ticks
+            for _ in range(160):
+                await a.kv.get("k")
+            assert ticks - before >= 5
+            tg.cancel_scope.cancel()
+        # Cancelled before it starts: a get is a cancellation point.
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await a.kv.get("k")
+            raise AssertionError("not cancelled")
+        assert scope.cancelled_caught
