@@ -328,3 +328,24 @@ async def test_any_node_reads_a_store_through_the_writers_index(tmp_path):
         await store.delete()
         with pytest.raises(SpillError, match="^a: spill store 'shared' was deleted$"):
             [x async for x in read_spill(c, "shared")]
+
+
+def test_the_index_crosses_the_wire_in_pages_and_comes_back_whole():
+    from hedgeplug.spill.index import PAGE, IndexReader, Piece, index_pages
+
+    rng = random.Random(3)
+    pieces, chunk = [], 0
+    for _ in range(2 * PAGE + 17):  # three pages, holders and chunk ends at random
+        last = rng.random() < 0.3
+        pieces.append(Piece(rng.choice("abc"), 0, chunk, last))
+        chunk += last
+    pieces[-1] = Piece(pieces[-1].holder, 0, pieces[-1].chunk, True)
+    pages = list(index_pages(pieces))
+    assert len(pages) == 3
+    reader = IndexReader()
+    for page in pages:
+        reader.add(page)
+    assert reader.pieces == pieces
+    for bad in (["page", [["a", 2]], b"\x00"], ["page", [["a", 0]], b""], ["page", "x", b""], ["other"]):
+        with pytest.raises(SpillError, match="malformed|out of range"):
+            IndexReader().add(bad)

@@ -122,10 +122,12 @@ async def fetch_index(node: Any, channel: Any, name: str, writer: str) -> tuple[
                 if not (isinstance(header, list) and len(header) == 3 and header[0] == "index"):
                     raise SpillError(f"{writer} answered {header!r:.80} for the index of {name!r}")
                 _, key, total = header
+                if not isinstance(key, str) or not isinstance(total, int) or total < 0:
+                    raise SpillError(f"{writer} sent a malformed index header for {name!r}")
                 while len(reader.pieces) < total:
                     reader.add(await stream.receive())
-                if not isinstance(key, str) or len(reader.pieces) != total:
-                    raise SpillError(f"{writer} sent a malformed index for {name!r}")
+                if len(reader.pieces) != total:
+                    raise SpillError(f"{writer} sent more index pages than it announced for {name!r}")
     except SpillError:
         raise
     except UNREACHABLE as exc:
