@@ -309,3 +309,35 @@ async def test_sqlite_gets_on_the_event_loop_match_the_threaded_reads_and_let_ot
             await a.kv.get("k")
             raise AssertionError("not cancelled")
         assert scope.cancelled_caught
+
+
+@pytest.mark.anyio
+async def test_many_watches_on_one_node_leave_the_leader_slots_for_puts(tmp_path):
+    """Seventy watches on a follower hold at most a few requests at the leader
+    (which serves 64 at once per connection): puts from that follower are not
+    starved, and every watch sees every entry."""
+    async with (
+        hedgeplug.open_node(config(tmp_path, "a")) as a,
+        hedgeplug.open_node(config(tmp_path, "b")) as b,
+    ):
+        leader = await settle([a, b])
+        follower = b if leader is a else a
+        seen = [[] for _ in range(70)]
+
+        async def watcher(values, task_status=anyio.TASK_STATUS_IGNORED):
+            gen = follower.kv.watch("m/", poll=60)
+            task_status.started()
+            async for entry in gen:
+                values.append(entry.value)
+
+        async with anyio.create_task_group() as tg:
+            for values in seen:
+                await tg.start(watcher, values)
+            await anyio.sleep(0.3)
+            for i in range(3):
+                with anyio.fail_after(5):
+                    await follower.kv.put("m/k", str(i), timeout=5)
+                    while not all(len(values) == i + 1 for values in seen):
+                        await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        assert all(values == [b"0", b"1", b"2"] for values in seen)

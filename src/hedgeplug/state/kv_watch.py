@@ -23,10 +23,15 @@ from ..errors import RemoteError, TransportError
 from .kv_leader import KV_CHANNEL, LogLeader
 
 ANSWER_MARGIN = 2.0  # seconds beyond the held time before the request counts as lost
+# Requests a node holds open at the leader at once, however many watches it
+# runs: each takes one of the leader's handler slots on the connection (64 by
+# default), and puts need them too. A watch waiting for one loses nothing:
+# the next append frees them all, and a request made after it returns at once.
+HELD_AT_ONCE = 8
 
 
 async def wait_for_append(
-    election: Any, dispatcher: Any, leader: LogLeader, revision: int, poll: float
+    election: Any, dispatcher: Any, leader: LogLeader, revision: int, poll: float, held: anyio.CapacityLimiter
 ) -> int | None:
     """Return once the leader appended past `revision` (with the newest
     revision it appended), or None when the leader changed or `poll` passed.
@@ -43,7 +48,8 @@ async def wait_for_append(
             elif lease is not None:
                 request = {"op": "wait", "after": revision, "timeout": poll}
                 try:
-                    answer = await dispatcher.request(lease.address, KV_CHANNEL, request, poll + ANSWER_MARGIN)
+                    async with held:
+                        answer = await dispatcher.request(lease.address, KV_CHANNEL, request, poll + ANSWER_MARGIN)
                 except (RemoteError, TransportError, TimeoutError, OSError):
                     # Not (or no longer) the leader, unreachable, or it cannot hold
                     # requests: wait for a change of leader, at most until `poll`.
