@@ -10,9 +10,11 @@ process, so a put crosses a process boundary to the leader and back, as in a
 deployment. Throwaway servers are started for postgres (fsync off), etcd and
 the Spanner emulator. Baselines: "raw write" inserts one row (one put for
 etcd) and "raw read" reads the newest row of a key, through the store's own
-client from this process, by the same worker-thread hop the backends use;
+client from this process, by the same worker-thread hop the backends use
+(sqlite reads on a connection other than the writing one, as the backend);
 "leader rtt" is one request to the leader's kv channel that does not touch
-the store. Targets (issue 9): put p50 <= raw write + leader rtt + 1 ms; get
+the store. For sqlite, whose backend reads the latest entries on the event
+loop itself, "raw read inline" is the same read without the thread hop. Targets (issue 9): put p50 <= raw write + leader rtt + 1 ms; get
 p50 <= 1.2 x raw read. Not a test; bounded by --count and --seconds per
 measurement.
 """
@@ -38,7 +40,8 @@ STORES = ("sqlite", "postgres", "etcd", "spanner")
 VALUE = b"v" * 100
 TTL = 3.0
 
-Raw = tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[object]], Callable[[], Awaitable[None]]]
+Call = Callable[[], Awaitable[object]]
+Raw = tuple[Call, Call, Callable[[], Awaitable[None]]] | tuple[Call, Call, Callable[[], Awaitable[None]], Call]
 
 
 def raw_sqlite(path: str) -> Raw:
@@ -55,14 +58,22 @@ def raw_sqlite(path: str) -> Raw:
         conn.execute("INSERT INTO bench_raw (k, v) VALUES ('k', ?)", (VALUE,))
         conn.execute("COMMIT")
 
+    # Reads on a connection of their own, as the backend's: a connection that
+    # just wrote reads from its own warm cache, one that did not re-reads pages.
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
     def read() -> object:
-        return conn.execute("SELECT v FROM bench_raw WHERE k = 'k' ORDER BY id DESC LIMIT 1").fetchone()
+        return reader.execute("SELECT v FROM bench_raw WHERE k = 'k' ORDER BY id DESC LIMIT 1").fetchone()
+
+    async def read_inline() -> object:
+        return read()
 
     async def close() -> None:
         conn.close()
+        reader.close()
 
     return (lambda: anyio.to_thread.run_sync(write, limiter=limiter),
-            lambda: anyio.to_thread.run_sync(read, limiter=limiter), close)
+            lambda: anyio.to_thread.run_sync(read, limiter=limiter), close, read_inline)
 
 
 def raw_postgres(dsn: str) -> Raw:
@@ -134,7 +145,8 @@ async def bench(store: str, overrides: list[str], raw: Raw, workdir: Path, count
                 seconds: float) -> None:
     cluster = ProcessCluster(workdir, cluster=f"kvbench-{uuid.uuid4().hex[:8]}",
                              overrides=[*overrides, f"lock.ttl={TTL}s"])
-    write, read, close = raw
+    write, read, close = raw[:3]
+    read_inline = raw[3] if len(raw) == 4 else None
     async with cluster:
         (leader,) = await cluster.start(1)
         await cluster.wait_agreed(timeout=60)
@@ -155,11 +167,17 @@ async def bench(store: str, overrides: list[str], raw: Raw, workdir: Path, count
                     await write()
                 with watch.timing("raw read"):
                     await read()
+                if read_inline is not None:
+                    await write()  # like `get` and `raw read`, it reads right after a write
+                    with watch.timing("raw read inline"):
+                        await read_inline()
 
             samples = await measure(cycle, count=count, seconds=seconds)
         await close()
     print(f"\n{store}: key/value log, put through a follower and get (value {len(VALUE)} bytes)")
-    for name in ("raw write", "leader rtt", "put", "raw read", "get"):
+    for name in ("raw write", "leader rtt", "put", "raw read", "raw read inline", "get"):
+        if name not in samples:
+            continue
         baseline = samples.get("raw write") if name == "put" else (
             samples.get("raw read") if name == "get" else None)
         report(name, samples.get(name, []), baseline)
@@ -172,6 +190,10 @@ async def bench(store: str, overrides: list[str], raw: Raw, workdir: Path, count
                   f"({'met' if s['put'][q] <= put_target else 'MISSED'}); get {s['get'][q]:.3f} ms "
                   f"vs target {get_target:.3f} ms ({'met' if s['get'][q] <= get_target else 'MISSED'})",
                   flush=True)
+        if "raw read inline" in s:
+            for q in ("p50", "p99"):
+                print(f"  {q}: get {s['get'][q]:.3f} ms = {s['get'][q] / s['raw read inline'][q]:.2f}x "
+                      f"the raw read without a thread hop ({s['raw read inline'][q]:.3f} ms)")
 
 
 async def run_store(store: str, count: int, seconds: float) -> None:

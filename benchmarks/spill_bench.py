@@ -6,7 +6,8 @@ and each node's peak memory beside its memory limit.
     .venv/bin/python benchmarks/spill_bench.py [--size 1GiB] [--chunk 1MiB] [--nodes 5]
 
 This process is the writer node; the others are `--member` processes of
-this script (sqlite lock and spill directories in a temporary directory).
+this script, and the last of them also reads the whole store back (the
+index from the writer, the chunks from every holder) (sqlite lock and spill directories in a temporary directory).
 Every node gets the same limits: memory = 40% and disk = 80% of size/nodes,
 so the data fills the writer's memory and disk and then spreads over the
 members. Peak memory is the kernel's high-water mark of each process
@@ -30,7 +31,7 @@ from anyio.abc import Process, SocketStream
 
 import hedgeplug
 from hedgeplug.options import parse_size
-from hedgeplug.spill import open_spill, serve_spill
+from hedgeplug.spill import open_spill, read_spill, serve_spill
 
 MiB = 1 << 20
 
@@ -63,12 +64,26 @@ def chunk_bytes(base: bytes, index: int) -> bytes:
 # ------------------------------------------------------------ member processes
 
 
+async def read_here(node: Any, writer: str) -> dict[str, Any]:
+    """Read the whole store from this member (the index from the writer, the
+    chunks from every holder); the seconds it took and what came back."""
+    started = time.perf_counter()
+    seen = size = 0
+    async for data in read_spill(node, "bench", writer=writer):
+        assert data[:8] == struct.pack(">Q", seen), f"chunk {seen} out of order"
+        seen += 1
+        size += len(data)
+    return {"read_s": time.perf_counter() - started, "chunks": seen, "bytes": size}
+
+
 async def member(args: argparse.Namespace) -> None:
     async with hedgeplug.open_node(config(args.workdir, args.member)) as node:
         async with serve_spill(node, memory=args.memory, disk=args.disk, directory=args.workdir) as service:
             start = memory_status()
             print("ready", flush=True)
-            await anyio.to_thread.run_sync(sys.stdin.readline)  # the writer says stop (or exits)
+            # The writer says "read" (read the store from here) and then stop (or exits).
+            while (await anyio.to_thread.run_sync(sys.stdin.readline)).strip() == "read":
+                print(json.dumps(await read_here(node, "n1")), flush=True)
             end = memory_status()
             figures = {"id": node.id, "rss_start": start["VmRSS"], "rss_peak": end["VmHWM"], **service.stats()}
             print(json.dumps(figures), flush=True)
@@ -181,6 +196,13 @@ async def writer(args: argparse.Namespace) -> None:
                     read_s = time.perf_counter() - started
                     assert seen == count, (seen, count)
                     holders = store.holders()
+                    # The same store read from another member: index from the writer, chunks from every holder.
+                    reader_process, reader_lines = members[-1], lines[-1]
+                    assert reader_process.stdin is not None
+                    await reader_process.stdin.send(b"read\n")
+                    with anyio.fail_after(600):
+                        remote = json.loads(await reader_lines.next())
+                    assert remote["chunks"] == count and remote["bytes"] == size, remote
                 own = {"id": node.id, "rss_start": rss_start, "rss_peak": memory_status()["VmHWM"], **service.stats()}
             figures = [own]
             for process, reader in zip(members, lines, strict=True):
@@ -197,6 +219,7 @@ async def writer(args: argparse.Namespace) -> None:
     print(f"  limits per node: memory {memory / MiB:.0f} MiB, disk {disk / MiB:.0f} MiB")
     print(f"  {'spill write (append)':<28} {mb / write_s:>9,.0f} MB/s")
     print(f"  {'spill read (in order)':<28} {mb / read_s:>9,.0f} MB/s")
+    print(f"  {'spill read on n' + str(args.nodes):<28} {mb / remote['read_s']:>9,.0f} MB/s")
     print(f"  {'raw local file write':<28} {mb / file_write:>9,.0f} MB/s")
     print(f"  {'raw local file read':<28} {mb / file_read:>9,.0f} MB/s")
     print(f"  {'raw loopback tcp stream':<28} {mb / tcp:>9,.0f} MB/s")

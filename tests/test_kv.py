@@ -202,3 +202,142 @@ async def test_malformed_requests_from_the_wire_get_clear_errors(tmp_path):
             with pytest.raises(RemoteError, match=r"control timeout must be"):
                 await client.call(follower.address, {"op": "kv.get", "key": "k", "timeout": -1}, 5.0)
         assert leader.counters.get("kv-appends", 0) == 0
+
+
+@pytest.mark.anyio
+async def test_watch_wakes_on_each_append_not_on_a_poll(tmp_path):
+    """With the safety read 60 s away, every entry still reaches a watcher on
+    the leader and one on a follower within seconds: the leader wakes them.
+    Entries under other prefixes do not make the watch spin."""
+    async with (
+        hedgeplug.open_node(config(tmp_path, "a")) as a,
+        hedgeplug.open_node(config(tmp_path, "b")) as b,
+    ):
+        leader = await settle([a, b])
+        follower = b if leader is a else a
+        seen: dict[str, list] = {"leader": [], "follower": []}
+
+        async def watcher(name, node, task_status=anyio.TASK_STATUS_IGNORED):
+            gen = node.kv.watch("w/", poll=60)
+            task_status.started()
+            async for entry in gen:
+                seen[name].append(entry.value)
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(watcher, "leader", leader)
+            await tg.start(watcher, "follower", follower)
+            await anyio.sleep(0.2)  # both read their starting revision and wait
+            reads_before = leader.counters.get("kv-gets", 0)
+            for i in range(5):
+                await follower.kv.put("other", b"noise")
+                await follower.kv.put("w/x", str(i))
+                with anyio.fail_after(5):
+                    while not all(len(values) == i + 1 for values in seen.values()):
+                        await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        assert seen == {"leader": [b"0", b"1", b"2", b"3", b"4"]} | {"follower": [b"0", b"1", b"2", b"3", b"4"]}
+        assert leader.counters.get("kv-gets", 0) == reads_before  # watches read via log_since only
+
+
+@pytest.mark.anyio
+async def test_watch_follows_a_change_of_leader(tmp_path):
+    async with (
+        hedgeplug.open_node(config(tmp_path, "a")) as a,
+        hedgeplug.open_node(config(tmp_path, "b")) as b,
+        hedgeplug.open_node(config(tmp_path, "c")) as c,
+    ):
+        leader = await settle([a, b, c])
+        watching = next(n for n in (a, b, c) if n is not leader)
+        writer = next(n for n in (a, b, c) if n is not leader and n is not watching)
+        seen = []
+
+        async def watcher(task_status=anyio.TASK_STATUS_IGNORED):
+            gen = watching.kv.watch("w/", poll=60)
+            task_status.started()
+            async for entry in gen:
+                seen.append(entry.value)
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(watcher)
+            await anyio.sleep(0.2)
+            await writer.kv.put("w/1", b"before")
+            with anyio.fail_after(5):
+                while seen != [b"before"]:
+                    await anyio.sleep(0.01)
+            leader.kill()  # the held request dies with it; the watcher moves to the next leader
+            with anyio.fail_after(15):
+                await writer.kv.put("w/2", b"after", timeout=15)
+                while seen != [b"before", b"after"]:
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_sqlite_gets_on_the_event_loop_match_the_threaded_reads_and_let_others_run(tmp_path):
+    async with hedgeplug.open_node(config(tmp_path, "a")) as a:
+        await settle([a])
+        for i in range(20):
+            await a.kv.put("k", f"v{i}")
+        lock = a.parts.lock
+        # limit None goes through the worker thread; small limits are read on the event loop.
+        everything = await lock.log_read("k")
+        assert await lock.log_read("k", limit=1) == everything[:1]
+        assert await lock.log_read("k", limit=16) == everything[:16]
+        assert await lock.log_read("k", limit=3, oldest_first=True) == everything[::-1][:3]
+        assert lock._log._inline is not None  # the event-loop connection is in use
+        assert (await a.kv.get("k")).value == b"v19"
+        # A tight loop of gets lets other tasks run (every 16th read yields).
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await anyio.sleep(0)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            await anyio.sleep(0)
+            before = ticks
+            for _ in range(160):
+                await a.kv.get("k")
+            assert ticks - before >= 5
+            tg.cancel_scope.cancel()
+        # Cancelled before it starts: a get is a cancellation point.
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await a.kv.get("k")
+            raise AssertionError("not cancelled")
+        assert scope.cancelled_caught
+
+
+@pytest.mark.anyio
+async def test_many_watches_on_one_node_leave_the_leader_slots_for_puts(tmp_path):
+    """Seventy watches on a follower hold at most a few requests at the leader
+    (which serves 64 at once per connection): puts from that follower are not
+    starved, and every watch sees every entry."""
+    async with (
+        hedgeplug.open_node(config(tmp_path, "a")) as a,
+        hedgeplug.open_node(config(tmp_path, "b")) as b,
+    ):
+        leader = await settle([a, b])
+        follower = b if leader is a else a
+        seen = [[] for _ in range(70)]
+
+        async def watcher(values, task_status=anyio.TASK_STATUS_IGNORED):
+            gen = follower.kv.watch("m/", poll=60)
+            task_status.started()
+            async for entry in gen:
+                values.append(entry.value)
+
+        async with anyio.create_task_group() as tg:
+            for values in seen:
+                await tg.start(watcher, values)
+            await anyio.sleep(0.3)
+            for i in range(3):
+                with anyio.fail_after(5):
+                    await follower.kv.put("m/k", str(i), timeout=5)
+                    while not all(len(values) == i + 1 for values in seen):
+                        await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        assert all(values == [b"0", b"1", b"2"] for values in seen)

@@ -13,7 +13,15 @@ import anyio
 import pytest
 
 import hedgeplug
-from hedgeplug.spill import ChunkLost, SpillError, SpillExpired, SpillFull, open_spill, serve_spill
+from hedgeplug.spill import (
+    ChunkLost,
+    SpillError,
+    SpillExpired,
+    SpillFull,
+    open_spill,
+    read_spill,
+    serve_spill,
+)
 from hedgeplug.spill.service import spill_channel
 
 KiB = 1024
@@ -292,3 +300,52 @@ async def test_a_silent_writer_gets_its_credit_back(tmp_path):
                 while held.stats()["memory_used"]:
                     await anyio.sleep(0.05)  # credit back at 0.6 s, the piece expired by then too
         assert held.stats()["stores"] == 0
+
+
+@pytest.mark.anyio
+async def test_any_node_reads_a_store_through_the_writers_index(tmp_path):
+    data = chunks(12, 1, 40 * KiB) + [b""]
+    async with AsyncExitStack() as stack:
+        nodes = [await stack.enter_async_context(hedgeplug.open_node(config(tmp_path, n))) for n in "abc"]
+        await settle(nodes)
+        a, b, c = nodes
+        await stack.enter_async_context(serve_spill(b, memory="1MiB", disk="0", directory=tmp_path))
+        store = await stack.enter_async_context(open_spill(a, "shared", memory="100KiB", disk="0", directory=tmp_path))
+        for chunk in data:
+            await store.append(chunk)
+        assert list(store.holders()) == ["a", "b"]
+        # c serves no spill itself; it finds the writer by asking, or is told it.
+        assert [x async for x in read_spill(c, "shared")] == data
+        assert [x async for x in read_spill(b, "shared", writer="a")] == data
+        assert [x async for x in read_spill(a, "shared")] == data  # the writer reads its own
+        with pytest.raises(SpillError, match="no live member writes a spill store named 'other'"):
+            [x async for x in read_spill(c, "other")]
+        with pytest.raises(SpillError, match="member a writes no spill store named 'other'"):
+            [x async for x in read_spill(c, "other", writer="a")]
+        with pytest.raises(SpillError, match="node a already writes a spill store named 'shared'"):
+            async with open_spill(a, "shared"):
+                pass
+        await store.delete()
+        with pytest.raises(SpillError, match="^a: spill store 'shared' was deleted$"):
+            [x async for x in read_spill(c, "shared")]
+
+
+def test_the_index_crosses_the_wire_in_pages_and_comes_back_whole():
+    from hedgeplug.spill.index import PAGE, IndexReader, Piece, index_pages
+
+    rng = random.Random(3)
+    pieces, chunk = [], 0
+    for _ in range(2 * PAGE + 17):  # three pages, holders and chunk ends at random
+        last = rng.random() < 0.3
+        pieces.append(Piece(rng.choice("abc"), 0, chunk, last))
+        chunk += last
+    pieces[-1] = Piece(pieces[-1].holder, 0, pieces[-1].chunk, True)
+    pages = list(index_pages(pieces))
+    assert len(pages) == 3
+    reader = IndexReader()
+    for page in pages:
+        reader.add(page)
+    assert reader.pieces == pieces
+    for bad in (["page", [["a", 2]], b"\x00"], ["page", [["a", 0]], b""], ["page", "x", b""], ["other"]):
+        with pytest.raises(SpillError, match="malformed|out of range"):
+            IndexReader().add(bad)

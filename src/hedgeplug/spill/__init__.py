@@ -3,7 +3,8 @@
 One writer appends byte chunks; they fill this node's memory, then its
 disk, then other members' memory and disk (each within its own hard
 limits); readers get every chunk back in write order, or ChunkLost naming
-the member that took chunks with it. A store expires after `ttl` unused
+the member that took chunks with it; `read_spill` reads a store from any
+node (the writer hands out its index). A store expires after `ttl` unused
 and is deleted, on every member, when its block exits. See docs/spill.md.
 
     async with serve_spill(node, memory="256MiB", disk="4GiB"):   # every member
@@ -12,6 +13,8 @@ and is deleted, on every member, when its block exits. See docs/spill.md.
         await store.append(b"...")
         async for chunk in store.read():
             ...
+    async for chunk in read_spill(other_node, "batch-7"):          # any member
+        ...
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from typing import Any
 import anyio
 
 from ..options import parse_duration
-from .errors import ChunkLost, SpillError, SpillExpired, SpillFull
-from .service import MAX_NAME, SpillService, serve_spill, service_of
+from .errors import ChunkLost, SpillError, SpillExpired, SpillFull, WriterGone
+from .remote import read_spill
+from .service import SpillService, check_name, serve_spill, service_of
 from .store import SpillStore
 
 __all__ = [
@@ -35,7 +39,9 @@ __all__ = [
     "SpillFull",
     "SpillService",
     "SpillStore",
+    "WriterGone",
     "open_spill",
+    "read_spill",
     "serve_spill",
     "service_of",
 ]
@@ -72,8 +78,7 @@ async def open_spill(
     exits, or earlier by `store.delete()`, or after `ttl` (default 10m)
     without an append or a read.
     """
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
-        raise SpillError(f"a spill store name is a string of 1 to {MAX_NAME} characters, not {name!r:.80}")
+    check_name(name)
     seconds = _ttl(ttl)
     service = service_of(node)
     if service is None:
@@ -95,7 +100,10 @@ async def open_spill(
 
 @asynccontextmanager
 async def _store(node: Any, service: SpillService, name: str, ttl: float) -> AsyncIterator[SpillStore]:
+    if name in service.writing:
+        raise SpillError(f"node {node.id} already writes a spill store named {name!r}")
     store = SpillStore(node, service, name, ttl)
+    service.writing[name] = store
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(store.keep)
@@ -104,4 +112,5 @@ async def _store(node: Any, service: SpillService, name: str, ttl: float) -> Asy
             finally:
                 tg.cancel_scope.cancel()
     finally:
+        service.writing.pop(name, None)
         await store.delete()

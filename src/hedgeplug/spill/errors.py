@@ -28,3 +28,12 @@ class ChunkLost(SpillError):
         super().__init__(message)
         self.member = member
         self.chunk = chunk
+
+
+class WriterGone(SpillError):
+    """A reader on another node cannot get a store's index: its writer left or
+    cannot be reached. `member` is the writer's id."""
+
+    def __init__(self, message: str, *, member: str) -> None:
+        super().__init__(message)
+        self.member = member

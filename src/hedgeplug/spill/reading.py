@@ -1,32 +1,48 @@
 """Reading a spill-over store back: every chunk, in write order, or an error.
 
-The index is cut into runs of consecutive pieces on one holder; local runs
-are read from this node's tiers, remote runs come as one stream from the
-holder (its sends are paced by our reading). Before the first chunk is
-yielded every holder is checked against the view, so a store with a piece
-on a member that left fails at once with ChunkLost naming it; a holder
-that fails during the read is named the same way. A read never ends short.
+Works on any node: the writer reads its own index; a reader elsewhere first
+gets the index from the writer (index.py). The index is cut into runs of
+consecutive pieces on one holder; runs held by the reading node come from
+its own tiers, the others as one stream from the holder (its sends are
+paced by our reading). Before the first chunk is yielded every holder is
+checked against the reader's view, so a store with a piece on a member that
+left fails at once with ChunkLost naming it; a holder that fails (or cannot
+be reached) during the read is named the same way. A read never ends short.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from itertools import groupby
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import anyio
 
 from ..errors import HedgeplugError
 from .errors import ChunkLost, SpillError
+from .holder import LocalSpill
+from .index import Piece
 from .service import spill_channel
-
-if TYPE_CHECKING:
-    from .store import Piece, SpillStore
 
 RECEIVE_TIMEOUT = 30.0
 
 
-def _lost(store: SpillStore, piece: Piece, why: str) -> ChunkLost:
+class Readable(Protocol):
+    """What a read needs: the store's names, its index and this node's tiers."""
+
+    node: Any
+    name: str
+    key: str
+
+    @property
+    def local(self) -> LocalSpill | None: ...
+
+    def check_open(self) -> None: ...
+
+    def used(self) -> None: ...
+
+
+def _lost(store: Readable, piece: Piece, why: str) -> ChunkLost:
     return ChunkLost(
         f"chunk {piece.chunk} of store {store.name!r} was held by member {piece.holder}, {why}",
         member=piece.holder,
@@ -44,11 +60,8 @@ def _runs(pieces: list[Piece]) -> list[tuple[str, int, int]]:
     return runs
 
 
-async def read_chunks(store: SpillStore) -> AsyncIterator[bytes]:
-    store.check_open()
-    store.used()
-    await store.flush()
-    pieces = list(store.pieces)
+async def read_pieces(store: Readable, pieces: list[Piece]) -> AsyncIterator[bytes]:
+    """Every chunk of `pieces` (a snapshot of the store's index), in order."""
     me = store.node.id
     live = store.node.view.ids
     for piece in pieces:
@@ -70,9 +83,10 @@ async def read_chunks(store: SpillStore) -> AsyncIterator[bytes]:
             yield data
 
 
-async def _local(store: SpillStore, pieces: list[Piece], first: int, last: int) -> AsyncIterator[tuple[int, bytes]]:
+async def _local(store: Readable, pieces: list[Piece], first: int, last: int) -> AsyncIterator[tuple[int, bytes]]:
+    local = store.local
     for seq in range(first, last + 1):
-        data = await store.service.local.get(store.key, seq)
+        data = await local.get(store.key, seq) if local is not None else None
         if data is None:
             store.check_open()
             raise _lost(store, pieces[seq], "this node, which no longer holds it")
@@ -80,7 +94,7 @@ async def _local(store: SpillStore, pieces: list[Piece], first: int, last: int) 
 
 
 async def _remote(
-    store: SpillStore, pieces: list[Piece], holder: str, first: int, last: int
+    store: Readable, pieces: list[Piece], holder: str, first: int, last: int
 ) -> AsyncIterator[tuple[int, bytes]]:
     member = store.node.view.get(holder)
     if member is None:
@@ -104,6 +118,7 @@ async def _remote(
                 yield expect, message[2]
                 expect += 1
             elif isinstance(message, list) and message[:1] == ["missing"]:
+                store.check_open()
                 raise _lost(store, pieces[expect], "which no longer holds it (it expired there or restarted)")
             else:
                 raise SpillError(f"spill store {store.name!r}: {holder} answered {message!r:.80}")

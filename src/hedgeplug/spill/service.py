@@ -2,10 +2,13 @@
 channel "spill", holding pieces for any writer within this node's own limits.
 
 Requests (msgpack maps, field "op"): put (answers the tier, or "full"),
-touch (answers the stores it no longer holds), remove, drop. Writers send
-pieces on a stream against credit (sink.py). Reads are a stream: the opener names a store and a range of pieces, the service sends
-``["piece", seq, data]`` for each in order (TCP's flow control paces it),
-``["missing", seq]`` for one it lacks, then ``["done"]``.
+touch (answers the stores it no longer holds), remove, drop, find (does
+this node write the store named so?). Writers send pieces on a stream
+against credit (sink.py); readers on other nodes get a store's index from
+its writer on a stream (index.py). Reads are a stream: the opener names a
+store and a range of pieces, the service sends ``["piece", seq, data]`` for
+each in order (TCP's flow control paces it), ``["missing", seq]`` for one it
+lacks, then ``["done"]``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -28,7 +31,11 @@ from ..errors import HedgeplugError
 from ..options import parse_size
 from .errors import SpillError
 from .holder import LocalSpill
+from .index import index_pages
 from .sink import serve_writes
+
+if TYPE_CHECKING:
+    from .store import SpillStore
 
 log = logging.getLogger("hedgeplug.spill")
 
@@ -64,6 +71,12 @@ def held_memory(budget: int, piece: int) -> int:
     return budget - min(IN_FLIGHT_COPIES * piece, budget // 4)
 
 
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+        raise SpillError(f"a spill store name is a string of 1 to {MAX_NAME} characters, not {name!r:.80}")
+    return name
+
+
 def size_option(value: Any, what: str) -> int:
     try:
         return parse_size(value)
@@ -79,6 +92,7 @@ class SpillService:
         self.local = local
         self.piece_size = piece_size(node)
         self.budget = budget
+        self.writing: dict[str, SpillStore] = {}  # this node's open stores, by name
         channel = spill_channel(node)
         channel.handle(self._request)
         channel.handle_streams(self._stream)
@@ -95,6 +109,8 @@ class SpillService:
             raise HedgeplugError(f"spill request must be a map, not {type(request).__name__}")
         op = request.get("op")
         store = request.get("store")
+        if op == "find":
+            return request.get("name") in self.writing
         if op == "touch":
             stores = request.get("stores")
             if not isinstance(stores, list) or not all(isinstance(s, str) for s in stores):
@@ -127,7 +143,25 @@ class SpillService:
             else:
                 await stream.send(["error", f"malformed spill write {request!r:.80}"])
             return
+        if isinstance(request, dict) and request.get("op") == "index":
+            await self._index(request.get("name"), stream)
+            return
         await self._read(request, stream)
+
+    async def _index(self, name: Any, stream: Any) -> None:
+        store = self.writing.get(name) if isinstance(name, str) else None
+        if store is None:
+            await stream.send(["absent"])
+            return
+        try:
+            store.used()
+            pieces = await store.snapshot()
+        except SpillError as exc:  # deleted or expired meanwhile
+            await stream.send(["error", str(exc)])
+            return
+        await stream.send(["index", store.key, len(pieces)])
+        for page in index_pages(pieces):
+            await stream.send(page)
 
     async def _read(self, request: Any, stream: Any) -> None:
         store = request.get("store") if isinstance(request, dict) else None
@@ -136,6 +170,9 @@ class SpillService:
         if not isinstance(store, str) or not isinstance(first, int) or not isinstance(last, int):
             await stream.send(["error", f"malformed spill read {request!r:.80}"])
             return
+        own = self.writing.get(store.partition("/")[2])
+        if own is not None and own.key == store:
+            own.used()  # a reader elsewhere keeps this node's store from expiring
         for seq in range(first, last + 1):
             data = await self.local.get(store, seq)
             if data is None:

@@ -6,7 +6,8 @@ the store's name, from the agreed view) that has room; pieces travel to a
 member on one stream against credit it grants (sink.py); a member that
 grants nothing or cannot be reached is not asked again by this store. The index
 (piece seq -> holder, chunk number, last piece of its chunk?) stays with the
-writer; reading walks it in order (reading.py).
+writer, which hands it to readers on other nodes (index.py); reading walks
+it in order (reading.py).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import attrs
 
 from ..errors import HedgeplugError
 from .errors import SpillError, SpillExpired, SpillFull
+from .holder import LocalSpill
+from .index import Piece
 from .placement import rendezvous_order
-from .reading import read_chunks
+from .reading import read_pieces
 from .service import SpillService, spill_channel
 from .sink import RemoteSink
 
@@ -29,14 +31,6 @@ log = logging.getLogger("hedgeplug.spill")
 
 DROP_TIMEOUT = 2.0
 CREDIT_PIECES = 8  # credit asked of a member at a time, in pieces
-
-
-@attrs.frozen
-class Piece:
-    holder: str
-    size: int
-    chunk: int
-    last: bool
 
 
 class SpillStore:
@@ -75,10 +69,25 @@ class SpillStore:
             held[piece.holder] = held.get(piece.holder, 0) + piece.size
         return held
 
-    def read(self) -> AsyncIterator[bytes]:
+    @property
+    def local(self) -> LocalSpill:
+        return self.service.local
+
+    async def read(self) -> AsyncIterator[bytes]:
         """Every chunk appended so far, in write order (ChunkLost rather than a
         short read). Use it to the end, or inside `contextlib.aclosing`."""
-        return read_chunks(self)
+        self.check_open()
+        self.used()
+        pieces = await self.snapshot()
+        async for chunk in read_pieces(self, pieces):
+            yield chunk
+
+    async def snapshot(self) -> list[Piece]:
+        """The index as it is once every member stored what it was sent
+        (so a read cannot overtake a piece in flight)."""
+        await self.flush()
+        self.check_open()
+        return list(self.pieces)
 
     # ------------------------------------------------------------ writing
 

@@ -29,9 +29,10 @@ from ..contracts import FencedLog, LogEntry
 from ..errors import HedgeplugError, NoLeader, RemoteError, RequestTimeout, TransportError
 from .kv_leader import KV_CHANNEL, NOT_LEADER, RETRY_MARKS, LogLeader, entry_from_wire
 from .kv_limits import check_keep, check_key, check_prefix, check_value, value_limit
+from .kv_watch import HELD_AT_ONCE, wait_for_append
 
 REMEMBERED_KEYS = 4096
-WATCH_POLL = 0.2
+WATCH_POLL = 2.0  # the safety read's interval: the leader wakes watchers on every append
 WATCH_BATCH = 256
 
 
@@ -47,6 +48,7 @@ class KeyValueLog:
         self._fenced = isinstance(self._lock, FencedLog)
         self._latest: OrderedDict[str, LogEntry] = OrderedDict()
         self._remembered = remembered
+        self._held_waits: anyio.CapacityLimiter | None = None  # made by the first watch (needs the loop)
         self.leader = LogLeader(self._lock, self._election, self._count, self.max_value)
         self._dispatcher.channel(KV_CHANNEL).handle(self.leader.on_request)
 
@@ -158,11 +160,17 @@ class KeyValueLog:
         self, prefix: str = "", *, since: int | None = None, poll: float = WATCH_POLL
     ) -> AsyncIterator[LogEntry]:
         """Yield every entry appended under `prefix` from now on (or after
-        revision `since`), in revision order. Polls the store every `poll`
-        seconds; a store error is raised to the caller."""
+        revision `since`), in revision order. The leader wakes the watch on
+        every append (kv_watch.py); it also reads the store when the leader
+        changes and at least every `poll` seconds. A store error is raised
+        to the caller."""
         log = self._log()
         check_prefix(prefix)
+        if self._held_waits is None:
+            self._held_waits = anyio.CapacityLimiter(HELD_AT_ONCE)
+        held = self._held_waits
         revision = await log.log_last_revision() if since is None else int(since)
+        known = revision  # every entry up to here was committed before our last read
         while True:
             batch = await log.log_since(revision, prefix, WATCH_BATCH)
             for entry in batch:
@@ -170,7 +178,12 @@ class KeyValueLog:
                 self._remember(entry)
                 yield entry
             if len(batch) < WATCH_BATCH:
-                await anyio.sleep(poll)
+                # Entries outside `prefix` move the leader on but not `revision`:
+                # wait past what the last read covered, or we would wake at once.
+                newest = await wait_for_append(
+                    self._election, self._dispatcher, self.leader, max(revision, known), poll, held
+                )
+                known = max(known, newest or 0)
 
     # ------------------------------------------------------------ control (shell clients)
 

@@ -56,6 +56,18 @@ RETURNING {_COLUMNS}
 """
 
 
+_READ = {
+    order: f"SELECT {_COLUMNS} FROM hedgeplug_log WHERE lock = ? AND key = ? ORDER BY version {order} LIMIT ?"
+    for order in ("ASC", "DESC")
+}
+# Reads of at most this many entries run on the event loop: an indexed
+# lookup of a few rows takes microseconds, far less than a worker thread's
+# round trip (tens to hundreds of µs), and the connection they use never
+# waits for a lock (busy_timeout 0: SQLITE_BUSY sends the read to a thread).
+INLINE_ROWS = 16
+YIELD_EVERY = 16
+
+
 def _entry(row: tuple[object, ...]) -> LogEntry:
     key, value, version, revision, token, at = row
     return LogEntry(str(key), bytes(value), int(version), int(revision), int(token), float(at))  # type: ignore[arg-type,call-overload]
@@ -73,7 +85,9 @@ class SqliteLog:
     round) on a reader connection of their own, so a read never waits behind
     the lease's writes in this process; they are not interrupted on
     cancellation (an indexed read takes microseconds, and waits at most the
-    store's short busy wait).
+    store's short busy wait). The latest few entries of a key (`get`) are
+    read on the event loop itself, on a third connection that never waits
+    for a lock (INLINE_ROWS); if it would, the read goes to the thread.
     """
 
     def __init__(self, store: SqliteStore, lock_name: str) -> None:
@@ -83,6 +97,9 @@ class SqliteLog:
         self._read_limiter = anyio.CapacityLimiter(1)
         self._schema_ready = False
         self._closed = False
+        self._inline: sqlite3.Connection | None = None  # used on the event loop only
+        self._inline_opening = False
+        self._inline_reads = 0
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if not self._schema_ready:
@@ -111,6 +128,36 @@ class SqliteLog:
             reader.close()
             raise self._store.error(exc) from exc
 
+    def _open_inline(self) -> sqlite3.Connection:
+        conn = self._store.open_for_reading()
+        conn.execute("PRAGMA busy_timeout = 0")  # never wait on the event loop
+        return conn
+
+    async def _start_inline(self) -> None:
+        self._inline_opening = True
+        try:
+            conn = await anyio.to_thread.run_sync(self._open_inline)
+        finally:
+            self._inline_opening = False
+        self._inline_reads = 0
+        if self._closed:
+            conn.close()
+        else:
+            self._inline = conn
+
+    def _read_inline(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]] | None:
+        """The rows, read on the event loop; None when SQLite would have to wait."""
+        conn = self._inline
+        if conn is None or self._closed:
+            return None
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            if not is_busy(exc):
+                self._inline = None
+                conn.close()
+            return None  # the thread path retries, and reports what stays wrong
+
     def _close_now(self) -> None:
         self._closed = True
         if self._reader is not None:
@@ -118,6 +165,11 @@ class SqliteLog:
             self._reader = None
 
     async def aclose(self) -> None:
+        # The event loop's connection is closed on the event loop, where it is used.
+        self._closed = True
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            inline.close()
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._close_now, limiter=self._read_limiter)
 
@@ -131,15 +183,24 @@ class SqliteLog:
         return await self._store.call(work, write=True)
 
     async def read(self, key: str, limit: int | None, oldest_first: bool) -> list[LogEntry]:
-        order = "ASC" if oldest_first else "DESC"
+        sql = _READ["ASC" if oldest_first else "DESC"]
+        args = (self.lock_name, key, -1 if limit is None else limit)
+        if limit is not None and limit <= INLINE_ROWS:
+            # A cancellation point like a thread hop; the task lets others run
+            # at every YIELD_EVERY-th read, so a loop of reads cannot starve them.
+            self._inline_reads += 1
+            if self._inline_reads % YIELD_EVERY:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            else:
+                await anyio.lowlevel.checkpoint()
+            rows = self._read_inline(sql, args)
+            if rows is not None:
+                return [_entry(r) for r in rows]
+            if self._inline is None and self._schema_ready and not self._inline_opening:
+                await self._start_inline()
 
         def work(conn: sqlite3.Connection) -> list[LogEntry]:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM hedgeplug_log WHERE lock = ? AND key = ?"
-                f" ORDER BY version {order} LIMIT ?",
-                (self.lock_name, key, -1 if limit is None else limit),
-            ).fetchall()
-            return [_entry(r) for r in rows]
+            return [_entry(r) for r in conn.execute(sql, args).fetchall()]
 
         return await self._read(work)
 
