@@ -60,6 +60,12 @@ def test_streams_and_spill_from_threads(tmp_path):
                     store.append(chunk)
                 assert list(store.read()) == data
                 assert set(store.holders()) == {"a", "b"}
+                # ... and from the other member, which holds only some pieces.
+                assert list(b.read_spill("t")) == data
+                assert list(b.read_spill("t", writer="a")) == data
+                for first in b.read_spill("t"):  # left early: the reader ends cleanly
+                    assert first == data[0]
+                    break
                 store.delete()
                 with pytest.raises(SpillError, match="deleted"):
                     store.append(b"no")

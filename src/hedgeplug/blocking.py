@@ -297,6 +297,13 @@ class BlockingNode:
 
         return BlockingSpill(self.portal, self.node, name, options)
 
+    def read_spill(self, name: str, *, writer: str | None = None) -> Any:
+        """Every chunk of the store `name`, in write order, on any member:
+        `for chunk in node.read_spill("batch-7"):` (docs/spill.md)."""
+        from .spill.blocking import blocking_read_spill
+
+        return blocking_read_spill(self.portal, self.node, name, writer)
+
     def serve_spill(self, **limits: Any) -> Any:
         """`with node.serve_spill(memory="256MiB", disk="4GiB"):` holds pieces for other writers."""
         from .spill.blocking import blocking_serve_spill

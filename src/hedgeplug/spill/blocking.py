@@ -8,7 +8,7 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal
 
-from . import open_spill, serve_spill
+from . import open_spill, read_spill, serve_spill
 from .service import SpillService
 from .store import SpillStore
 
@@ -39,19 +39,7 @@ class BlockingSpill:
         return self._portal.call(self.store.append, data)
 
     def read(self) -> Iterator[bytes]:
-        chunks: AsyncIterator[bytes] = self.store.read()
-
-        async def step() -> tuple[bool, bytes]:
-            try:
-                return True, await chunks.__anext__()
-            except StopAsyncIteration:
-                return False, b""
-
-        while True:
-            more, chunk = self._portal.call(step)
-            if not more:
-                return
-            yield chunk
+        return iterate_in_portal(self._portal, self.store.read())
 
     def delete(self) -> None:
         self._portal.call(self.store.delete)
@@ -62,3 +50,31 @@ class BlockingSpill:
 
 def blocking_serve_spill(portal: BlockingPortal, node: Any, options: dict[str, Any]) -> AbstractContextManager[SpillService]:
     return portal.wrap_async_context_manager(serve_spill(node, **options))
+
+
+def iterate_in_portal(portal: BlockingPortal, chunks: AsyncIterator[bytes]) -> Iterator[bytes]:
+    """An async iterator of the node's loop, stepped from this thread."""
+
+    async def step() -> tuple[bool, bytes]:
+        try:
+            return True, await chunks.__anext__()
+        except StopAsyncIteration:
+            return False, b""
+
+    async def close() -> None:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    try:
+        while True:
+            more, chunk = portal.call(step)
+            if not more:
+                return
+            yield chunk
+    finally:  # left early (break, an error): the reader's requests end on the loop too
+        portal.call(close)
+
+
+def blocking_read_spill(portal: BlockingPortal, node: Any, name: str, writer: str | None) -> Iterator[bytes]:
+    return iterate_in_portal(portal, read_spill(node, name, writer=writer))
