@@ -127,12 +127,14 @@ class WireVersions:
             return
         self._seen = view
         lowest, self._addresses = _summary(view)
+        if not self._addresses:
+            return  # no members: everyone is a stranger, written N-1; keep the last choice
         in_use = max(self.oldest, min(self.newest, lowest))
-        if in_use != self._in_use and self._addresses:
+        if in_use != self._in_use:
             log.info("wire version for the members of view %s: %d -> %d", view.version, self._in_use, in_use)
             if self._count is not None:
                 self._count(f"wire.now-v{in_use}")
-        self._in_use = in_use
+            self._in_use = in_use
 
 
 # Summaries of the views nodes are moving between now: (view, lowest newest
