@@ -12,7 +12,7 @@ Wire version 2 (the newest):
               20 ..  body sealed with ChaCha20-Poly1305: ciphertext + 16-byte tag,
                      the 8 bytes before the nonce as associated data
 
-Wire version 1 (still decoded; sent when pinned to it): the same without the
+Wire version 1 (release 0.1.0; still read and written): the same without the
 key id; a sealed frame is header (4) + nonce (12) + sealed body, the 4
 header bytes as associated data, and is opened by trying each accepted key.
 
