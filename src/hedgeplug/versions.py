@@ -25,9 +25,11 @@ control protocol. Both exist for tests of mixed clusters.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
+from operator import attrgetter
 from typing import Any
 
 from .errors import ConfigError, HedgeplugError, TransportError
@@ -73,7 +75,12 @@ def with_advertisement(meta: Mapping[str, str], wire: int, control: int) -> dict
 
 def advertised(member: Member) -> tuple[int, int]:
     """(wire, control): the newest versions `member` says it speaks."""
-    for key, value in member.meta:
+    return _advertised_in(member.meta)
+
+
+@functools.lru_cache(maxsize=4096)  # members of one cluster share a handful of meta tuples
+def _advertised_in(meta: tuple[tuple[str, str], ...]) -> tuple[int, int]:
+    for key, value in meta:
         if key == ADVERTISED_KEY:
             return _parse(value)
     return UNADVERTISED
@@ -144,12 +151,16 @@ SUMMARIES = 16
 _SUMMARIES: dict[int, tuple[View, int, frozenset[str]]] = {}
 
 
+_META = attrgetter("meta")
+_ADDRESS = attrgetter("address")
+
+
 def _summary(view: View) -> tuple[int, frozenset[str]]:
     hit = _SUMMARIES.pop(id(view), None)
     if hit is None or hit[0] is not view:
-        live = view.live
-        lowest = min((advertised(m)[0] for m in live), default=WIRE_VERSIONS[-1])
-        hit = (view, lowest, frozenset(m.address for m in live))
+        live = view.live  # mapped, not looped: a simulated view holds thousands of members
+        newest = [wire for wire, _ in map(_advertised_in, map(_META, live))]
+        hit = (view, min(newest, default=WIRE_VERSIONS[-1]), frozenset(map(_ADDRESS, live)))
     _SUMMARIES[id(view)] = hit
     if len(_SUMMARIES) > SUMMARIES:
         del _SUMMARIES[next(iter(_SUMMARIES))]
