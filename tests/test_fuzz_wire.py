@@ -67,7 +67,15 @@ def packable(value: Any) -> bytes | None:
 
 # ------------------------------------------------------------ the envelope codec
 
-CODECS = {"plain": Codec("c", max_frame=MAX_FRAME), "sealed": Codec("c", "k3y", max_frame=MAX_FRAME)}
+# Both wire versions: a current codec reads 1 and 2, one pinned to 1 (as the
+# previous release is) reads only 1; every one writes each version it speaks.
+CODECS = {
+    "plain": Codec("c", max_frame=MAX_FRAME),
+    "sealed": Codec("c", "k3y", max_frame=MAX_FRAME),
+    "plain-pinned-v1": Codec("c", max_frame=MAX_FRAME, send_version=1),
+    "sealed-pinned-v1": Codec("c", "k3y", max_frame=MAX_FRAME, send_version=1),
+}
+WIRE_VERSIONS = st.sampled_from((1, 2))
 
 
 def decode_or_drop(codec: Codec, frame: bytes) -> Envelope | None:
@@ -89,16 +97,24 @@ def test_codec_arbitrary_bytes_only_drop(name: str, frame: bytes) -> None:
     decode_or_drop(CODECS[name], frame)
 
 
+@pytest.mark.parametrize("name", ["plain", "plain-pinned-v1"])
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fields=st.lists(values, max_size=8) | values, flags=st.sampled_from([0, 1, 2, 255]))
-def test_codec_arbitrary_bodies_behind_a_valid_header_only_drop(fields: Any, flags: int) -> None:
+@given(
+    fields=st.lists(values, max_size=8) | values,
+    flags=st.sampled_from([0, 1, 2, 255]),
+    version=st.integers(0, 255) | WIRE_VERSIONS,
+)
+def test_codec_arbitrary_bodies_behind_a_valid_header_only_drop(
+    name: str, fields: Any, flags: int, version: int
+) -> None:
     body = packable(fields)
     if body is None:
         return
-    frame = MAGIC + bytes((VERSION, flags)) + body
-    env = decode_or_drop(CODECS["plain"], frame)
+    frame = MAGIC + bytes((version, flags)) + body
+    env = decode_or_drop(CODECS[name], frame)
     if env is not None:
-        assert flags & 1 == 0 and env.cluster == "c"
+        assert flags & 1 == 0 and env.cluster == "c" and env.version == version
+        assert version in CODECS[name].reads
 
 
 @FUZZ
@@ -117,40 +133,44 @@ def test_codec_envelope_shaped_bodies(sender: str, channel: str, msg_id: int, ki
     assert (env is not None) == (0 <= kind <= 2 and len(body) + 4 <= MAX_FRAME)
 
 
-@pytest.mark.parametrize("name", sorted(CODECS))
+@pytest.mark.parametrize("name", ["plain", "sealed"])  # each writes both versions
 @FUZZ
-@given(payload=values, flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=4))
-def test_codec_mutated_frames_only_drop(name: str, payload: Any, flips: list[tuple[int, int]]) -> None:
+@given(
+    payload=values,
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=4),
+    version=WIRE_VERSIONS,
+)
+def test_codec_mutated_frames_only_drop(name: str, payload: Any, flips: list[tuple[int, int]], version: int) -> None:
     codec = CODECS[name]
-    if packable(payload) is None:
+    if packable(payload) is None or version not in codec.reads:
         return
     try:
-        frame = bytearray(codec.encode(Envelope("c", "s", "ch", 1, Kind.MESSAGE, payload)))
+        frame = bytearray(codec.encode(Envelope("c", "s", "ch", 1, Kind.MESSAGE, payload), version))
     except Exception:
         return  # over the frame limit
     original = bytes(frame)
     for position, xor in flips:
         frame[position % len(frame)] ^= xor
     env = decode_or_drop(codec, bytes(frame))
-    if name == "sealed" and bytes(frame) != original:
+    if name.startswith("sealed") and bytes(frame) != original:
         # Any flipped bit must fail authentication (or the header checks).
         assert env is None
 
 
-@pytest.mark.parametrize("name", sorted(CODECS))
+@pytest.mark.parametrize("name", ["plain", "sealed"])
 @FUZZ
-@given(payload=values)
-def test_codec_round_trip(name: str, payload: Any) -> None:
+@given(payload=values, version=WIRE_VERSIONS)
+def test_codec_round_trip(name: str, payload: Any, version: int) -> None:
     codec = CODECS[name]
-    if packable(payload) is None:
+    if packable(payload) is None or version not in codec.reads:
         return
     env = Envelope("c", "s", "ch", 3, Kind.REPLY, payload)
     try:
-        frame = codec.encode(env)
+        frame = codec.encode(env, version)
     except Exception:
         return
     decoded = codec.decode(frame)
-    assert decoded.kind is Kind.REPLY and decoded.msg_id == 3
+    assert decoded.kind is Kind.REPLY and decoded.msg_id == 3 and decoded.version == version
     # msgpack turns tuples into lists and NaN != NaN; compare through msgpack.
     assert msgpack.packb(decoded.payload) == msgpack.packb(payload)
 

@@ -1,4 +1,4 @@
-"""Key rotation and mixed wire versions in a running cluster: real nodes in
+"""Key rotation in a running cluster: real nodes in
 this process over loopback tcp and the sqlite lock, messages flowing the
 whole time, every drop counted (node counters and transport stats)."""
 
@@ -13,7 +13,6 @@ import pytest
 
 import hedgeplug
 from hedgeplug import keyring as keyring_module
-from hedgeplug import wire
 from hedgeplug.control import ControlClient
 from hedgeplug.errors import TransportError
 from hedgeplug.keyring import generate_key
@@ -198,40 +197,3 @@ async def test_switching_one_node_straight_to_the_new_key_drops_frames(tmp_path,
             # split leads counts the other side's frames it cannot open.
             while sum(drops(n).get("drop.auth", 0) for n in nodes) < 3:
                 await anyio.sleep(0.05)
-
-
-@pytest.mark.anyio
-async def test_nodes_pinned_to_wire_version_1_and_current_nodes_share_a_cluster(
-    tmp_path, monkeypatch
-):
-    sent: dict[tuple[str, int], int] = {}
-    encode = wire.Codec.encode
-
-    def recording_encode(self, env):
-        frame = encode(self, env)
-        if env.cluster == CLUSTER:
-            sent[(env.sender, frame[2])] = sent.get((env.sender, frame[2]), 0) + 1
-        return frame
-
-    monkeypatch.setattr(wire.Codec, "encode", recording_encode)
-    async with AsyncExitStack() as stack:
-        nodes = []
-        for name, pinned in (("a", True), ("b", False), ("c", True), ("d", False)):
-            if pinned:
-                monkeypatch.setenv(wire.SEND_VERSION_ENV, "1")
-            else:
-                monkeypatch.delenv(wire.SEND_VERSION_ENV, raising=False)
-            nodes.append(
-                await stack.enter_async_context(hedgeplug.open_node(config(tmp_path, name, key="k")))
-            )
-        monkeypatch.delenv(wire.SEND_VERSION_ENV, raising=False)
-        await settle(nodes)
-        traffic = Traffic(nodes)
-        await traffic.open_streams(stack)
-        for _ in range(5):
-            await traffic.round()
-        print(f"\nframes sent by (node, wire version): {dict(sorted(sent.items()))}")
-        assert {n.id: drops(n) for n in nodes} == {n.id: {} for n in nodes}
-        versions = {sender: {v for (s, v) in sent if s == sender} for sender, _ in sent}
-        assert versions == {"a": {1}, "b": {2}, "c": {1}, "d": {2}}
-        assert all(count > 20 for count in sent.values())

@@ -18,6 +18,7 @@ import anyio
 
 from .contracts import Handler, Message, MessageStream, Transport
 from .errors import RemoteError, RequestTimeout, TransportError
+from .versions import WireVersions
 from .wire import Codec, Envelope, Kind, WireError
 
 log = logging.getLogger("hedgeplug.channels")
@@ -26,7 +27,11 @@ StreamOpener = Callable[[Message, MessageStream], Any]
 
 
 class Dispatcher:
-    """Owns the codec and the channel table of one node."""
+    """Owns the codec and the channel table of one node.
+
+    `versions` picks the wire version of each frame sent to an address
+    (hedgeplug.versions); without it every frame goes in the codec's newest.
+    A reply goes back in the version of its request."""
 
     def __init__(
         self,
@@ -35,9 +40,11 @@ class Dispatcher:
         sender: str,
         counters: dict[str, int],
         self_address: Callable[[], str],
+        versions: WireVersions | None = None,
     ) -> None:
         self.transport = transport
         self.codec = codec
+        self.versions = versions
         self.sender = sender
         self.counters = counters
         self._self_address = self_address
@@ -65,10 +72,22 @@ class Dispatcher:
     def next_id(self) -> int:
         return next(self._ids)
 
-    def envelope(self, channel: str, payload: Any, kind: Kind = Kind.MESSAGE, msg_id: int | None = None) -> bytes:
+    def envelope(
+        self,
+        channel: str,
+        payload: Any,
+        kind: Kind = Kind.MESSAGE,
+        msg_id: int | None = None,
+        version: int | None = None,
+    ) -> bytes:
         return self.codec.encode(
-            Envelope(self.codec.cluster, self.sender, channel, msg_id or self.next_id(), kind, payload)
+            Envelope(self.codec.cluster, self.sender, channel, msg_id or self.next_id(), kind, payload),
+            version,
         )
+
+    def version_for(self, address: str) -> int | None:
+        """The wire version of frames to `address` (None: the codec's newest)."""
+        return None if self.versions is None else self.versions.for_address(address)
 
     # ------------------------------------------------------------ inbound
 
@@ -82,10 +101,13 @@ class Dispatcher:
         if env.kind is not Kind.MESSAGE:
             self.count("drop.unexpected-reply")
             return None
+        version = env.version  # the reply goes back in the request's version
         handler = self._handlers.get(env.channel)
         if handler is None:
             self.count("drop.no-handler")
-            return self.envelope(env.channel, f"no handler for channel {env.channel!r}", Kind.ERROR, env.msg_id)
+            return self.envelope(
+                env.channel, f"no handler for channel {env.channel!r}", Kind.ERROR, env.msg_id, version
+            )
         self._tally(env.channel, 0, len(data))  # only handled channels: senders cannot grow the table
         msg = Message(env.sender, env.channel, env.payload, env.msg_id)
         try:
@@ -95,12 +117,12 @@ class Dispatcher:
         except Exception as exc:
             self.count("handler-errors")
             log.warning("handler for channel %r raised: %r", env.channel, exc)
-            return self.envelope(env.channel, f"{type(exc).__name__}: {exc}", Kind.ERROR, env.msg_id)
+            return self.envelope(env.channel, f"{type(exc).__name__}: {exc}", Kind.ERROR, env.msg_id, version)
         try:
-            return self.envelope(env.channel, result, Kind.REPLY, env.msg_id)
+            return self.envelope(env.channel, result, Kind.REPLY, env.msg_id, version)
         except Exception as exc:  # unencodable or oversized reply
             self.count("reply-errors")
-            return self.envelope(env.channel, f"reply could not be sent: {exc}", Kind.ERROR, env.msg_id)
+            return self.envelope(env.channel, f"reply could not be sent: {exc}", Kind.ERROR, env.msg_id, version)
 
     async def on_stream(self, stream: MessageStream) -> None:
         try:
@@ -121,7 +143,7 @@ class Dispatcher:
             await stream.aclose()
             return
         try:
-            sealed = SealedStream(stream, self, env.channel)
+            sealed = SealedStream(stream, self, env.channel, env.version)
             result = handler(Message(env.sender, env.channel, env.payload, env.msg_id), sealed)
             if inspect.isawaitable(result):
                 await result
@@ -137,7 +159,7 @@ class Dispatcher:
         msg_id = self.next_id()
         if address == self._self_address():
             return await self._local(channel, payload, msg_id)
-        frame = self.envelope(channel, payload, Kind.MESSAGE, msg_id)
+        frame = self.envelope(channel, payload, Kind.MESSAGE, msg_id, self.version_for(address))
         self._tally(channel, 2, len(frame))
         raw = await self.transport.request(address, frame, timeout)
         if not raw:
@@ -175,7 +197,7 @@ class Dispatcher:
                     log.warning("local handler for %r raised: %r", channel, exc)
             return
         try:
-            frame = self.envelope(channel, payload)
+            frame = self.envelope(channel, payload, version=self.version_for(address))
         except Exception as exc:
             self.count("send-errors")
             log.warning("cannot send on %r: %s", channel, exc)
@@ -185,22 +207,27 @@ class Dispatcher:
 
     async def open_stream(self, address: str, channel: str, payload: Any = None) -> SealedStream:
         stream = await self.transport.open_stream(address)
-        await stream.send(self.envelope(channel, payload))
-        return SealedStream(stream, self, channel)
+        version = self.version_for(address)
+        await stream.send(self.envelope(channel, payload, version=version))
+        return SealedStream(stream, self, channel, version)
 
 
 class SealedStream:
     """A transport stream whose every message is an envelope of the node's
     codec: with a cluster key, stream data is encrypted and authenticated like
-    any frame. Messages are msgpack-able values, not raw bytes."""
+    any frame. Messages are msgpack-able values, not raw bytes; both ends
+    write in the wire version the opener chose."""
 
-    def __init__(self, stream: MessageStream, dispatcher: Dispatcher, channel: str) -> None:
+    def __init__(
+        self, stream: MessageStream, dispatcher: Dispatcher, channel: str, version: int | None = None
+    ) -> None:
         self._stream = stream
         self._d = dispatcher
         self.channel = channel
+        self.version = version
 
     async def send(self, payload: Any) -> None:
-        await self._stream.send(self._d.envelope(self.channel, payload))
+        await self._stream.send(self._d.envelope(self.channel, payload, version=self.version))
 
     async def receive(self) -> Any:
         """The next value; anyio.EndOfStream when the peer closed."""

@@ -3,7 +3,10 @@ by the process test kit.
 
 It is not a node: it joins no cluster and holds no lease. It builds the
 configured transport from the registry, wraps one envelope per call with the
-cluster's codec, and decodes the reply.
+cluster's codec, and decodes the reply. Being in no view, it writes the
+older wire version of the step (hedgeplug.versions), which every node of
+the step reads and answers in; control requests carry its control protocol
+version, and the node answers in that version.
 
     async with ControlClient(cluster="hedgeplug") as client:
         status = await client.status("127.0.0.1:41234")
@@ -23,6 +26,13 @@ from .contracts import Transport
 from .errors import HedgeplugError, RemoteError, RequestTimeout, TransportError
 from .keyring import Keyring
 from .registry import Registry
+from .versions import (
+    CONTROL_VERSION_ENV,
+    CONTROL_VERSIONS,
+    control_request,
+    control_result,
+    pinned,
+)
 from .wire import Codec, Envelope, Kind, WireError
 
 CONTROL_CHANNEL = "control"
@@ -63,7 +73,10 @@ def client_transport_options(config: Any) -> Any:
 
 
 class ControlClient:
-    """Sends control operations ("status", "send", "broadcast") to nodes."""
+    """Sends control operations ("status", "send", "broadcast") to nodes.
+
+    `control_version`: the control protocol version requests carry (default:
+    HEDGEPLUG_CONTROL_VERSION, else the newest)."""
 
     def __init__(
         self,
@@ -73,11 +86,19 @@ class ControlClient:
         transport: str = "tcp",
         registry: Registry | None = None,
         transport_options: Any = None,
+        control_version: int | None = None,
     ) -> None:
         """`transport_options`: the transport's options, default its defaults;
         given when the nodes' [transport] holds what a client needs too (TLS
         files). The client never binds."""
         self.cluster = cluster
+        self.control_version = (
+            pinned(CONTROL_VERSION_ENV, CONTROL_VERSIONS) if control_version is None else control_version
+        )
+        if self.control_version not in CONTROL_VERSIONS:
+            raise HedgeplugError(
+                f"control protocol version {self.control_version} is not one this command speaks {CONTROL_VERSIONS}"
+            )
         self._registry = registry or Registry.load()
         impl = self._registry.get("transport", transport)
         self.client_id = f"control-{os.getpid()}-{os.urandom(3).hex()}"
@@ -125,8 +146,12 @@ class ControlClient:
         RequestTimeout) if the node could not be reached. `asked`: the timeout
         the user gave, when `timeout` adds travel time to it."""
         self._next_id += 1
+        control = channel == CONTROL_CHANNEL
+        if control:
+            payload = control_request(payload, self.control_version)
         frame = self._codec.encode(
-            Envelope(self.cluster, self.client_id, channel, self._next_id, Kind.MESSAGE, payload)
+            Envelope(self.cluster, self.client_id, channel, self._next_id, Kind.MESSAGE, payload),
+            self._codec.reads[0],  # in no view: the older version of the step, read by every node
         )
         try:
             with anyio.fail_after(timeout):
@@ -153,6 +178,8 @@ class ControlClient:
             raise TransportError(f"unreadable answer from {address}: {exc}") from None
         if env.kind is Kind.ERROR:
             raise RemoteError(f"{address}: {env.payload}")
+        if control:
+            return control_result(env.payload, self.control_version, address)
         return env.payload
 
     async def status(self, address: str, timeout: float = 3.0) -> dict[str, Any]:

@@ -39,7 +39,9 @@ class Member:
 
     @property
     def metadata(self) -> dict[str, str]:
-        return dict(self.meta)
+        """The application's metadata: `meta` without the node's own "hp." keys
+        (the protocol versions it speaks, hedgeplug.versions)."""
+        return {k: v for k, v in self.meta if not k.startswith("hp.")}
 
     @property
     def live(self) -> bool:

@@ -1,6 +1,6 @@
 """The envelope every frame carries, its codec and its protection.
 
-Wire version 2 (sent by default):
+Wire version 2 (the newest):
 
     offset size  field
     0      2     magic b"HP"
@@ -12,14 +12,16 @@ Wire version 2 (sent by default):
               20 ..  body sealed with ChaCha20-Poly1305: ciphertext + 16-byte tag,
                      the 8 bytes before the nonce as associated data
 
-Wire version 1 (still decoded; sent when pinned to it): the same without the
+Wire version 1 (release 0.1.0; still read and written): the same without the
 key id; a sealed frame is header (4) + nonce (12) + sealed body, the 4
 header bytes as associated data, and is opened by trying each accepted key.
 
-Compatibility rule: a node decodes versions N-1 and N and sends N unless
-pinned to N-1 (HEDGEPLUG_WIRE_VERSION=1 in the environment when the codec
-is built, i.e. when the node starts, or `Codec(send_version=1)`), which is
-what a cluster still holding nodes of the older release needs.
+Compatibility rule: a node reads versions N-1 and N; which one it sends to
+whom is decided by hedgeplug.versions (the lowest its view's members speak,
+N-1 to strangers, a reply in its request's version) and passed to `encode`.
+A codec pinned to N-1 (HEDGEPLUG_WIRE_VERSION=1 in the environment when it
+is built, i.e. when the node starts, or `Codec(send_version=1)`) reads and
+writes only N-1, as the previous release does: tests run mixed clusters so.
 
 Body: [cluster, sender, channel, msg_id, kind, payload]. Decoding never
 raises anything but `WireError`, whose `reason` is the name of the drop
@@ -40,19 +42,20 @@ from cryptography.exceptions import InvalidTag
 
 from .errors import ConfigError
 from .keyring import KEY_ID_SIZE, ClusterKey, Keyring, derive_key
+from .versions import WIRE_VERSION, WIRE_VERSION_ENV, WIRE_VERSIONS, pinned
 
 __all__ = ["Codec", "Envelope", "Kind", "WireError", "derive_key"]
 
 MAGIC = b"HP"
-VERSION = 2
-PREVIOUS_VERSION = 1
-VERSIONS = (PREVIOUS_VERSION, VERSION)
+VERSION = WIRE_VERSION
+VERSIONS = WIRE_VERSIONS
+PREVIOUS_VERSION = VERSIONS[0]
 FLAG_SEALED = 0x01
 NONCE_SIZE = 12
 TAG_SIZE = 16
 HEADER_SIZE = 4
 SEALED_HEADER = {1: HEADER_SIZE, 2: HEADER_SIZE + KEY_ID_SIZE}
-SEND_VERSION_ENV = "HEDGEPLUG_WIRE_VERSION"
+SEND_VERSION_ENV = WIRE_VERSION_ENV
 REPLAY_WINDOW = 4096  # nonces of recently opened frames remembered to refuse a replay
 
 
@@ -78,14 +81,17 @@ class Envelope:
     msg_id: int
     kind: Kind
     payload: Any
+    # The wire version of the frame it was decoded from (a reply goes back in it).
+    version: int = attrs.field(default=VERSION, eq=False)
 
 
 class Codec:
     """Encodes and checks envelopes for one cluster and keyring (maybe empty).
 
     `key` is one key string or a Keyring; `keyring` may be swapped while the
-    codec is in use (a followed key file does). `send_version` pins the wire
-    version sent (default: HEDGEPLUG_WIRE_VERSION, else VERSION)."""
+    codec is in use (a followed key file does). `send_version`: the newest
+    version it speaks (default: HEDGEPLUG_WIRE_VERSION, else VERSION); pinned
+    to PREVIOUS_VERSION it reads and writes only that one."""
 
     def __init__(
         self,
@@ -98,28 +104,34 @@ class Codec:
         self.cluster = cluster
         self.max_frame = max_frame
         self.keyring = key if isinstance(key, Keyring) else Keyring([key] if key else [])
-        self.send_version = send_version if send_version is not None else _pinned_version()
+        self.send_version = send_version if send_version is not None else pinned(SEND_VERSION_ENV, VERSIONS)
         if self.send_version not in VERSIONS:
             raise ConfigError(
                 f"wire version {self.send_version} cannot be sent; this release speaks "
                 f"{PREVIOUS_VERSION} and {VERSION}"
             )
+        self.reads = VERSIONS if self.send_version == VERSION else (self.send_version,)
         self._recent: collections.OrderedDict[bytes, None] = collections.OrderedDict()
 
     @property
     def sealed(self) -> bool:
         return bool(self.keyring)
 
-    def encode(self, env: Envelope) -> bytes:
+    def encode(self, env: Envelope, version: int | None = None) -> bytes:
+        """`env` as a frame of wire `version` (default: the newest this codec speaks)."""
+        if version is None:
+            version = self.send_version
+        elif version not in self.reads:
+            raise ValueError(f"wire version {version} is not one this codec speaks {self.reads}")
         body = msgpack.packb(
             [env.cluster, env.sender, env.channel, env.msg_id, int(env.kind), env.payload],
             use_bin_type=True,
         )
         key = self.keyring.primary
         if key is None:
-            frame = MAGIC + bytes((self.send_version, 0)) + body
+            frame = MAGIC + bytes((version, 0)) + body
         else:
-            frame = self._seal(key, body)
+            frame = self._seal(key, body, version)
         if len(frame) > self.max_frame:
             from .errors import FrameTooLarge
 
@@ -128,9 +140,9 @@ class Codec:
             )
         return frame
 
-    def _seal(self, key: ClusterKey, body: bytes) -> bytes:
-        header = MAGIC + bytes((self.send_version, FLAG_SEALED))
-        if self.send_version >= 2:
+    def _seal(self, key: ClusterKey, body: bytes, version: int) -> bytes:
+        header = MAGIC + bytes((version, FLAG_SEALED))
+        if version >= 2:
             header += key.id
         nonce = os.urandom(NONCE_SIZE)  # nonces must be unpredictable, not replayable from a seed
         return header + nonce + key.aead.encrypt(nonce, body, header)
@@ -141,8 +153,9 @@ class Codec:
         if len(frame) < HEADER_SIZE or frame[:2] != MAGIC:
             raise WireError("not-hedgeplug")
         version = frame[2]
-        if version not in VERSIONS:
-            raise WireError("version", f"protocol version {version}")
+        if version not in self.reads:
+            pin = "" if self.reads == VERSIONS else f" (this node is pinned to {self.send_version})"
+            raise WireError("version", f"protocol version {version}{pin}")
         flags = frame[3]
         if self.keyring:
             if not flags & FLAG_SEALED:
@@ -152,7 +165,7 @@ class Codec:
             if flags & FLAG_SEALED:
                 raise WireError("sealed", "frame is sealed but no cluster key is configured")
             body = frame[HEADER_SIZE:]
-        return self._envelope(body)
+        return self._envelope(body, version)
 
     def _open(self, version: int, frame: bytes) -> bytes:
         header_size = SEALED_HEADER[version]
@@ -187,7 +200,7 @@ class Codec:
         if len(self._recent) > REPLAY_WINDOW:
             self._recent.popitem(last=False)
 
-    def _envelope(self, body: bytes) -> Envelope:
+    def _envelope(self, body: bytes, version: int) -> Envelope:
         try:
             fields = msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception as exc:
@@ -201,18 +214,5 @@ class Codec:
             raise WireError("decode", "bad message id or kind")
         if cluster != self.cluster:
             raise WireError("wrong-cluster", f"cluster {cluster!r}")
-        return Envelope(cluster, sender, channel, msg_id, Kind(kind), payload)
+        return Envelope(cluster, sender, channel, msg_id, Kind(kind), payload, version)
 
-
-def _pinned_version() -> int:
-    """The version HEDGEPLUG_WIRE_VERSION pins sending to (for clusters, and tests,
-    that still hold nodes of the previous release), else the current one."""
-    text = os.environ.get(SEND_VERSION_ENV, "").strip()
-    if not text:
-        return VERSION
-    if text not in {str(v) for v in VERSIONS}:
-        raise ConfigError(
-            f"environment {SEND_VERSION_ENV}={text!r}: expected one of "
-            + ", ".join(str(v) for v in VERSIONS)
-        )
-    return int(text)

@@ -36,6 +36,10 @@ def render(status: dict[str, Any]) -> str:
         ("Members", f"{len(members)} in view {status.get('view_version')} "
                     f"(digest {status.get('view_digest')})"),
     ]
+    protocols = status.get("protocols")
+    if isinstance(protocols, dict):  # absent from a node of release 0.1.0
+        fields.append(("Protocols", f"wire {protocols.get('wire')} (sending {protocols.get('wire_in_use')} "
+                                    f"to members), control {protocols.get('control')}"))
     if ready is not None:
         word = "yes" if ready.get("ready") else "no: "
         fields.append(("Ready", word + ("" if ready.get("ready") else "; ".join(ready.get("reasons", [])))))

@@ -22,6 +22,7 @@ from ..events import Event, EventHub, LeaderChanged, MembersChanged, MemberUpdat
 from ..registry import Observers, Registry
 from ..state.kv import KeyValueLog
 from ..streams import Stream, StreamBroadcast, StreamService
+from ..versions import RESERVED_PREFIX, with_advertisement
 from ..view import Member, View
 from .context import NodeContext
 from .handlers import APP_BROADCAST, APP_PREFIX, APP_SEND, AppHandlers, install_core_handlers
@@ -192,18 +193,25 @@ class Node:
     async def set_meta(self, meta: Mapping[str, str]) -> None:
         """Replace this node's metadata; the membership strategy spreads it.
 
-        Metadata is small (at most 64 entries, 4 KiB in all): it travels in
-        views and heartbeats, so it is for labels, not data."""
+        Metadata is small (at most 63 entries, 4 KiB in all): it travels in
+        views and heartbeats, so it is for labels, not data. Keys starting
+        with "hp." are the node's own (the protocol versions it speaks)."""
         if not isinstance(meta, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
         ):
             raise HedgeplugError("metadata must be a mapping of strings to strings")
-        if len(meta) > META_ENTRIES or sum(len(k) + len(v) for k, v in meta.items()) > META_BYTES:
-            raise HedgeplugError("metadata is limited to 64 entries and 4 KiB in all")
-        self.ctx.meta = dict(meta)
+        reserved = sorted(k for k in meta if k.startswith(RESERVED_PREFIX))
+        if reserved:
+            raise HedgeplugError(f"metadata keys starting with {RESERVED_PREFIX!r} are the node's own: {reserved}")
+        full = with_advertisement(meta, self.ctx.wire_version, self.ctx.control_version)
+        if len(full) > META_ENTRIES or sum(len(k) + len(v) for k, v in full.items()) > META_BYTES:
+            raise HedgeplugError(
+                f"metadata is limited to {META_ENTRIES - len(full) + len(meta)} entries and 4 KiB in all"
+            )
+        self.ctx.meta = full
         spread = getattr(self.parts.membership, "set_meta", None)
         if spread is not None:
-            await spread(dict(meta))
+            await spread(dict(full))
 
     def channel(self, name: str) -> NodeChannel:
         """An application channel (namespaced so it never collides with strategies)."""

@@ -20,6 +20,14 @@ from ..config import Config
 from ..contracts import Lease, TransportStats
 from ..election import Election
 from ..errors import HedgeplugError
+from ..versions import (
+    CONTROL_VERSION_ENV,
+    CONTROL_VERSIONS,
+    WIRE_VERSION_ENV,
+    WIRE_VERSIONS,
+    pinned,
+    with_advertisement,
+)
 from ..view import Member, View
 
 
@@ -39,7 +47,11 @@ class NodeContext:
         self.id = cfg.id
         self.cluster = cfg.cluster
         self.lock_name = cfg.lock
-        self.meta = dict(cfg.meta)
+        # The newest protocol versions this node speaks (older when pinned for a
+        # test), advertised to the others in its metadata (hedgeplug.versions).
+        self.wire_version = pinned(WIRE_VERSION_ENV, WIRE_VERSIONS)
+        self.control_version = pinned(CONTROL_VERSION_ENV, CONTROL_VERSIONS)
+        self.meta = with_advertisement(cfg.meta, self.wire_version, self.control_version)
         seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(8), "big")
         self.random = Random(seed)
         self.log = logging.getLogger(f"hedgeplug.node.{cfg.id}")

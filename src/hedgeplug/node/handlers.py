@@ -13,6 +13,7 @@ import attrs
 from ..channels import Dispatcher
 from ..contracts import Reply
 from ..errors import HedgeplugError
+from ..versions import control_answer, request_version
 
 # Channel names used by the core; strategies pick their own names.
 APP_SEND = "app.send"
@@ -31,6 +32,9 @@ class Served(Protocol):
 
     @property
     def kv(self) -> Any: ...
+
+    @property
+    def ctx(self) -> Any: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -61,7 +65,9 @@ def install_core_handlers(dispatcher: Dispatcher, node: Served, app: AppHandlers
         return await call_handler(app.broadcast, msg.payload, msg.sender)
 
     async def on_control(msg: Any) -> Any:
-        return await answer_control(node, msg.payload)
+        # Answered in the client's control protocol version (hedgeplug.versions).
+        version = request_version(msg.payload, node.ctx.control_version)
+        return control_answer(await answer_control(node, msg.payload), version)
 
     dispatcher.channel(APP_SEND).handle(on_send)
     dispatcher.channel(APP_BROADCAST).handle(on_broadcast)

@@ -19,6 +19,7 @@ from ..election import Election
 from ..errors import HedgeplugError
 from ..keyring import keyring_for
 from ..registry import Registry
+from ..versions import WireVersions
 from ..wire import Codec
 from .context import NodeContext
 from .metering import Meter
@@ -65,8 +66,11 @@ def assemble(
     then membership and broadcast, which may open channels as they are built."""
     lock = build_plugin("lock", config, registry, ctx)
     transport = build_plugin("transport", config, registry, ctx)
-    codec = Codec(config.node.cluster, keyring_for(config.node), transport.max_frame)
+    codec = Codec(
+        config.node.cluster, keyring_for(config.node), transport.max_frame, send_version=ctx.wire_version
+    )
     dispatcher = Dispatcher(transport, codec, config.node.id, counters, address)
+    dispatcher.versions = WireVersions(ctx.wire_version, lambda: ctx.view, dispatcher.count)
     election = Election(
         meter.lock(lock) if meter is not None else lock,  # store calls timed only when observed
         config.election,

@@ -20,6 +20,7 @@ class Reported(Protocol):
     address: str
     cluster: str
     config: Config
+    ctx: Any
     counters: dict[str, int]
     lifecycle: Any
 
@@ -66,6 +67,8 @@ def node_status(node: Reported) -> dict[str, Any]:
         "newest_token": parts.election.newest_token,
         # Not None while this node's keys cannot verify the lease (it does not contend).
         "key_mismatch": None if mismatch is None else mismatch.to_json(),
+        # Newest versions spoken, and the wire version sent to the view's members.
+        "protocols": protocol_versions(node),
         "view_version": str(view.version),
         "view_digest": view.digest(),
         "members": [m.to_json() for m in view.live],
@@ -92,6 +95,16 @@ def node_status(node: Reported) -> dict[str, Any]:
         },
         **node.services.stats(),
         "semaphores": _semaphores(node),
+    }
+
+
+def protocol_versions(node: Reported) -> dict[str, int]:
+    versions = node.parts.dispatcher.versions
+    codec = node.parts.dispatcher.codec
+    return {
+        "wire": codec.send_version,
+        "wire_in_use": versions.in_use if versions is not None else codec.send_version,
+        "control": node.ctx.control_version,
     }
 
 
