@@ -12,14 +12,15 @@ trace digest (equal code and seed, equal digest).
 Bounded: every run carries a wall-time limit (`--max-wall`, the simulator
 stops itself) and the child process a hard one on top; N <= 10,000.
 
-    .venv/bin/python benchmarks/sim_scaling.py                 # 10 100 1000 2000
-    .venv/bin/python benchmarks/sim_scaling.py 10 100 1000 2000 5000 10000
+    .venv/bin/python benchmarks/sim_scaling.py                 # 10 100 1000 3000
+    .venv/bin/python benchmarks/sim_scaling.py 10 100 1000 3000 10000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -56,7 +57,7 @@ def one(n: int, settle: float, membership: str, max_wall: float) -> dict[str, ob
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("sizes", nargs="*", type=int, default=[10, 100, 1000, 2000])
+    parser.add_argument("sizes", nargs="*", type=int, default=[10, 100, 1000, 3000])
     parser.add_argument(
         "--settle", type=float, default=30.0, help="virtual seconds after the last start"
     )
@@ -73,8 +74,9 @@ def main() -> None:
         print(json.dumps(one(args.sizes[0], args.settle, args.membership, args.max_wall)))
         return
     print(
-        f"{'N':>6} {'virtual':>8} {'wall s':>8} {'cpu s':>8} {'cpu/vs':>8} {'ms/node-s':>9} "
-        f"{'frames':>9} {'groups':>6} {'conv':>6} {'rss MB':>7} {'vs base':>7}  digest",
+        f"{'N':>6} {'virtual':>8} {'wall s':>8} {'cpu s':>8} {'cpu/vs':>8} {'wall ms/ns':>10} "
+        f"{'cpu ms/ns':>9} {'frames':>9} {'groups':>6} {'conv':>6} {'rss MB':>7} {'load':>5} "
+        f"{'vs base':>7}  digest",
         flush=True,
     )
     base: float | None = None
@@ -94,12 +96,14 @@ def main() -> None:
             continue
         r = json.loads(done.stdout.strip().splitlines()[-1])
         per_node_second = 1000 * r["cpu"] / r["node_seconds"]
+        wall_per_node_second = 1000 * r["wall"] / r["node_seconds"]
         base = base or per_node_second
         conv = "-" if r["convergence"] is None else f"{r['convergence']:.2f}"
         print(
             f"{n:>6} {r['virtual']:>8.1f} {r['wall']:>8.2f} {r['cpu']:>8.2f} "
-            f"{r['cpu'] / r['virtual']:>8.3f} {per_node_second:>9.3f} {r['frames']:>9} "
-            f"{r['groups']:>6} {conv:>6} {r['rss_mb']:>7.0f} {per_node_second / base:>7.2f}  {r['digest'][:12]}",
+            f"{r['cpu'] / r['virtual']:>8.3f} {wall_per_node_second:>10.3f} {per_node_second:>9.3f} "
+            f"{r['frames']:>9} {r['groups']:>6} {conv:>6} {r['rss_mb']:>7.0f} {os.getloadavg()[0]:>5.1f} "
+            f"{per_node_second / base:>7.2f}  {r['digest'][:12]}",
             flush=True,
         )
 

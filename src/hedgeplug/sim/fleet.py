@@ -28,6 +28,28 @@ CLUSTER = "sim"
 JOIN_RULES = ("one-random", "sample-1-3", "fixed")
 
 
+class _JoinCandidates(Sequence[str]):
+    """The running nodes' addresses followed by the new node's own, as a
+    sequence read one item at a time (`Random.choice` needs only `len` and
+    one index)."""
+
+    def __init__(self, running: list[SimNode], own: str) -> None:
+        self._running = running
+        self._own = own
+
+    def __len__(self) -> int:
+        return len(self._running) + 1
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [*(sn.address for sn in self._running), self._own][index]
+        if index < 0:
+            index += len(self)
+        if index == len(self._running):
+            return self._own
+        return self._running[index].address
+
+
 class FleetHost(Protocol):
     """What the fleet tells the run about: the clock, the trace, the metrics,
     and changes the cluster must converge after."""
@@ -124,6 +146,9 @@ class Fleet:
     def running(self) -> list[SimNode]:
         return list(self._running.values())
 
+    def running_count(self) -> int:
+        return len(self._running)
+
     def _set_state(self, sn: SimNode, state: str) -> None:
         sn.state = state
         self._live = None
@@ -167,10 +192,12 @@ class Fleet:
     # ------------------------------------------------------------ starting
 
     def _pick_join(self, own: str, rule: str) -> list[str]:
-        others = [sn.address for sn in self.running()]
         if rule == "one-random":
             # A Service's cluster IP: any running process, the new one included.
-            return [self.random.choice([*others, own])]
+            # The same draw as choice() over [every running address, own],
+            # without building that list at every start (O(n) per start).
+            return [self.random.choice(_JoinCandidates(self.running(), own))]
+        others = [sn.address for sn in self.running()]
         if rule == "sample-1-3":
             if not others:
                 return [own]

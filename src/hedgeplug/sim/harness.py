@@ -224,7 +224,7 @@ class Simulation:
     def table_size(self) -> int:
         """Members the strategy deals with now: the live nodes, or the largest
         view at the last sample when departed nodes are still in it."""
-        return max(len(self.running()), self.sampler.largest_view())
+        return max(self.fleet.running_count(), self.sampler.largest_view())
 
     def bound(self, key: str, size: int | None = None) -> float:
         """The "detection" or "convergence" bound for a cluster of `size`

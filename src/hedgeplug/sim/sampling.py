@@ -81,8 +81,13 @@ class Sampler:
     def sample(self, from_event: bool = False) -> None:
         t = self.now()
         live = self.fleet.live_ids()
-        views_changed = self._dirty or self._cache is None or (self._cache[0] is not live and self._cache[0] != live)
-        if views_changed and not from_event:
+        # A sample taken for a leader event reuses the views of the last
+        # periodic one, so it need not ask whether they changed (comparing
+        # the live sets is O(n), and every node's first LeaderChanged comes here).
+        views_changed = not from_event and (
+            self._dirty or self._cache is None or (self._cache[0] is not live and self._cache[0] != live)
+        )
+        if views_changed:
             views = {sn.id: sn.view_ids for sn in self.fleet.running()}
             distinct = distinct_views(views)
             groups = count_groups(views, distinct)

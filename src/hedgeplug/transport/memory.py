@@ -9,6 +9,12 @@ under trio's MockClock a run is reproducible.
 
 Frames in flight are tasks of the *receiving* endpoint: when a node dies, what
 was travelling to it dies with it, what it had sent still arrives.
+
+Endpoints reach one another only through a small public interface, the
+peer side of an endpoint: `deliver` (a frame starts its journey here),
+`take_reply` (the answer to one of my requests arrived), `accept_stream`
+(a peer opens a stream to me), and `address`, `max_frame`, `closed`,
+`serving`. None reads another's private state.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from .memory_network import (
     install_network,
     reset_networks,
 )
+from .memory_stream import MemoryStream
 
 __all__ = [
     "MemoryNetwork",
@@ -52,57 +59,6 @@ __all__ = [
 
 BACKLOG = 1024  # frames an endpoint holds between bind and serve
 ACCEPT_WAIT = 5.0  # how long a stream open waits for a bound endpoint to start serving
-
-
-# ---------------------------------------------------------------- streams
-
-
-class MemoryStream:
-    """One end of an ordered in-memory stream; the bounded buffer gives backpressure."""
-
-    def __init__(
-        self,
-        owner: MemoryTransport,
-        peer: str,
-        outbound: MemoryObjectSendStream[bytes],
-        inbound: MemoryObjectReceiveStream[bytes],
-    ) -> None:
-        self._owner = owner
-        self._peer = peer
-        self._out = outbound
-        self._in = inbound
-
-    async def send(self, data: bytes) -> None:
-        owner = self._owner
-        if len(data) > owner.max_frame:
-            raise FrameTooLarge(f"stream message of {len(data)} bytes exceeds {owner.max_frame}")
-        network = owner.network
-        await network.wait_thawed(owner.address)
-        if not network.reachable(owner.address, self._peer):
-            raise TransportError(f"stream to {self._peer} broken: unreachable")
-        # One delay per message, slept by the sender, keeps the order.
-        await anyio.sleep(network.stream_delay(owner.address, self._peer))
-        try:
-            await self._out.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise TransportError(f"stream to {self._peer} closed") from None
-        owner.stats.frames_out += 1
-        owner.stats.bytes_out += len(data)
-
-    async def receive(self) -> bytes:
-        try:
-            data = await self._in.receive()
-        except anyio.ClosedResourceError:
-            raise anyio.EndOfStream from None
-        await self._owner.network.wait_thawed(self._owner.address)
-        self._owner.stats.frames_in += 1
-        self._owner.stats.bytes_in += len(data)
-        return data
-
-    async def aclose(self) -> None:
-        self._out.close()
-        self._in.close()
-        self._owner._streams.discard(self)
 
 
 # ---------------------------------------------------------------- transport
@@ -177,11 +133,17 @@ class MemoryTransport:
 
     def inject(self, payload: Any, src: str) -> None:
         """Take `payload` (anything, even not bytes) as if it came off the wire from `src`."""
-        self._deliver(MemoryTransport(self.network, src, 1 << 30), payload, None, anyio.current_time())
+        self.deliver(
+            MemoryTransport(self.network, src, 1 << 30), payload, None, anyio.current_time()
+        )
 
-    def _deliver(self, source: MemoryTransport, data: Any, rid: int | None, at: float) -> None:
-        """Start a frame's journey to this endpoint. Bound but not yet serving,
-        it waits in a bounded backlog, like connections on a listening socket."""
+    # ------------------------------------------------------------ the peer side
+
+    def deliver(self, source: MemoryTransport, data: Any, rid: int | None, at: float) -> None:
+        """Peer side: start a frame's journey from `source` to this endpoint,
+        arriving at virtual time `at` (`rid`: the request it carries, if any).
+        Bound but not yet serving, it waits in a bounded backlog, like
+        connections on a listening socket."""
         if self._tg is not None:
             self._tg.start_soon(self._arrive, source, data, rid, at)
         elif self._served:
@@ -209,7 +171,7 @@ class MemoryTransport:
                     raise TransportError(f"nothing listens at {address}")
                 for at in arrivals:
                     assert target is not None
-                    target._deliver(self, data, rid, at)
+                    target.deliver(self, data, rid, at)
                 await pending.done.wait()
         except TimeoutError:
             raise RequestTimeout(f"no reply from {address} within {timeout}s") from None
@@ -237,7 +199,7 @@ class MemoryTransport:
                 self.stats.drop("no-endpoint")
             return
         for at in arrivals:
-            target._deliver(self, data, None, at)
+            target.deliver(self, data, None, at)
 
     async def _arrive(
         self, source: MemoryTransport, data: bytes, rid: int | None, at: float
@@ -302,15 +264,41 @@ class MemoryTransport:
             network.stats.drop("partition")
             return
         await network.wait_thawed(requester.address)
-        pending = requester._pending.get(rid)
+        if requester.take_reply(rid, reply, error):
+            network.stats.delivered += 1
+
+    def take_reply(self, rid: int, reply: bytes, error: str | None) -> bool:
+        """Peer side: the answer to our request `rid` arrived. False when that
+        request has timed out or was already answered (the answer is dropped)."""
+        pending = self._pending.get(rid)
         if pending is None or pending.done.is_set():
-            return  # timed out or already answered
-        network.stats.delivered += 1
-        requester.stats.frames_in += 1
-        requester.stats.bytes_in += len(reply)
+            return False
+        self.stats.frames_in += 1
+        self.stats.bytes_in += len(reply)
         pending.reply = reply
         pending.error = error
         pending.done.set()
+        return True
+
+    def accept_stream(
+        self,
+        peer: str,
+        outbound: MemoryObjectSendStream[bytes],
+        inbound: MemoryObjectReceiveStream[bytes],
+    ) -> bool:
+        """Peer side: `peer` opens a stream to us over these two channels; our
+        stream handler gets our end. False when we do not serve streams (yet)."""
+        tg, on_stream = self._tg, self._on_stream
+        if tg is None or on_stream is None:
+            return False
+        ours = MemoryStream(self, peer, outbound, inbound)
+        self._streams.add(ours)
+        tg.start_soon(on_stream, ours)  # type: ignore[arg-type]
+        return True
+
+    def forget_stream(self, stream: MemoryStream) -> None:
+        """One of our streams closed."""
+        self._streams.discard(stream)
 
     async def open_stream(self, address: str) -> MemoryStream:
         if self._closed:
@@ -320,19 +308,20 @@ class MemoryTransport:
             raise TransportError(f"cannot open a stream to {address}: unreachable")
         await anyio.sleep_until(arrivals[0])
         target = self._peer(address)
-        if target is not None and target._tg is None:
+        if target is not None and not target.serving:
             with anyio.move_on_after(ACCEPT_WAIT):  # bound, not serving yet: a queued connect
-                while target._tg is None and not target._closed:
+                while not target.serving and not target.closed:
                     await anyio.sleep(0.001)
-        if target is None or target._tg is None or target._on_stream is None:
+        if target is None:
             raise TransportError(f"cannot open a stream to {address}: nothing listens there")
         to_peer, peer_in = anyio.create_memory_object_stream[bytes](self.stream_buffer)
         to_us, our_in = anyio.create_memory_object_stream[bytes](self.stream_buffer)
+        if not target.accept_stream(self.address, to_us, peer_in):
+            for end in (to_peer, peer_in, to_us, our_in):
+                end.close()
+            raise TransportError(f"cannot open a stream to {address}: nothing listens there")
         ours = MemoryStream(self, address, to_peer, our_in)
-        theirs = MemoryStream(target, self.address, to_us, peer_in)
         self._streams.add(ours)
-        target._streams.add(theirs)
-        target._tg.start_soon(target._on_stream, theirs)  # type: ignore[arg-type]
         return ours
 
     async def aclose(self) -> None:
