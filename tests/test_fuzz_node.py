@@ -205,6 +205,10 @@ def test_heartbeat_rejects_an_infinite_incarnation(heartbeat_node: tuple[Any, Ra
     for payload in (
         {"op": "beat", "m": ["x", "127.0.0.1:9", {}, "alive", float("inf")], "v": [0, 0]},
         {"op": "update", "v": [2**62, 9], "members": [["x", "127.0.0.1:9", {}, "alive", float("-inf")]]},
+        # Found by fuzzing in a full run: an incarnation at msgpack's limit was
+        # kept, and a reply carrying it past the limit could not be encoded.
+        {"op": "beat", "m": ["y", "127.0.0.1:9", {}, "alive", 2**64 - 1], "v": [0, 0]},
+        {"op": "tick", "m": ["z", "127.0.0.1:9", {}, "alive", -(2**63)], "v": [0, 0]},
     ):
         assert peer.request("heartbeat", payload, sender=claimed_sender(payload)).kind is Kind.REPLY
 

@@ -12,6 +12,11 @@ from typing import Any
 import attrs
 
 
+# Incarnations real members use are small counters; the bound leaves room to
+# add to one without leaving msgpack's 64-bit integers.
+WIRE_INT_BOUND = 2**62
+
+
 class MemberState(enum.Enum):
     ALIVE = "alive"
     SUSPECT = "suspect"
@@ -60,7 +65,12 @@ class Member:
                 return found
         if not isinstance(mid, str) or not isinstance(address, str):
             raise ValueError("member id and address must be strings")
-        member = cls(str(mid), str(address), dict(meta or {}), MemberState(state), int(inc))
+        incarnation = int(inc)
+        if not -WIRE_INT_BOUND < incarnation < WIRE_INT_BOUND:
+            # A peer's absurd counter: kept, it would be bumped or echoed past
+            # what the wire codec can encode and break every later reply.
+            raise ValueError(f"member incarnation {incarnation} out of range")
+        member = cls(str(mid), str(address), dict(meta or {}), MemberState(state), incarnation)
         if key is not None:
             if len(_MEMBERS) >= INTERNED_MEMBERS:
                 _MEMBERS.clear()
