@@ -11,7 +11,6 @@ from typing import Any
 
 import attrs
 
-
 # Incarnations real members use are small counters; the bound leaves room to
 # add to one without leaving msgpack's 64-bit integers.
 WIRE_INT_BOUND = 2**62
