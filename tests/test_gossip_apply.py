@@ -269,8 +269,11 @@ def test_suspicion_timeouts_are_sized_by_the_members_nobody_suspects() -> None:
     g.suspect(rec("m145"))
     after = g.suspicions.get("m145")
     assert g.healthy_size() == 9  # me and m140..m147 but m145
-    assert after is not None and after.low == suspicion_bounds(9, 1.0, 4, 6)[0] == 4.0
-    assert first.low > 8.5  # 150 members: 4 * log10(150)
+    # The unconfirmed maximum is what the size changes (the confirmed minimum
+    # is capped at confirmed_suspicion, 2s on lan).
+    assert after is not None and after.high == suspicion_bounds(9, 1.0, 4, 6)[1] == 24.0
+    assert first.high > 6 * 8.5  # 150 members: 6 * 4 * log10(150)
+    assert after.low == first.low == 2.0
 
 
 def test_stated_bounds_grow_with_the_cluster_and_cover_a_join_repair() -> None:

@@ -1,0 +1,109 @@
+"""Checking a suspect before it is declared dead.
+
+Two kinds of check, both pings that carry the accusation (see
+Prober.ping), so a live suspect refutes in its ack:
+
+- a **watch**, started by the node whose own probe failed: it pings the
+  suspect again and again (one ping per `probe_timeout`) until the
+  suspicion runs out, then declares it dead if none was answered. This is
+  what lets a fully confirmed suspicion be short (`confirmed_suspicion`):
+  the suspect hears the accusation at once and directly, not whenever
+  gossip reaches it, and its answer comes straight back;
+- a **last chance**, when a suspicion this node did not start runs out, or
+  a peer claims a death we cannot vouch for: one ping, up to one
+  `probe_interval`. Without it, a refutation that missed one node (the
+  epidemic reaches everyone only with high probability) would get a live
+  member killed there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from anyio.abc import TaskGroup
+
+from hedgeplug.plugin import Member, MemberState
+
+from .host import GossipHost
+
+
+def ends_known_suspicion(current: Member, claim: Member, from_state: bool) -> bool:
+    """A gossiped death that ends a suspicion we hold at the same incarnation
+    is believed: the suspect had the whole suspicion to refute, and the node
+    that declared it watched it meanwhile. Checking again would add a ping
+    timeout to every detection. Deaths in a full-state exchange (a late
+    joiner, a healed split: perhaps old news) and deaths of members we hold
+    alive are still checked (a last chance)."""
+    return (
+        not from_state
+        and claim.state is MemberState.DEAD
+        and current.state is MemberState.SUSPECT
+        and current.incarnation == claim.incarnation
+    )
+
+
+class SuspectChecks:
+    def __init__(
+        self,
+        gossip: GossipHost,
+        ping: Callable[[str, str, float], Awaitable[bool]],
+        declare_dead: Callable[[Member], None],
+        restart: Callable[[Member], None],
+    ) -> None:
+        self.gossip = gossip
+        self._ping = ping
+        self._declare_dead = declare_dead
+        self._restart = restart
+        self._running: set[str] = set()
+        self.tasks: TaskGroup | None = None
+
+    def __contains__(self, member_id: object) -> bool:
+        return member_id in self._running
+
+    def start(self, suspect: Member, *, watch: bool) -> bool:
+        """Start checking `suspect` unless a check of it runs; False without a task group."""
+        if self.tasks is None:
+            return False
+        if suspect.id not in self._running:
+            self._running.add(suspect.id)
+            self.tasks.start_soon(self._check, suspect, watch)
+        return True
+
+    def _still_suspect(self, suspect: Member) -> Member | None:
+        g = self.gossip
+        current = g.table.get(suspect.id) if g.table else None
+        if current is None or current.state is not MemberState.SUSPECT:
+            return None
+        return current if current.incarnation == suspect.incarnation else None
+
+    async def _check(self, suspect: Member, watch: bool) -> None:
+        g = self.gossip
+        s = g.settings
+        try:
+            while True:
+                started = g.ctx.now()
+                wait = s.probe_timeout if watch else s.probe_interval
+                answered = await self._ping(suspect.address, suspect.id, g.awareness.scale(wait))
+                current = self._still_suspect(suspect)
+                if current is None:
+                    return  # refuted (its ack carried the new incarnation) or settled elsewhere
+                if answered:
+                    # Alive, but its refutation has not reached us yet: give it another round.
+                    g.count("suspect.spared")
+                    self._restart(current)
+                    return
+                if not watch:
+                    break
+                # One ping per probe_timeout, even when a send fails at once.
+                await g.ctx.sleep(max(0.0, started + g.awareness.scale(wait) - g.ctx.now()))
+                current = self._still_suspect(suspect)
+                if current is None:
+                    return
+                if current.id not in g.suspicions:
+                    break  # the suspicion ran out and none of our pings was answered
+            self._declare_dead(current)
+        except Exception:  # a bug here must not take the membership task down
+            g.count("errors")
+            g.ctx.log.exception("gossip suspect check failed")
+        finally:
+            self._running.discard(suspect.id)
