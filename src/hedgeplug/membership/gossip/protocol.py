@@ -249,14 +249,6 @@ class Gossip:
         self.publish()
         return accused
 
-    async def answer_accusation(self, sender: str) -> None:
-        """Send our own record straight back to a peer that accused us: an ack
-        that arrives after the prober gave up is dropped with our refutation,
-        and gossip takes a few rounds, while its suspicion of us is short."""
-        known = self.table.get(sender) if self.table else None
-        if known is not None and not self.leaving:
-            await self.send(known.address, {"t": wire.GOSSIP, "u": [self._record(self.me)]})
-
     def suspect(self, member: Member, confirmed_by: Sequence[str] = ()) -> None:
         """Our own probe failed: accuse `member` at the incarnation we know.
 
@@ -332,13 +324,13 @@ class Gossip:
             if kind == wire.PING:
                 target = wire.field_text(payload, "to")
                 if self.absorb(payload.get("u")) and target == self.me.id:
-                    await self.answer_accusation(msg.sender)
+                    await self.checks.answer(msg.sender)
                 return self._on_ping(target, msg.sender)
             if kind == wire.PING_REQ:
                 return await self.prober.relay(payload)
             if kind == wire.GOSSIP:
                 if self.absorb(payload.get("u")):
-                    await self.answer_accusation(msg.sender)
+                    await self.checks.answer(msg.sender)
                 self.dissemination.receive_notices(payload.get("n"))
                 accused = self.accusation(msg.sender)
                 if accused is not None:

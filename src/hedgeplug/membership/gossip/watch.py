@@ -1,6 +1,6 @@
 """Checking a suspect before it is declared dead.
 
-Two kinds of check, both pings that carry the accusation (see
+Three measures; the pings carry the accusation (see
 Prober.ping), so a live suspect refutes in its ack:
 
 - a **watch**, started by the node whose own probe failed: it pings the
@@ -9,6 +9,9 @@ Prober.ping), so a live suspect refutes in its ack:
   what lets a fully confirmed suspicion be short (`confirmed_suspicion`):
   the suspect hears the accusation at once and directly, not whenever
   gossip reaches it, and its answer comes straight back;
+- a **straight answer**: a live member that hears it is accused (at any
+  incarnation, in a ping or in gossip) sends its own record back to the
+  accuser at once;
 - a **last chance**, when a suspicion this node did not start runs out, or
   a peer claims a death we cannot vouch for: one ping, up to one
   `probe_interval`. Without it, a refutation that missed one node (the
@@ -24,6 +27,7 @@ from anyio.abc import TaskGroup
 
 from hedgeplug.plugin import Member, MemberState
 
+from . import messages as wire
 from .host import GossipHost
 
 
@@ -68,6 +72,22 @@ class SuspectChecks:
             self._running.add(suspect.id)
             self.tasks.start_soon(self._check, suspect, watch)
         return True
+
+    async def answer(self, accuser: str) -> None:
+        """Send our own record straight back to a member that accused us (in
+        its own task when running: an ack must not wait for a connection).
+        An ack that arrives after the prober gave up is dropped with our
+        refutation, and gossip takes a few rounds, while its suspicion of
+        us may be short."""
+        g = self.gossip
+        known = g.table.get(accuser) if g.table else None
+        if known is None or g.leaving:
+            return
+        message = {"t": wire.GOSSIP, "u": [wire.record_to_wire(g.me, g.me.id)]}
+        if self.tasks is not None:
+            self.tasks.start_soon(g.send, known.address, message)
+        else:
+            await g.send(known.address, message)
 
     def _still_suspect(self, suspect: Member) -> Member | None:
         g = self.gossip
