@@ -78,7 +78,7 @@ class Dissemination:
         live members (random ones: the sender's first hop starts the epidemic)."""
         g = self.gossip
         table = g.start()
-        self.notices.publish(notice)
+        self.notices.publish(notice, g.count)
         g.count("notice.sent")
         if notice.addressed_to(g.me.id):
             g.ctx.spawn(self._deliver_here, notice)

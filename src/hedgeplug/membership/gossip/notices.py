@@ -11,7 +11,9 @@ later probes and full-state exchanges would repair).
 An id already seen is dropped, so each member handles a notice once; the
 ids seen are remembered in a bounded first-in first-out set (`memory` ids),
 which covers a notice's whole life (it stops travelling a few seconds after
-it was sent) unless more than `memory` others arrive in between.
+it was sent) unless more than `memory` others arrive in between. At most
+MAX_QUEUED notices wait to be sent on; beyond that the one sent most so far
+is dropped (`gossip.notice.overflow`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .queue import TransmitQueue
 MAX_NOTICES = 1024  # notices in one message
 MAX_TARGETS = 20_000
 MEMORY = 10_000  # notice ids remembered per member
+MAX_QUEUED = 1_000  # notices waiting to be sent on; beyond, the most sent one goes
 
 
 @attrs.frozen
@@ -101,10 +104,18 @@ class Notices:
             self._seen.popitem(last=False)
         return True
 
-    def publish(self, notice: Notice) -> None:
+    def _queue(self, notice: Notice, count: Callable[[str, int], None]) -> None:
+        # Broadcasting faster than the rounds carry notices must not grow memory
+        # without bound: the notice sent most often so far has spread furthest.
+        while len(self.queue) >= MAX_QUEUED:
+            self.queue.evict_most_sent()
+            count("notice.overflow", 1)
+        self.queue.push(notice.id, notice.to_wire())
+
+    def publish(self, notice: Notice, count: Callable[[str, int], None]) -> None:
         """Queue a notice this node sends (it is remembered, so it comes back to nobody here)."""
         self._remember(notice.id)
-        self.queue.push(notice.id, notice.to_wire())
+        self._queue(notice, count)
 
     def receive(self, items: Any, count: Callable[[str, int], None]) -> list[Notice]:
         """The notices of a message seen here for the first time, queued to spread on."""
@@ -122,7 +133,7 @@ class Notices:
             if not self._remember(notice.id):
                 count("notice.duplicate", 1)
                 continue
-            self.queue.push(notice.id, notice.to_wire())
+            self._queue(notice, count)
             fresh.append(notice)
         return fresh
 

@@ -49,6 +49,12 @@ class TransmitQueue:
         self._seq += 1
         self._items[key] = _Queued(record, encoded_size(record) + RECORD_OVERHEAD, 0, self._seq)
 
+    def evict_most_sent(self) -> None:
+        """Drop the record that has been sent most (the oldest among those)."""
+        if self._items:
+            key = max(self._items, key=lambda k: (self._items[k].transmits, -self._items[k].seq))
+            del self._items[key]
+
     def discard(self, key: str) -> None:
         self._items.pop(key, None)
 
