@@ -297,8 +297,17 @@ def test_a_gossiped_death_that_ends_a_suspicion_we_hold_is_believed() -> None:
     g, ctx = gossip()
     g.apply(rec("a"), "me")
     g.apply(rec("a", SUSPECT), "b")
+    g.apply(rec("a", DEAD), "b")  # too soon after the accusation for any refutation
+    assert g.table.get("a").state is SUSPECT
+    ctx.time = 1.0
     g.apply(rec("a", DEAD), "b")
     assert g.table.get("a").state is DEAD and ctx.counters["gossip.dead"] == 1
+    # A peer saying "dead" twice: the first claim only made it a suspect.
+    g.apply(rec("e"), "me")
+    g.apply(rec("e", DEAD), "hostile")
+    ctx.time = 5.0
+    g.apply(rec("e", DEAD), "hostile")
+    assert g.table.get("e").state is SUSPECT
     # A death at another incarnation, or in a full-state exchange, is only suspected.
     g.apply(rec("c"), "me")
     g.apply(rec("c", SUSPECT), "b")

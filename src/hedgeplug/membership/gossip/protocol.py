@@ -173,7 +173,9 @@ class Gossip:
             and not (member.state is MemberState.LEFT and origin == member.id)  # its own goodbye
             and current is not None
             and current.live
-            and not ends_known_suspicion(current, member, from_state)
+            and not ends_known_suspicion(
+                current, member, from_state, self.suspicions.get(member.id), now, self.settings
+            )
         )
         if second_hand_death:
             # Another node's word (gossip or its table) is not first-hand evidence:
@@ -198,7 +200,7 @@ class Gossip:
         after = change.after
         if after.state is MemberState.SUSPECT:
             self.suspicions.cancel(after.id)
-            self.suspicions.start(
+            started = self.suspicions.start(
                 after.id,
                 after.incarnation,
                 origin,
@@ -206,6 +208,7 @@ class Gossip:
                 self.healthy_size(),
                 self.settings.probe_interval,
             )
+            started.from_claimed_death = second_hand_death
         else:
             self.suspicions.cancel(after.id)
         if change.state_changed and after.state is MemberState.DEAD:

@@ -53,6 +53,9 @@ class Suspicion:
     high: float
     expected: int
     accusers: set[str] = attrs.Factory(set)
+    # Started by a peer's claim of death rather than an accusation: such a
+    # claim is never believed on its own word (see watch.ends_known_suspicion).
+    from_claimed_death: bool = False
 
     @property
     def confirmations(self) -> int:

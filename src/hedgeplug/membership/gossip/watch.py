@@ -31,20 +31,36 @@ from hedgeplug.plugin import Member, MemberState
 
 from . import messages as wire
 from .host import GossipHost
+from .settings import Settings
+from .suspicion import Suspicion
 
 
-def ends_known_suspicion(current: Member, claim: Member, from_state: bool) -> bool:
+def ends_known_suspicion(
+    current: Member,
+    claim: Member,
+    from_state: bool,
+    suspicion: Suspicion | None,
+    now: float,
+    settings: Settings,
+) -> bool:
     """A gossiped death that ends a suspicion we hold at the same incarnation
-    is believed: the suspect had the whole suspicion to refute, and the node
-    that declared it watched it meanwhile. Checking again would add a ping
-    timeout to every detection. Deaths in a full-state exchange (a late
-    joiner, a healed split: perhaps old news) and deaths of members we hold
-    alive are still checked (a last chance)."""
+    is believed: the suspect had the suspicion to refute, and the node that
+    declared it watched it meanwhile. Checking again would add a ping
+    timeout to every detection. Not believed, but checked with a last-chance
+    ping: deaths in a full-state exchange (a late joiner, a healed split:
+    perhaps old news), deaths of members we hold alive, deaths ending a
+    suspicion that itself came from a claimed death (a peer repeating "dead"
+    must not get its way by saying it twice), and deaths that follow the
+    accusation by less than a probe timeout (too soon for any refutation)."""
     return (
         not from_state
         and claim.state is MemberState.DEAD
         and current.state is MemberState.SUSPECT
         and current.incarnation == claim.incarnation
+        and suspicion is not None
+        and suspicion.incarnation == claim.incarnation
+        and not suspicion.from_claimed_death
+        and now - suspicion.start >= settings.probe_timeout
     )
 
 
