@@ -122,11 +122,6 @@ class SuspectChecks:
             for member in g.table.live_others():
                 await g.send(member.address, message)
 
-    def _deadline(self, member_id: str, now: float) -> float:
-        """When our suspicion of `member_id` runs out (`now` if it already has)."""
-        suspicion = self.gossip.suspicions.get(member_id)
-        return suspicion.deadline() if suspicion is not None else now
-
     def _still_suspect(self, suspect: Member) -> Member | None:
         g = self.gossip
         current = g.table.get(suspect.id) if g.table else None
@@ -140,11 +135,8 @@ class SuspectChecks:
         try:
             while True:
                 started = g.ctx.now()
-                wait = g.awareness.scale(s.probe_timeout if watch else s.probe_interval)
-                if watch:
-                    # The last ping of a watch ends with the suspicion, not after it.
-                    wait = max(0.05, min(wait, self._deadline(suspect.id, started) - started))
-                answered = await self._ping(suspect.address, suspect.id, wait)
+                wait = s.probe_timeout if watch else s.probe_interval
+                answered = await self._ping(suspect.address, suspect.id, g.awareness.scale(wait))
                 current = self._still_suspect(suspect)
                 if current is None:
                     return  # refuted (its ack carried the new incarnation) or settled elsewhere
@@ -156,12 +148,11 @@ class SuspectChecks:
                 if not watch:
                     break
                 # One ping per probe_timeout, even when a send fails at once.
-                until = min(started + wait, self._deadline(suspect.id, started))
-                await g.ctx.sleep(max(0.0, until - g.ctx.now()))
+                await g.ctx.sleep(max(0.0, started + g.awareness.scale(wait) - g.ctx.now()))
                 current = self._still_suspect(suspect)
                 if current is None:
                     return
-                if g.ctx.now() >= self._deadline(suspect.id, g.ctx.now()):
+                if current.id not in g.suspicions:
                     break  # the suspicion ran out and none of our pings was answered
             self._declare_dead(current)
             if watch:
