@@ -22,8 +22,14 @@ ALIVE, SUSPECT, DEAD, LEFT = (
 
 
 class Channel:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+
     def handle(self, handler: Any) -> None:
         self.handler = handler
+
+    async def send(self, address: str, payload: Any) -> None:
+        self.sent.append((address, payload))
 
 
 class Context:
@@ -269,8 +275,11 @@ def test_suspicion_timeouts_are_sized_by_the_members_nobody_suspects() -> None:
     g.suspect(rec("m145"))
     after = g.suspicions.get("m145")
     assert g.healthy_size() == 9  # me and m140..m147 but m145
-    assert after is not None and after.low == suspicion_bounds(9, 1.0, 4, 6)[0] == 4.0
-    assert first.low > 8.5  # 150 members: 4 * log10(150)
+    # The unconfirmed maximum is what the size changes (the confirmed minimum
+    # is capped at confirmed_suspicion, 2s on lan).
+    assert after is not None and after.high == suspicion_bounds(9, 1.0, 4, 6)[1] == 24.0
+    assert first.high > 6 * 8.5  # 150 members: 6 * 4 * log10(150)
+    assert after.low == first.low == 2.0
 
 
 def test_stated_bounds_grow_with_the_cluster_and_cover_a_join_repair() -> None:
@@ -282,3 +291,46 @@ def test_stated_bounds_grow_with_the_cluster_and_cover_a_join_repair() -> None:
     assert small["detection"] < large["detection"]
     assert small["convergence"] >= 1.1 * 5 + 5 + 5  # an anchor repair of a missed join
     assert large["convergence"] == large["detection"]
+
+
+def test_a_gossiped_death_that_ends_a_suspicion_we_hold_is_believed() -> None:
+    g, ctx = gossip()
+    g.apply(rec("a"), "me")
+    g.apply(rec("a", SUSPECT), "b")
+    g.apply(rec("a", DEAD), "b")  # too soon after the accusation for any refutation
+    assert g.table.get("a").state is SUSPECT
+    ctx.time = 1.0
+    g.apply(rec("a", DEAD), "b")
+    assert g.table.get("a").state is DEAD and ctx.counters["gossip.dead"] == 1
+    # A peer saying "dead" twice: the first claim only made it a suspect.
+    g.apply(rec("e"), "me")
+    g.apply(rec("e", DEAD), "hostile")
+    ctx.time = 5.0
+    g.apply(rec("e", DEAD), "hostile")
+    assert g.table.get("e").state is SUSPECT
+    # A death at another incarnation, or in a full-state exchange, is only suspected.
+    g.apply(rec("c"), "me")
+    g.apply(rec("c", SUSPECT), "b")
+    g.apply(rec("c", DEAD), "b", from_state=True)
+    g.apply(rec("d"), "me")
+    g.apply(rec("d", SUSPECT, 0), "b")
+    g.apply(rec("d", DEAD, 1), "b")
+    assert g.table.get("c").state is SUSPECT and g.table.get("d").state is SUSPECT
+
+
+def test_an_accusation_is_answered_straight_back_to_whoever_made_it() -> None:
+    import anyio
+
+    from hedgeplug.plugin import Message
+
+    g, ctx = gossip()
+    g.apply(rec("accuser"), "me")
+    accusation = {"t": "gossip", "u": [record_to_wire(Member("me", "me:1", {}, SUSPECT, 0), "accuser")]}
+    anyio.run(g.handle, Message("accuser", "gossip", accusation, 1))
+    assert g.me.incarnation == 1 and ctx.counters["gossip.refuted"] == 1
+    address, payload = ctx.gossip_channel.sent[-1]
+    assert address == "accuser:1" and payload["u"][0][0] == "me" and payload["u"][0][4] == 1
+    # A stale accusation (the accuser missed our refutation) is answered again, not refuted again.
+    ctx.gossip_channel.sent.clear()
+    anyio.run(g.handle, Message("accuser", "gossip", accusation, 2))
+    assert g.me.incarnation == 1 and ctx.gossip_channel.sent[-1][1]["u"][0][4] == 1

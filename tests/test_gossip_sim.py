@@ -102,3 +102,16 @@ def test_a_mass_crash_is_detected_everywhere_within_the_stated_bound() -> None:
     assert result.ok, result.first_violation
     assert result.metrics["detection_time"]["count"] == 14
     assert result.metrics["detection_time"]["max"] < bound
+
+
+def test_a_single_crash_leaves_every_view_in_about_five_seconds() -> None:
+    # A probe (1s) finds it, relays confirm, the accuser watches it for
+    # confirmed_suspicion (2s), the death spreads and is believed: ~4-5s,
+    # where the Lifeguard minimum alone was 4 * log10(20) = 5.2s plus pings.
+    times = []
+    for seed in (1, 2, 3):
+        sim = Simulation(seed, membership="gossip", convergence_bound=detection_bound(20))
+        result = sim.run(lambda s: mass_crash(s, 20, 1), name="one-crash")
+        assert result.ok, result.first_violation
+        times.append(result.metrics["detection_time"]["max"])
+    assert sorted(times)[1] <= 5.0, times

@@ -20,6 +20,19 @@ def test_minimum_grows_with_log_of_cluster_size() -> None:
     assert low == pytest.approx(4 * math.log10(148)) and high == pytest.approx(6 * low)
 
 
+def test_the_confirmed_minimum_is_capped_and_the_maximum_is_not() -> None:
+    low, high = suspicion_bounds(148, 1.0, 4, 6, confirmed=2.0)
+    assert low == 2.0 and high == pytest.approx(6 * 4 * math.log10(148))
+    assert suspicion_bounds(5, 1.0, 1, 6, confirmed=2.0) == (1.0, 6.0)  # below the cap: kept
+    s = Suspicions(mult=4, max_mult=6, confirmed=2.0)
+    sus = s.start("x", 1, "a", now=0.0, cluster_size=150, probe_interval=1.0)
+    assert sus.timeout() == pytest.approx(high := 6 * 4 * math.log10(150))
+    s.confirm("x", 1, "b")
+    assert 2.0 < sus.timeout() < high
+    s.confirm("x", 1, "c")
+    assert sus.timeout() == 2.0
+
+
 def test_expected_confirmations_shrink_in_small_clusters() -> None:
     assert expected_confirmations(4, 100) == 2
     assert expected_confirmations(4, 3) == 1

@@ -41,6 +41,10 @@ def _is_core(module: str) -> bool:
     # and fixtures build on it); everything else comes through hedgeplug.plugin.
     if module == "hedgeplug.plugin" or module == "hedgeplug.testing" or module.startswith("hedgeplug.testing."):
         return False
+    # Another built-in plugin is not core (broadcast `gossip` rides on the
+    # gossip membership's notices), whatever package it sits in.
+    if any(module.startswith(f"hedgeplug.{kind}.") for kind in ("lock", "membership", "broadcast", "transport")):
+        return False
     return module == "hedgeplug" or module.startswith("hedgeplug.")
 
 

@@ -173,12 +173,12 @@ class Dispatcher:
             raise RemoteError(f"{address}: {env.payload}")
         return env.payload
 
-    async def _local(self, channel: str, payload: Any, msg_id: int) -> Any:
+    async def _local(self, channel: str, payload: Any, msg_id: int, sender: str | None = None) -> Any:
         handler = self._handlers.get(channel)
         if handler is None:
             raise RemoteError(f"no handler for channel {channel!r}")
         try:
-            result = handler(Message(self.sender, channel, payload, msg_id))
+            result = handler(Message(sender or self.sender, channel, payload, msg_id))
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
@@ -287,6 +287,10 @@ class NodeChannel:
 
     async def send(self, address: str, payload: Any) -> None:
         await self._d.send(address, self.name, payload)
+
+    async def deliver_here(self, payload: Any, sender: str) -> Any:
+        """This node's own handler, as if `sender` had sent `payload` (relayed messages)."""
+        return await self._d._local(self.name, payload, self._d.next_id(), sender)
 
     async def open_stream(self, address: str, payload: Any = None) -> SealedStream:
         """An ordered stream to `address`; the peer's `handle_streams` handler gets it."""

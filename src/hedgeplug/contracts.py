@@ -278,6 +278,10 @@ class Channel(Protocol):
     async def send(self, address: str, payload: Any) -> None:
         """One-way, best effort."""
 
+    async def deliver_here(self, payload: Any, sender: str) -> Any:
+        """Run this node's own handler as if `sender` had sent `payload` (for
+        strategies that relay messages); RemoteError if none or it raised."""
+
 
 # ---------------------------------------------------------------- node context
 

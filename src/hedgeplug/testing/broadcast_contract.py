@@ -77,12 +77,16 @@ BOUND = 10.0  # no check may take longer than this (wall seconds)
 @attrs.frozen
 class BroadcastUnderTest:
     """The strategy the contract runs: `name` as in `[broadcast] use = ...`,
-    its `options` (config keys), and `plugins` to add to the registry when
-    the strategy is not an installed entry point."""
+    its `options` (config keys), `plugins` to add to the registry when
+    the strategy is not an installed entry point, and the [membership]
+    section of the nodes (a strategy may need a particular membership)."""
 
     name: str
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     plugins: Sequence[Any] = attrs.field(default=(), converter=tuple)
+    membership: Mapping[str, Any] = attrs.field(
+        factory=lambda: {"use": "heartbeat", "interval": "0.5s"}, converter=dict
+    )
 
 
 @attrs.define
@@ -156,7 +160,7 @@ def _config(strategy: BroadcastUnderTest, node_id: str, cluster: str, db: Path) 
         "node": {"id": node_id, "cluster": cluster, "stop_timeout": "1s"},
         "lock": {"use": "sqlite", "path": str(db), "ttl": "2s"},
         "transport": {"use": "tcp", "bind": "127.0.0.1:0", "connect_timeout": "1s"},
-        "membership": {"use": "heartbeat", "interval": "0.5s"},
+        "membership": dict(strategy.membership),
         "broadcast": {"use": strategy.name, **strategy.options},
     }
 

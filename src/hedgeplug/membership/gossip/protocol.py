@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 import attrs
-from anyio.abc import TaskGroup
 
 from hedgeplug.plugin import Member, MemberState, Message, NodeContext, View, ViewVersion
 
@@ -21,12 +20,14 @@ from . import messages as wire
 from .anchor import Anchor
 from .awareness import Awareness
 from .dissemination import Dissemination
+from .notices import Notice
 from .probe import Prober
 from .pushpull import PushPull
 from .queue import TransmitQueue
 from .settings import Settings, stated_bounds
 from .state import GONE, MemberTable
 from .suspicion import Suspicions
+from .watch import SuspectChecks, ends_known_suspicion
 
 CHANNEL = "gossip"
 
@@ -40,8 +41,13 @@ class Gossip:
         self.channel = ctx.channel(CHANNEL)
         self.queue = TransmitQueue(settings.retransmit_mult)
         self.awareness = Awareness(settings.awareness_max_multiplier)
-        self.suspicions = Suspicions(settings.suspicion_mult, settings.suspicion_max_timeout_mult)
+        self.suspicions = Suspicions(
+            settings.suspicion_mult,
+            settings.suspicion_max_timeout_mult,
+            settings.confirmed_suspicion,
+        )
         self.prober = Prober(self)
+        self.checks = SuspectChecks(self, self.prober.ping, self.declare_dead, self._restart_suspicion)
         self.pushpull = PushPull(self)
         self.anchor = Anchor(self, self.pushpull.exchange)
         self.dissemination = Dissemination(self)
@@ -50,9 +56,8 @@ class Gossip:
         self._dirty = False
         self._view = View()
         self._view_seq = 0
-        self._tasks: TaskGroup | None = None
-        self._last_chances: set[str] = set()
         self.heard: dict[str, float] = {}  # member id -> last time a message from it arrived
+        self._notices_sent = 0
 
     # ------------------------------------------------------------ life cycle
 
@@ -69,7 +74,7 @@ class Gossip:
     async def run(self) -> None:
         self.start()
         async with anyio.create_task_group() as tg:
-            self._tasks = tg
+            self.checks.tasks = tg
             tg.start_soon(self.prober.run)
             tg.start_soon(self.dissemination.run)
             tg.start_soon(self.pushpull.run)
@@ -129,6 +134,15 @@ class Gossip:
         (docs/gossip.md, "Bounds"); the simulator checks against them."""
         return stated_bounds(self.settings, cluster_size)
 
+    async def notify(self, channel: str, payload: Any, targets: frozenset[str] | None) -> str:
+        """Spread `payload` to every member's handler of `channel` (or those in
+        `targets`) through the gossip rounds, fire-and-forget; returns its id.
+        The random part keeps ids unique across restarts of this node."""
+        self._notices_sent += 1
+        notice_id = f"{self.ctx.id}:{self._notices_sent}:{self.ctx.random.getrandbits(32):08x}"
+        await self.dissemination.spread(Notice(notice_id, channel, self.ctx.id, payload, targets))
+        return notice_id
+
     def heard_from(self, member_id: str) -> None:
         self.heard[member_id] = self.ctx.now()
 
@@ -159,6 +173,9 @@ class Gossip:
             and not (member.state is MemberState.LEFT and origin == member.id)  # its own goodbye
             and current is not None
             and current.live
+            and not ends_known_suspicion(
+                current, member, from_state, self.suspicions.get(member.id), now, self.settings
+            )
         )
         if second_hand_death:
             # Another node's word (gossip or its table) is not first-hand evidence:
@@ -183,7 +200,7 @@ class Gossip:
         after = change.after
         if after.state is MemberState.SUSPECT:
             self.suspicions.cancel(after.id)
-            self.suspicions.start(
+            started = self.suspicions.start(
                 after.id,
                 after.incarnation,
                 origin,
@@ -191,6 +208,7 @@ class Gossip:
                 self.healthy_size(),
                 self.settings.probe_interval,
             )
+            started.from_claimed_death = second_hand_death
         else:
             self.suspicions.cancel(after.id)
         if change.state_changed and after.state is MemberState.DEAD:
@@ -220,14 +238,19 @@ class Gossip:
             self.count("refuted")
         self._dirty = True
 
-    def absorb(self, records: Any, *, from_state: bool = False) -> None:
-        """Apply a list of wire records from a peer; bad ones are counted and skipped."""
+    def absorb(self, records: Any, *, from_state: bool = False) -> bool:
+        """Apply a list of wire records from a peer; bad ones are counted and
+        skipped. True when one of them accused this node (at any incarnation)."""
         good, bad = wire.records_from_wire(records)
         if bad:
             self.count("drop.record", bad)
+        accused = False
         for member, origin in good:
+            if member.id == self.me.id and member.state is not MemberState.ALIVE:
+                accused = True
             self.apply(member, origin, from_state=from_state)
         self.publish()
+        return accused
 
     def suspect(self, member: Member, confirmed_by: Sequence[str] = ()) -> None:
         """Our own probe failed: accuse `member` at the incarnation we know.
@@ -244,6 +267,9 @@ class Gossip:
         for witness in confirmed_by:
             self.suspicions.confirm(member.id, member.incarnation, witness)
         self.publish()
+        suspect = self.table.get(member.id) if self.table else None
+        if suspect is not None and suspect.state is MemberState.SUSPECT:
+            self.checks.start(suspect, watch=True)
 
     def expire_suspicions(self) -> None:
         assert self.table is not None
@@ -253,11 +279,9 @@ class Gossip:
                 current
                 and current.state is MemberState.SUSPECT
                 and current.incarnation == s.incarnation
+                and not self.checks.start(current, watch=False)
             ):
-                if self._tasks is None:
-                    self.declare_dead(current)
-                else:
-                    self.check_now(current)
+                self.declare_dead(current)  # not running (tests): no check possible
         for gone in self.table.forget_gone(self.ctx.now(), self.settings.dead_retention):
             self.suspicions.cancel(gone.id)
             self.queue.discard(gone.id)
@@ -265,50 +289,22 @@ class Gossip:
             self._dirty = True
 
     def check_now(self, suspect: Member) -> None:
-        """Start a last-chance probe of `suspect` unless one is running."""
-        if self._tasks is not None and suspect.id not in self._last_chances:
-            self._last_chances.add(suspect.id)
-            self._tasks.start_soon(self._last_chance, suspect)
+        """Start a last-chance ping of `suspect` unless a check of it runs."""
+        self.checks.start(suspect, watch=False)
 
     def declare_dead(self, member: Member) -> None:
         self.apply(attrs.evolve(member, state=MemberState.DEAD), self.me.id)
         self.publish()
 
-    async def _last_chance(self, suspect: Member) -> None:
-        """Ping a suspect once more before declaring it dead.
-
-        The ping carries the accusation, so a live suspect refutes in its ack.
-        Without this, a refutation that missed one node (the epidemic reaches
-        everyone only with high probability) gets a live member killed there.
-        It delays a real death by at most one probe interval.
-        """
-        try:
-            answered = await self.prober.ping(
-                suspect.address, suspect.id, self.awareness.scale(self.settings.probe_interval)
-            )
-            current = self.table.get(suspect.id) if self.table else None
-            if current is None or current.state is not MemberState.SUSPECT:
-                return
-            if current.incarnation != suspect.incarnation:
-                return
-            if answered:
-                # Alive, but its refutation has not reached us yet: give it another round.
-                self.count("suspect.spared")
-                self.suspicions.start(
-                    current.id,
-                    current.incarnation,
-                    self.me.id,
-                    self.ctx.now(),
-                    self.healthy_size(),
-                    self.settings.probe_interval,
-                )
-                return
-            self.declare_dead(current)
-        except Exception:  # a bug here must not take the membership task down
-            self.count("errors")
-            self.ctx.log.exception("gossip last-chance probe failed")
-        finally:
-            self._last_chances.discard(suspect.id)
+    def _restart_suspicion(self, current: Member) -> None:
+        self.suspicions.start(
+            current.id,
+            current.incarnation,
+            self.me.id,
+            self.ctx.now(),
+            self.healthy_size(),
+            self.settings.probe_interval,
+        )
 
     def publish(self) -> None:
         if not self._dirty or self.table is None:
@@ -329,11 +325,16 @@ class Gossip:
         try:
             kind = wire.message_type(payload)
             if kind == wire.PING:
-                return self._on_ping(payload, msg.sender)
+                target = wire.field_text(payload, "to")
+                if self.absorb(payload.get("u")) and target == self.me.id:
+                    await self.checks.answer(msg.sender)
+                return self._on_ping(target, msg.sender)
             if kind == wire.PING_REQ:
                 return await self.prober.relay(payload)
             if kind == wire.GOSSIP:
-                self.absorb(payload.get("u"))
+                if self.absorb(payload.get("u")):
+                    await self.checks.answer(msg.sender)
+                self.dissemination.receive_notices(payload.get("n"))
                 accused = self.accusation(msg.sender)
                 if accused is not None:
                     await self.send(
@@ -361,9 +362,7 @@ class Gossip:
     def _record(self, member: Member) -> list[Any]:
         return wire.record_to_wire(member, self.me.id)
 
-    def _on_ping(self, payload: dict[str, Any], sender: str) -> dict[str, Any]:
-        target = wire.field_text(payload, "to")
-        self.absorb(payload.get("u"))
+    def _on_ping(self, target: str, sender: str) -> dict[str, Any]:
         if target != self.me.id:
             self.count("drop.wrong-target")
             return {"t": wire.ACK, "ok": False}

@@ -11,6 +11,7 @@ the latest word about a member is worth spreading.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -34,8 +35,9 @@ class _Queued:
 
 
 class TransmitQueue:
-    def __init__(self, retransmit_mult: int) -> None:
+    def __init__(self, retransmit_mult: int, limit: Callable[[int], int] | None = None) -> None:
         self.retransmit_mult = retransmit_mult
+        self._limit = limit or (lambda n: retransmit_limit(retransmit_mult, n))
         self._items: dict[str, _Queued] = {}
         self._seq = 0
 
@@ -46,6 +48,12 @@ class TransmitQueue:
         """Queue `record` (about member `key`), replacing anything queued about it."""
         self._seq += 1
         self._items[key] = _Queued(record, encoded_size(record) + RECORD_OVERHEAD, 0, self._seq)
+
+    def evict_most_sent(self) -> None:
+        """Drop the record that has been sent most (the oldest among those)."""
+        if self._items:
+            key = max(self._items, key=lambda k: (self._items[k].transmits, -self._items[k].seq))
+            del self._items[key]
 
     def discard(self, key: str) -> None:
         self._items.pop(key, None)
@@ -62,16 +70,17 @@ class TransmitQueue:
                 picked.append(item.record)
         return picked
 
-    def take(self, budget: int, cluster_size: int) -> list[list[Any]]:
-        """Records fitting in `budget` bytes, least-sent and newest first; counts them sent."""
+    def take(self, budget: int, cluster_size: int, *, at_least_one: bool = False) -> list[list[Any]]:
+        """Records fitting in `budget` bytes, least-sent and newest first; counts them sent.
+        `at_least_one`: the first record goes even if it alone exceeds the budget."""
         if not self._items or budget <= 0:
             return []
-        limit = retransmit_limit(self.retransmit_mult, cluster_size)
+        limit = self._limit(cluster_size)
         ordered = sorted(self._items.items(), key=lambda kv: (kv[1].transmits, -kv[1].seq))
         picked: list[list[Any]] = []
         left = budget
         for key, item in ordered:
-            if item.size > left:
+            if item.size > left and not (at_least_one and not picked):
                 continue
             left -= item.size
             picked.append(item.record)

@@ -26,6 +26,7 @@ class Settings:
     indirect_checks: int
     suspicion_mult: int
     suspicion_max_timeout_mult: int
+    confirmed_suspicion: float
     awareness_max_multiplier: int
     gossip_interval: float
     gossip_nodes: int
@@ -51,6 +52,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "probe_timeout": 0.5,
         "indirect_checks": 3,
         "suspicion_mult": 4,
+        "confirmed_suspicion": 2.0,
         "gossip_interval": 0.2,
         "gossip_nodes": 3,
         "retransmit_mult": 4,
@@ -67,6 +69,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "probe_timeout": 3.0,
         "indirect_checks": 3,
         "suspicion_mult": 6,
+        "confirmed_suspicion": 10.0,
         "gossip_interval": 0.5,
         "gossip_nodes": 4,
         "retransmit_mult": 4,
@@ -83,6 +86,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "probe_timeout": 0.2,
         "indirect_checks": 1,
         "suspicion_mult": 3,
+        "confirmed_suspicion": 1.0,
         "gossip_interval": 0.1,
         "gossip_nodes": 3,
         "retransmit_mult": 2,
@@ -136,7 +140,10 @@ class GossipOptions:
     suspicion_max_timeout_mult: int | None = attrs.field(
         default=None,
         validator=positive,
-        metadata={"help": "unconfirmed suspicions last up to this multiple of the minimum"},
+        metadata={"help": "unconfirmed suspicions last up to this multiple of mult * log10(N) * probe_interval"},
+    )
+    confirmed_suspicion: Duration | None = _timing(
+        "a fully confirmed suspicion lasts at most this long (the suspect is pinged meanwhile)"
     )
     awareness_max_multiplier: int | None = attrs.field(
         default=None,

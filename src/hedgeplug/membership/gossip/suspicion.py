@@ -3,8 +3,15 @@
 Lifeguard's rule: the timeout starts long (`max`) and shrinks towards `min`
 as independent members confirm the suspicion, on a log scale, so one
 confused prober cannot kill a healthy member quickly but a real failure seen
-by several members is declared fast. `min` grows with log10 of the cluster
-size because a larger cluster needs longer for the refutation to travel back.
+by several members is declared fast. `max` grows with log10 of the cluster
+size because a larger cluster needs longer for a refutation to travel back
+through gossip.
+
+`min`, the timeout of a fully confirmed suspicion, is Lifeguard's
+`mult * log10(n) * probe_interval` capped at `confirmed`: the node that
+accused (and any node whose suspicion runs out) keeps pinging the suspect
+with the accusation until it ends, so a live suspect refutes in one round
+trip and need not wait for gossip to reach it and bring its answer back.
 """
 
 from __future__ import annotations
@@ -15,12 +22,16 @@ import attrs
 
 
 def suspicion_bounds(
-    cluster_size: int, probe_interval: float, mult: int, max_mult: int
+    cluster_size: int,
+    probe_interval: float,
+    mult: int,
+    max_mult: int,
+    confirmed: float = math.inf,
 ) -> tuple[float, float]:
     """(min, max) suspicion timeout for a cluster of `cluster_size` live members."""
     node_scale = max(1.0, math.log10(max(1, cluster_size)))
-    low = mult * node_scale * probe_interval
-    return low, low * max_mult
+    base = mult * node_scale * probe_interval
+    return min(base, confirmed), base * max_mult
 
 
 def expected_confirmations(mult: int, cluster_size: int) -> int:
@@ -42,6 +53,9 @@ class Suspicion:
     high: float
     expected: int
     accusers: set[str] = attrs.Factory(set)
+    # Started by a peer's claim of death rather than an accusation: such a
+    # claim is never believed on its own word (see watch.ends_known_suspicion).
+    from_claimed_death: bool = False
 
     @property
     def confirmations(self) -> int:
@@ -67,9 +81,10 @@ class Suspicion:
 class Suspicions:
     """The open suspicions of one node, by member id."""
 
-    def __init__(self, mult: int, max_mult: int) -> None:
+    def __init__(self, mult: int, max_mult: int, confirmed: float = math.inf) -> None:
         self.mult = mult
         self.max_mult = max_mult
+        self.confirmed = confirmed
         self._open: dict[str, Suspicion] = {}
 
     def __contains__(self, member_id: object) -> bool:
@@ -90,7 +105,9 @@ class Suspicions:
         cluster_size: int,
         probe_interval: float,
     ) -> Suspicion:
-        low, high = suspicion_bounds(cluster_size, probe_interval, self.mult, self.max_mult)
+        low, high = suspicion_bounds(
+            cluster_size, probe_interval, self.mult, self.max_mult, self.confirmed
+        )
         s = Suspicion(
             member_id, incarnation, now, low, high, expected_confirmations(self.mult, cluster_size)
         )
