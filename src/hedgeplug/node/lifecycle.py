@@ -19,6 +19,7 @@ from ..events import EventHub
 from ..keyring import check_exposure, follow_key_file
 from ..logs import current_node
 from ..registry import Observers
+from .asyncio_accept import tolerate_accept_race
 from .parts import NodeParts
 from .services import Services
 
@@ -59,6 +60,7 @@ class Lifecycle:
     async def bind(self) -> None:
         """Bind the transport and check the advertised address against the
         lock (outside any task group, so a refusal is one plain error)."""
+        tolerate_accept_race()  # before any listener exists (asyncio only)
         address = await self.parts.transport.bind()
         self.on_bound(address)
         self.bound = True
