@@ -4,14 +4,16 @@ carries on after its connection is cut."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
 import psycopg
 import pytest
 from hedgeplug.errors import StoreError
+from psycopg.conninfo import make_conninfo
 
 from hedgeplug_postgres import PostgresOptions, WatchingPostgresLock, make
 
@@ -33,12 +35,27 @@ def _open(dsn: str, lock_name: str) -> WatchingPostgresLock:
 
 
 def _connections_of(dsn: str, pids: set[int]) -> int:
-    """How many server connections of ours PostgreSQL counts (application hedgeplug)."""
+    """How many server connections of ours PostgreSQL counts (application
+    hedgeplug, in the database of `dsn`: other tests share the server)."""
     with psycopg.connect(dsn, autocommit=True) as admin:
         rows = admin.execute(
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'hedgeplug'"
+            " AND datname = current_database()"
         ).fetchall()
     return len({pid for (pid,) in rows} & pids) if pids else len(rows)
+
+
+@contextlib.contextmanager
+def _own_database(dsn: str) -> Iterator[str]:
+    """A database of this test alone on the shared server: its connections can be counted."""
+    name = f"watch_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_conninfo(dsn, dbname=name)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def _until(what: Callable[[], bool], bound: float) -> None:
@@ -57,8 +74,13 @@ async def _watching(backend: WatchingPostgresLock, changes: list[int], tg: Any) 
 
 
 async def test_one_connection_per_backend_with_watching_on(postgres_server: Any) -> None:
+    with _own_database(postgres_server.dsn) as dsn:
+        await _one_connection_per_backend(dsn)
+
+
+async def _one_connection_per_backend(dsn: str) -> None:
     name = f"w-{uuid.uuid4().hex[:8]}"
-    watcher, other = _open(postgres_server.dsn, name), _open(postgres_server.dsn, name)
+    watcher, other = _open(dsn, name), _open(dsn, name)
     changes = [0]
     try:
         async with anyio.create_task_group() as tg:
@@ -68,9 +90,9 @@ async def test_one_connection_per_backend_with_watching_on(postgres_server: Any)
             await _until(lambda: changes[0] == 1, 2.0)  # heard while idle
             assert watcher.server_pid is not None
             mine = {watcher.server_pid}
-            assert _connections_of(postgres_server.dsn, mine) == 1
-            # Every hedgeplug connection on the server belongs to one of the two backends.
-            assert _connections_of(postgres_server.dsn, set()) == 2
+            assert _connections_of(dsn, mine) == 1
+            # Every hedgeplug connection to this database belongs to one of the two backends.
+            assert _connections_of(dsn, set()) == 2
             # A release heard while the watcher's own backend keeps querying.
             async def query_busily() -> None:
                 for _ in range(200):
