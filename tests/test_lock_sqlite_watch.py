@@ -93,14 +93,16 @@ async def test_current_answers_from_the_watch_but_never_stale(tmp_path: Path) ->
     a, b, c = open_lock(path, "w"), open_lock(path, "w"), open_lock(path, "w")
     queries = count_queries(b)
     try:
-        async with watching(b):
+        async with watching(b) as changes:
             assert await b.current() is None
             lease = await a.acquire("a", "addr-a", 5.0)
             assert lease is not None
             # Right after the acquire returns, not after the watch caught up.
             seen = await b.current()
             assert seen is not None and (seen.holder, seen.token) == ("a", lease.token)
-            await anyio.sleep(0.1)  # the watch has read the change too
+            # The watch has read the change too (awaited: on a loaded machine
+            # 0.1 s was not always enough, and its read then counted below).
+            await wait_for(lambda: changes() >= 1, bound=5.0)
             before = len(queries)
             for _ in range(20):
                 again = await b.current()
