@@ -293,7 +293,10 @@ class Bench:
             if first and last:
                 sent = last["transport"]["bytes_out"] - first["transport"]["bytes_out"]
                 sent -= len(msgpack.packb(first)) + _ENVELOPE_BYTES
-                sent_per_s[n.id] = sent / took
+                # That size is an estimate within a few bytes; an idle leader
+                # (one-way beats need no reply) sends about nothing, so the
+                # difference may dip just below zero.
+                sent_per_s[n.id] = max(0.0, sent / took)
         leader = self.cluster.leader_process(after)
         followers = [n.id for n in nodes if leader is None or n.id != leader.id]
         self.figures["window_s"] = round(took, 1)
