@@ -161,7 +161,7 @@ class Cache:
         placement = self.placement()
         if self.leaving and not leaving_ok:
             placement = placement.without(self.node_id)
-        return self._with_addresses(placement.owners(key))
+        return self.with_addresses(placement.owners(key))
 
     def previous_owners(self, key: bytes) -> list[tuple[str, str]]:
         """Owners of `key` in recent views, newest first, without repeats."""
@@ -183,9 +183,9 @@ class Cache:
         owners = list(seen)
         if len(owners) > MAX_FALLBACK:
             owners = owners[: MAX_FALLBACK // 2] + owners[-(MAX_FALLBACK - MAX_FALLBACK // 2) :]
-        return self._with_addresses(owners)
+        return self.with_addresses(owners)
 
-    def _with_addresses(self, owners: Iterable[str]) -> list[tuple[str, str]]:
+    def with_addresses(self, owners: Iterable[str]) -> list[tuple[str, str]]:
         view = self.node.view
         out = []
         for owner in owners:

@@ -133,7 +133,7 @@ class Handoff:
             # likeliest previous owners.
             next_ranked = cache.placement().ranked(key, len(current) + CATCH_UP_RANKS)
             sources += [
-                pair for pair in cache._with_addresses(next_ranked[len(current):])
+                pair for pair in cache.with_addresses(next_ranked[len(current):])
                 if pair not in sources
             ]
         if not sources:
