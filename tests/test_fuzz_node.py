@@ -213,6 +213,17 @@ def test_heartbeat_rejects_an_infinite_incarnation(heartbeat_node: tuple[Any, Ra
         assert peer.request("heartbeat", payload, sender=claimed_sender(payload)).kind is Kind.REPLY
 
 
+def test_heartbeat_leader_ignores_a_forged_update_in_its_own_name(heartbeat_node: tuple[Any, RawPeer]) -> None:
+    # Found by fuzzing in a clean-clone run: an "update" whose envelope named
+    # the leader itself as sender, with a newer version and no members,
+    # replaced the leader's own view; the node led a view without itself.
+    node, peer = heartbeat_node
+    forged = {"op": "update", "v": [2**40, 1], "members": []}
+    assert peer.request("heartbeat", forged, sender="target").kind is Kind.REPLY
+    status = still_serving(peer)
+    assert "target" in {m["id"] for m in status["members"]}
+
+
 @FUZZ
 @given(payload=heartbeat_payloads)
 def test_heartbeat_handler_answers_anything(heartbeat_node: tuple[Any, RawPeer], payload: Any) -> None:

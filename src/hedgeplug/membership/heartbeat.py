@@ -290,7 +290,12 @@ class Heartbeat:
             self.ctx.count("heartbeat.drop.malformed")
             return None
         op = payload.get("op")
-        if not _from_its_source(op, payload, msg.sender, self.ctx.leader):
+        if not _from_its_source(op, payload, msg.sender, self.ctx.leader) or (
+            # The leader's views come from its own lead loop, never over the
+            # wire: an update naming this node as its sender is forged (found
+            # by fuzzing: it replaced a leader's view with an empty one).
+            op == "update" and msg.sender == self.ctx.id
+        ):
             self.ctx.count("heartbeat.drop.impostor")
             return None
         try:
