@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -31,7 +30,7 @@ import attrs
 
 from ..config import Config
 from ..errors import HedgeplugError
-from ..processes import READY_RE, NodeProcess, ProcessCluster, ProcessError, child_environment
+from ..processes import NodeProcess, ProcessCluster, start_process
 
 CACHE = "scale"
 CHANNEL = "app:cache:"  # the node's application channels carry this prefix
@@ -45,36 +44,7 @@ async def start_cache_worker(
         sys.executable, "-m", "hedgeplug.testing.cache_worker", "--config", str(config_path),
         "--cache", cache, "--options", json.dumps(options),
     ]
-    with open(log_path, "ab") as log_file:
-        process = await anyio.open_process(
-            command, stdin=None, stdout=subprocess.PIPE, stderr=log_file,
-            start_new_session=True, env=child_environment(),
-        )
-    started = anyio.current_time()
-    line: str | None = None
-    match = None
-    try:
-        assert process.stdout is not None
-        buffer = b""
-        with anyio.move_on_after(ready_timeout):
-            while b"\n" not in buffer:
-                try:
-                    buffer += await process.stdout.receive()
-                except anyio.EndOfStream:
-                    break
-            line = buffer.split(b"\n", 1)[0].decode(errors="replace")
-        match = READY_RE.match(line or "")
-    finally:
-        if match is None:
-            with anyio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.kill()
-                with anyio.move_on_after(5):
-                    await process.wait()
-    if match is None:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
-        raise ProcessError(f"cache worker did not listen (first line {line!r}); log:\n{tail}")
-    return NodeProcess(process, match["id"], match["address"], log_path, True, started)
+    return await start_process(command, log_path, ready_timeout=ready_timeout, what="cache worker")
 
 
 class CacheProcessCluster(ProcessCluster):
