@@ -20,9 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -42,9 +39,9 @@ PHASE_TIMEOUT = 120.0
 SIZE = 64
 MODES = ("unsealed", "sealed", "tls")
 
-# The same length-prefixed echo server the cluster benchmark uses (this
-# script runs from benchmarks/, so the sibling module imports).
-from cluster_bench import ECHO_SERVER  # noqa: E402
+# The raw echo baseline the messaging benchmark uses (this script runs from
+# benchmarks/, so the sibling module imports).
+from messaging_bench import Echo  # noqa: E402
 
 RoundTrip = Callable[[], Awaitable[Any]]
 
@@ -53,33 +50,6 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of process `pid` so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Echo:
-    """A length-prefixed echo server in its own process."""
-
-    def __init__(self) -> None:
-        self.server = subprocess.Popen(
-            [sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True
-        )
-        assert self.server.stdout is not None
-        self.port = int(self.server.stdout.readline())
-        self.message = struct.pack("!I", SIZE) + b"z" * SIZE
-
-    async def connect(self) -> RoundTrip:
-        stream = await anyio.connect_tcp("127.0.0.1", self.port)
-
-        async def round_trip() -> None:
-            await stream.send(self.message)
-            got = b""
-            while len(got) < len(self.message):
-                got += await stream.receive()
-
-        return round_trip
-
-    def close(self) -> None:
-        self.server.kill()
-        self.server.wait()
 
 
 def overrides_for(mode: str, pki: Path) -> list[str]:
